@@ -1,0 +1,94 @@
+"""Dataset-level files of the derivatives: dataset_description.json, .bidsignore,
+descriptions.tsv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from bids_enhance.utils import atomic_write_text
+
+CODE_URL = "https://github.com/bids-enhance/bids_enhance"
+BIDS_VERSION = "1.10.0"
+#: Set in the Docker/Apptainer images (``GeneratedBy.Container``).
+CONTAINER_TYPE_ENV = "BIDS_ENHANCE_CONTAINER_TYPE"
+CONTAINER_TAG_ENV = "BIDS_ENHANCE_CONTAINER_TAG"
+
+BIDSIGNORE = ("*.html", "logs/", "figures/", "*_desc-*.svg", "sub-*/log/")
+
+#: Every ``desc`` label the app writes, with the sentence that goes into descriptions.tsv.
+DESCRIPTIONS = {
+    "denoised": "Denoised with a classical non-local-means filter (PRI-NLM or SANLM; the "
+                "sidecar names the method and its parameters). Same grid and intensity scale "
+                "as the source.",
+}
+
+
+def generated_by() -> list[dict]:
+    from bids_enhance import __version__
+
+    entry: dict = {"Name": "bids_enhance", "Version": __version__, "CodeURL": CODE_URL}
+    if os.environ.get(CONTAINER_TYPE_ENV):
+        entry["Container"] = {"Type": os.environ[CONTAINER_TYPE_ENV]}
+        if os.environ.get(CONTAINER_TAG_ENV):
+            entry["Container"]["Tag"] = os.environ[CONTAINER_TAG_ENV]
+    return [entry]
+
+
+def write_dataset_description(output_dir: Path, bids_dir: Path) -> Path:
+    """Write ``dataset_description.json`` (keeps a prior file's extra keys, refreshes ours)."""
+    path = Path(output_dir) / "dataset_description.json"
+    desc: dict = {}
+    if path.exists():
+        try:
+            desc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            desc = {}
+    source_desc: dict = {}
+    try:
+        source_desc = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        pass
+    source: dict = {"URL": Path(bids_dir).absolute().as_uri()}
+    if source_desc.get("DatasetDOI"):
+        source = {"DOI": source_desc["DatasetDOI"]}
+    if source_desc.get("Name"):
+        source["Version"] = str(source_desc.get("BIDSVersion", ""))
+    desc.update({
+        "Name": "bids_enhance: enhanced anatomical images",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": generated_by(),
+        "SourceDatasets": [source],
+        "DatasetLinks": {"raw": Path(bids_dir).absolute().as_uri()},
+        "HowToAcknowledge": "Cite the methods listed in logs/CITATION.md.",
+        "License": source_desc.get("License", "See the source dataset's licence."),
+    })
+    return atomic_write_text(path, json.dumps(desc, indent=2) + "\n")
+
+
+def write_bidsignore(output_dir: Path) -> Path:
+    path = Path(output_dir) / ".bidsignore"
+    existing = path.read_text().splitlines() if path.exists() else []
+    lines = list(dict.fromkeys([*existing, *BIDSIGNORE]))
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_descriptions(output_dir: Path, labels: list[str] | tuple[str, ...]) -> Path:
+    """``descriptions.tsv`` with ``desc_id``/``description`` for every label used so far."""
+    path = Path(output_dir) / "descriptions.tsv"
+    rows: dict[str, str] = {}
+    if path.exists():
+        with open(path, newline="") as fobj:
+            rows = {r["desc_id"]: r["description"] for r in csv.DictReader(fobj, delimiter="\t")}
+    for label in labels:
+        rows[label] = DESCRIPTIONS[label]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(["desc_id", "description"])
+    for label in sorted(rows):
+        writer.writerow([label, rows[label]])
+    return atomic_write_text(path, buffer.getvalue())

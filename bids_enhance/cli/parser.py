@@ -1,0 +1,298 @@
+"""The BIDS-App command line (modelled on ``fmriprep/cli/parser.py``).
+
+This module imports nothing heavy: ``bids_enhance --help`` must be instant and never import
+torch. Every problem with the arguments goes through ``parser.error`` (one sentence, exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from bids_enhance import __version__
+
+SUFFIXES = ("T1w", "T2w", "FLAIR", "PD")
+ENHANCEMENTS = ("denoise",)
+DENOISE_METHODS = ("prinlm", "sanlm")
+NOISE_MODELS = ("rician", "gaussian")
+FILTER_QUERIES = tuple(s.lower() for s in SUFFIXES)
+
+GPU_HINT = (
+    "in a container pass the GPU through (`docker run --gpus all …` or `apptainer run --nv …`), "
+    "or choose --device cpu"
+)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _label_list(prefix: str):
+    def strip(value: str) -> str:
+        label = value.removeprefix(prefix)
+        if not re.fullmatch(r"[A-Za-z0-9]+", label):
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not a valid label (letters and digits only, optional '{prefix}')")
+        return label
+    return strip
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def parse_memory(value: str) -> float:
+    """``--mem``: megabytes by default, or a number with a K/M/G/T suffix (``16G``). Returns GB."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)B?\s*", str(value), re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a memory size (examples: 16000, 16G, 0.5T)")
+    number = float(match.group(1))
+    unit = match.group(2).upper() or "M"
+    gb = number * {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[unit]
+    if gb <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than zero")
+    return gb
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value).expanduser().absolute()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file {value!r} does not exist")
+    return path
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"cpu|auto|cuda(:[0-9]+)?", value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a device (use cpu, cuda, cuda:N or auto)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bids_enhance",
+        description=(
+            f"bids_enhance {__version__}: denoise 3D structural MRI of a BIDS dataset and write "
+            "BIDS-Derivatives with a visual report per participant."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bids_enhance /data /out participant --participant-label 01 02\n"
+            "  bids_enhance /data /out participant --denoise-method sanlm --device cuda\n"
+            "  bids_enhance /data /out group"
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="the root of the BIDS dataset")
+    parser.add_argument("output_dir", type=Path,
+                        help="where derivatives, reports and logs are written")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="'participant' processes subjects; 'group' summarises their "
+                             "outputs")
+    parser.add_argument("--version", action="version", version=f"bids_enhance {__version__}")
+    parser.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
+                        help="more log output (repeat for more)")
+
+    g = parser.add_argument_group("selecting inputs")
+    g.add_argument("--participant-label", "--participant_label", dest="participant_label",
+                   nargs="+", type=_label_list("sub-"), metavar="LABEL",
+                   help="subjects to process (with or without 'sub-'); default: all")
+    g.add_argument("--session-label", "--session_label", dest="session_label", nargs="+",
+                   type=_label_list("ses-"), metavar="LABEL",
+                   help="sessions to process (with or without 'ses-'); default: all")
+    g.add_argument("--bids-filter-file", dest="bids_filter_file", type=_existing_file,
+                   metavar="FILE",
+                   help="JSON {query: {entity: value}} with queries "
+                        f"{', '.join(FILTER_QUERIES)}; null = entity absent, \"*\" = any value")
+    g.add_argument("--bids-database-dir", dest="bids_database_dir", type=Path, metavar="DIR",
+                   help="reuse (or create) a pybids index here; share it read-only between jobs")
+    g.add_argument("--suffix", nargs="+", choices=SUFFIXES, default=["T1w"],
+                   help="which anatomical images to enhance")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation",
+                   dest="skip_bids_validation", action="store_true",
+                   help="do not run the BIDS validator on the input")
+
+    g = parser.add_argument_group("enhancement")
+    g.add_argument("--enhance", nargs="+", choices=ENHANCEMENTS, default=["denoise"],
+                   help="enhancement steps, applied in the order given")
+    g.add_argument("--denoise-method", dest="denoise_method", choices=DENOISE_METHODS,
+                   default="prinlm",
+                   help="prinlm: ODCT-guided rotation-invariant NLM (Manjón 2012); sanlm: "
+                        "spatially adaptive NLM (Manjón 2010)")
+    g.add_argument("--noise-model", dest="noise_model", choices=NOISE_MODELS, default="rician",
+                   help="rician for magnitude images straight from the scanner; gaussian for "
+                        "images whose background noise was already removed or transformed")
+    g.add_argument("--sloppy", action="store_true",
+                   help="fast, low-quality settings for smoke tests; never for analysis")
+
+    g = parser.add_argument_group("resources")
+    g.add_argument("--nprocs", "--nthreads", "--n-cpus", "--n_cpus", dest="nprocs",
+                   type=_positive_int, metavar="N",
+                   help="CPUs for the whole run; default: all available")
+    g.add_argument("--omp-nthreads", "--omp_nthreads", dest="omp_nthreads", type=_positive_int,
+                   metavar="N", help="threads per process (torch); default: --nprocs")
+    g.add_argument("--mem", "--mem-mb", "--mem_mb", dest="mem_gb", type=parse_memory,
+                   metavar="MEM", help="memory limit: MB, or with a G/T suffix (16G)")
+    g.add_argument("-w", "--work-dir", dest="work_dir", type=Path, metavar="DIR",
+                   help="intermediate results; reuse it to resume; default: ./work")
+    g.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", type=_existing_file,
+                   metavar="FILE",
+                   help="nipype plugin settings (YAML: plugin, plugin_args), e.g. SLURM")
+    g.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true",
+                   help="stop at the first failure instead of finishing other images")
+    g.add_argument("--resource-monitor", dest="resource_monitor", action="store_true",
+                   help="record CPU and memory use of every node")
+    g.add_argument("--device", type=_device, default="cpu",
+                   help="cpu, cuda, cuda:N, or auto (a GPU when one is usable, else the CPU). "
+                        "A GPU that was asked for and is not usable is an error, never a "
+                        "silent fallback")
+
+    g = parser.add_argument_group("other")
+    g.add_argument("--config-file", dest="config_file", type=_existing_file, metavar="FILE",
+                   help="TOML settings (option names as keys, or a previous run's "
+                        "bids_enhance.toml); command-line options win")
+    g.add_argument("--random-seed", dest="random_seed", type=int, metavar="SEED",
+                   help="master seed; every random draw derives from it (recorded in outputs)")
+    g.add_argument("--reports-only", dest="reports_only", action="store_true",
+                   help="only (re)build the reports from existing outputs")
+    g.add_argument("--boilerplate-only", dest="boilerplate_only", action="store_true",
+                   help="only write the methods text (logs/CITATION.*)")
+    return parser
+
+
+def _load_filters(parser: argparse.ArgumentParser, path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        filters = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        parser.error(f"--bids-filter-file {path} is not valid JSON ({exc})")
+    if not isinstance(filters, dict) or not all(isinstance(v, dict) for v in filters.values()):
+        parser.error(f"--bids-filter-file {path} must hold an object of objects, "
+                     'e.g. {"t1w": {"acquisition": "mprage"}}')
+    for key in filters:
+        if key not in FILTER_QUERIES:
+            close = difflib.get_close_matches(key.lower(), FILTER_QUERIES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parser.error(f"--bids-filter-file {path} has an unknown query {key!r}{hint}; "
+                         f"known queries: {', '.join(FILTER_QUERIES)}")
+    return filters
+
+
+def _check_device(parser: argparse.ArgumentParser, device: str) -> str:
+    if device == "cpu":
+        return device
+    import torch  # only when a GPU is asked for: --help and CPU runs stay torch-free here
+
+    available = torch.cuda.is_available()
+    if device == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        parser.error(f"--device {device} was requested but no usable CUDA GPU is visible "
+                     f"(torch.cuda.is_available() is False); {GPU_HINT}")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        parser.error(f"--device {device} was requested but only {torch.cuda.device_count()} "
+                     "CUDA device(s) are visible")
+    return device
+
+
+def _check_choices(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """argparse does not check defaults against ``choices``; a config file sets defaults."""
+    for action in parser._actions:
+        if not action.choices or action.dest == "help":
+            continue
+        value = getattr(opts, action.dest, None)
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and item not in action.choices:
+                parser.error(f"--config-file sets {action.dest} to {item!r}; choose from "
+                             f"{', '.join(map(str, action.choices))}")
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def parse_args(argv: list[str] | None = None):
+    """Parse and validate the command line; return :class:`bids_enhance.config.Settings`."""
+    from bids_enhance.config import Settings, read_config_file
+
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+
+    if opts.config_file is not None:
+        try:
+            from_file = read_config_file(opts.config_file)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--config-file {opts.config_file}: {exc}")
+        for key in ("bids_dir", "work_dir", "use_plugin", "bids_database_dir"):
+            if from_file.get(key) is not None:
+                from_file[key] = Path(from_file[key])
+        # Options given on the command line win over the file: re-parse with the file's values
+        # as defaults.
+        parser.set_defaults(**from_file)
+        opts = parser.parse_args(argv)
+        _check_choices(parser, opts)
+
+    bids_dir = opts.bids_dir.expanduser().absolute()
+    output_dir = opts.output_dir.expanduser().absolute()
+    if not bids_dir.is_dir():
+        parser.error(f"BIDS directory {bids_dir} does not exist")
+    if opts.analysis_level == "participant" and not (bids_dir / "dataset_description.json").is_file():
+        parser.error(f"{bids_dir} is not a BIDS dataset: dataset_description.json is missing")
+    if output_dir.resolve() == bids_dir.resolve():
+        parser.error(f"the output directory {output_dir} must not be the BIDS directory; "
+                     f"use e.g. {bids_dir / 'derivatives' / 'bids_enhance'}")
+    work_dir = (opts.work_dir or Path.cwd() / "work").expanduser().absolute()
+    if _is_within(work_dir, bids_dir):
+        parser.error(f"the work directory {work_dir} is inside the BIDS directory; "
+                     "choose another with -w")
+    if output_dir.exists() and not output_dir.is_dir():
+        parser.error(f"the output path {output_dir} exists and is not a directory")
+
+    filters = _load_filters(parser, opts.bids_filter_file) if opts.bids_filter_file else None
+    if isinstance(getattr(opts, "bids_filters", None), dict):  # from a config file
+        filters = {**opts.bids_filters, **(filters or {})}
+    device = _check_device(parser, opts.device)
+
+    return Settings(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=opts.analysis_level,
+        participant_label=opts.participant_label,
+        session_label=opts.session_label,
+        bids_filters=filters,
+        bids_database_dir=(opts.bids_database_dir.expanduser().absolute()
+                           if opts.bids_database_dir else None),
+        suffix=list(dict.fromkeys(opts.suffix)),
+        enhance=list(opts.enhance),
+        denoise_method=opts.denoise_method,
+        noise_model=opts.noise_model,
+        nprocs=opts.nprocs,
+        omp_nthreads=opts.omp_nthreads,
+        mem_gb=opts.mem_gb,
+        work_dir=work_dir,
+        use_plugin=opts.use_plugin,
+        stop_on_first_crash=opts.stop_on_first_crash,
+        resource_monitor=opts.resource_monitor,
+        device=device,
+        random_seed=opts.random_seed,
+        reports_only=opts.reports_only,
+        boilerplate_only=opts.boilerplate_only,
+        skip_bids_validation=opts.skip_bids_validation,
+        sloppy=opts.sloppy,
+        verbose=opts.verbose,
+    )

@@ -1,0 +1,273 @@
+"""Entry point: parse → settings → (validate, query) → workflow → run → reports → exit code.
+
+Exit codes: 0 every image and report succeeded; 1 some image or report failed (the others were
+still processed); 2 the arguments or the inputs are unusable (one sentence on stderr).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+LOGGER = logging.getLogger("bids_enhance")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Inputs that make the whole run impossible; reported like an argument error (exit 2)."""
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s",
+                        datefmt="%y%m%d-%H:%M:%S", stream=sys.stderr, force=True)
+    LOGGER.setLevel(level)
+    # nipype logs whole tracebacks on failure; by default we print one line per failure
+    # ourselves and leave the tracebacks to the crash files.
+    nipype_level = {0: logging.CRITICAL, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+        logging.getLogger(name).setLevel(nipype_level)
+    for name in ("matplotlib", "PIL", "bids"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bids_enhance.cli.parser import parse_args
+
+    settings = parse_args(argv)  # exits 2 with one sentence on bad arguments
+    _setup_logging(settings.verbose)
+    try:
+        if settings.analysis_level == "group":
+            return run_group(settings)
+        return run_participant(settings)
+    except UsageError as exc:
+        print(f"bids_enhance: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bids_enhance: interrupted; no partial file was left under a final name",
+              file=sys.stderr)
+        return 130
+
+
+# ----------------------------------------------------------------------------------------------
+def run_group(settings) -> int:
+    from bids_enhance.reports.group import run_group as write_group
+
+    try:
+        paths = write_group(settings.output_dir, settings.suffix)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for path in paths:
+        LOGGER.info("Wrote %s", path)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+def validate_bids(bids_dir: Path, output_dir: Path, run_uuid: str) -> None:
+    """Run the official BIDS validator (``bids-validator-deno``); errors are a usage error."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("bids-validator-deno") or shutil.which("bids-validator")
+    if exe is None:
+        LOGGER.warning("The BIDS validator (bids-validator-deno) is not installed: input not "
+                       "validated. Install it, or pass --skip-bids-validation to silence this.")
+        return
+    report = output_dir / "logs" / f"bids-validator_{run_uuid}.txt"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, str(bids_dir), "--ignoreWarnings"] if "deno" not in Path(exe).name else \
+        [exe, str(bids_dir), "--ignoreWarnings", "--no-color"]
+    LOGGER.info("Validating %s with %s", bids_dir, Path(exe).name)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    report.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        first = next((ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()
+                      if re.search(r"\[ERROR\]|ERROR", ln)), "see the report")
+        raise UsageError(f"{bids_dir} is not a valid BIDS dataset ({first}); full report in "
+                         f"{report}; fix the dataset or pass --skip-bids-validation")
+
+
+def _plugin_settings(settings) -> dict:
+    import yaml
+
+    if settings.use_plugin is not None:
+        try:
+            spec = yaml.safe_load(Path(settings.use_plugin).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"--use-plugin {settings.use_plugin} is not valid YAML ({exc})") \
+                from None
+        if not isinstance(spec, dict) or "plugin" not in spec:
+            raise UsageError(f"--use-plugin {settings.use_plugin} must contain a 'plugin' key "
+                             "(e.g. plugin: SLURM)")
+        return {"plugin": spec["plugin"], "plugin_args": dict(spec.get("plugin_args") or {})}
+    if settings.nprocs == 1:
+        return {"plugin": "Linear", "plugin_args": {}}
+    args = {"n_procs": settings.nprocs, "raise_insufficient": False}
+    if settings.mem_gb:
+        args["memory_gb"] = settings.mem_gb
+    if settings.device != "cpu":
+        args["mp_context"] = "forkserver"  # never fork a process that may hold a CUDA context
+    return {"plugin": "MultiProc", "plugin_args": args}
+
+
+def _configure_nipype(settings) -> None:
+    from nipype import config as ncfg
+
+    ncfg.update_config({
+        "execution": {
+            "crashfile_format": "txt",
+            "stop_on_first_crash": settings.stop_on_first_crash,
+            "hash_method": "content",
+            "check_version": False,
+            "get_linked_libs": False,
+            "remove_unnecessary_outputs": False,
+            "parameterize_dirs": False,
+        },
+        "monitoring": {"enabled": settings.resource_monitor},
+    })
+    if settings.resource_monitor:
+        ncfg.enable_resource_monitor()
+
+
+def crash_messages(log_dir: Path) -> list[tuple[Path, str]]:
+    """One line per crash file in ``log_dir``: the innermost exception message."""
+    pattern = re.compile(r"^\s*([\w.]*(?:Error|Exception|Exit)\w*): (.+)$")
+    out = []
+    for crash in sorted(log_dir.glob("crash-*.txt")):
+        message = "unknown error (see the crash file)"
+        for line in crash.read_text(errors="replace").splitlines():
+            match = pattern.match(line)
+            if match and "NodeExecutionError" not in match.group(1):
+                message = match.group(2).strip()
+        out.append((crash, message))
+    return out
+
+
+def run_participant(settings) -> int:
+    from bids_enhance.bids.dataset import (
+        write_bidsignore,
+        write_dataset_description,
+        write_descriptions,
+    )
+    from bids_enhance.bids.layout import BIDSInputError, collect_images, make_layout
+    from bids_enhance.utils import remove_stale_temporaries
+
+    out = settings.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(out)
+    if stale:
+        LOGGER.info("Removed %d temporary file(s) an interrupted run left behind", len(stale))
+
+    if not (settings.skip_bids_validation or settings.reports_only):
+        validate_bids(settings.bids_dir, out, settings.run_uuid)
+    try:
+        layout = make_layout(settings.bids_dir, database_dir=settings.bids_database_dir)
+        subjects = collect_images(layout, participant_label=settings.participant_label,
+                                  session_label=settings.session_label,
+                                  suffixes=settings.suffix, filters=settings.bids_filters)
+    except BIDSInputError as exc:
+        raise UsageError(str(exc)) from None
+    n_images = sum(len(v) for v in subjects.values())
+    LOGGER.info("Found %d image(s) of %d participant(s): %s", n_images, len(subjects),
+                ", ".join(subjects))
+
+    if settings.reports_only:
+        return _reports(settings, subjects, run_uuid=_latest_run_uuid(settings, subjects))
+
+    write_dataset_description(out, settings.bids_dir)
+    write_bidsignore(out)
+    workflow = build_workflow(settings, subjects)
+    _write_boilerplate(out, workflow)
+    if settings.boilerplate_only:
+        LOGGER.info("Wrote the methods text to %s", out / "logs")
+        return EXIT_OK
+
+    for subject in subjects:
+        log_dir = settings.log_dir(subject)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        settings.dump_toml(log_dir / "bids_enhance.toml")
+
+    _configure_nipype(settings)
+    _set_crash_dirs(workflow, settings, subjects)
+    plugin = _plugin_settings(settings)
+    LOGGER.info("Running %s with the %s plugin (work directory %s)", workflow.name,
+                plugin["plugin"], settings.work_dir)
+    try:
+        workflow.run(**plugin)
+    except Exception as exc:  # nipype raises after finishing what it could
+        LOGGER.debug("nipype reported: %s", exc)
+
+    failed = 0
+    for subject in subjects:
+        for crash, message in crash_messages(settings.log_dir(subject)):
+            failed += 1
+            LOGGER.error("sub-%s: %s (details: %s)", subject, message, crash)
+    from bids_enhance.workflows.enhance import output_desc
+
+    write_descriptions(out, [output_desc(settings.enhance)])
+    status = _reports(settings, subjects, run_uuid=settings.run_uuid)
+    if failed:
+        LOGGER.error("%d node(s) failed; the other images were processed. Outputs: %s",
+                     failed, out)
+        return EXIT_FAILED
+    LOGGER.info("Done: outputs in %s", out)
+    return status
+
+
+def build_workflow(settings, subjects):
+    from bids_enhance.workflows.base import init_bids_enhance_wf
+
+    seeds = {str(p): settings.seed_for(Path(p).relative_to(settings.bids_dir).as_posix())
+             for images in subjects.values() for p in images}
+    return init_bids_enhance_wf(
+        subjects=subjects, bids_dir=settings.bids_dir, output_dir=settings.output_dir,
+        enhance=settings.enhance, denoise_method=settings.denoise_method,
+        noise_model=settings.noise_model, device=settings.device,
+        omp_nthreads=settings.omp_nthreads, random_seed=settings.random_seed, seeds=seeds,
+        sloppy=settings.sloppy, base_dir=settings.work_dir)
+
+
+def _set_crash_dirs(workflow, settings, subjects) -> None:
+    """Crash files of each subject go to its own ``log/<run_uuid>`` (as fMRIPrep does)."""
+    from copy import deepcopy
+
+    for subject in subjects:
+        sub_wf = workflow.get_node(f"sub_{subject}_wf")
+        sub_wf.config = deepcopy(sub_wf.config or {})
+        sub_wf.config.setdefault("execution", {})["crashdump_dir"] = str(settings.log_dir(subject))
+        for node in sub_wf._get_all_nodes():
+            node.config = deepcopy(sub_wf.config)
+
+
+def _write_boilerplate(output_dir: Path, workflow) -> None:
+    from bids_enhance.reports.boilerplate import write_citation_files
+
+    # Every subject runs the same methods: visit_desc() drops repeated paragraphs.
+    write_citation_files(output_dir, workflow.visit_desc())
+
+
+def _latest_run_uuid(settings, subjects) -> str:
+    runs = sorted(p.name for s in subjects
+                  for p in (settings.output_dir / f"sub-{s}" / "log").glob("*") if p.is_dir())
+    return runs[-1] if runs else settings.run_uuid
+
+
+def _reports(settings, subjects, *, run_uuid: str) -> int:
+    from bids_enhance.reports.assemble import generate_report
+
+    status = EXIT_OK
+    for subject in subjects:
+        try:
+            path = generate_report(settings.output_dir, subject, run_uuid)
+        except Exception as exc:  # a report failing must not hide the others
+            LOGGER.error("sub-%s: the report could not be written (%s)", subject, exc)
+            status = EXIT_FAILED
+        else:
+            LOGGER.info("Report: %s", path)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

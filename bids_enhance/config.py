@@ -1,0 +1,161 @@
+"""Typed run settings, their TOML record, and the master seed with its child seeds.
+
+One :class:`Settings` object is made by the command line (``cli/parser.py``) and passed down.
+Workflow factories below the top receive explicit arguments, never this object, so they stay
+usable from Python and from the training workflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tomllib
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Option names grouped into the sections of the run's TOML record.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "execution": (
+        "bids_dir", "output_dir", "analysis_level", "participant_label", "session_label",
+        "bids_filters", "bids_database_dir", "work_dir", "reports_only", "boilerplate_only",
+        "skip_bids_validation", "run_uuid", "verbose", "sloppy",
+    ),
+    "workflow": (
+        "suffix", "enhance", "denoise_method", "noise_model", "device", "random_seed",
+    ),
+    "nipype": (
+        "nprocs", "omp_nthreads", "mem_gb", "use_plugin", "stop_on_first_crash",
+        "resource_monitor",
+    ),
+}
+
+#: Keys a ``--config-file`` may not set (they identify one run, or are positional).
+NOT_CONFIGURABLE = frozenset({"bids_dir", "output_dir", "analysis_level", "run_uuid"})
+
+
+def new_run_uuid() -> str:
+    """fMRIPrep-style run identifier: ``YYYYMMDD-HHMMSS_<uuid4>``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}_{uuid.uuid4()}"
+
+
+@dataclass
+class Settings:
+    """Everything one invocation of ``bids_enhance`` needs to know."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    participant_label: list[str] | None = None
+    session_label: list[str] | None = None
+    bids_filters: dict[str, dict[str, Any]] | None = None
+    bids_database_dir: Path | None = None
+    suffix: list[str] = field(default_factory=lambda: ["T1w"])
+    enhance: list[str] = field(default_factory=lambda: ["denoise"])
+    denoise_method: str = "prinlm"
+    noise_model: str = "rician"
+    nprocs: int | None = None
+    omp_nthreads: int | None = None
+    mem_gb: float | None = None
+    work_dir: Path | None = None
+    use_plugin: Path | None = None
+    stop_on_first_crash: bool = False
+    resource_monitor: bool = False
+    device: str = "cpu"
+    random_seed: int | None = None
+    reports_only: bool = False
+    boilerplate_only: bool = False
+    skip_bids_validation: bool = False
+    sloppy: bool = False
+    verbose: int = 0
+    run_uuid: str = field(default_factory=new_run_uuid)
+
+    def __post_init__(self) -> None:
+        if self.random_seed is None:
+            # Recorded in the TOML and every sidecar, so the run can be repeated exactly.
+            self.random_seed = secrets.randbelow(2**31 - 1)
+        if self.nprocs is None:
+            self.nprocs = max(1, len(os.sched_getaffinity(0)))
+        if self.omp_nthreads is None:
+            self.omp_nthreads = self.nprocs
+        self.omp_nthreads = max(1, min(self.omp_nthreads, self.nprocs))
+        if self.work_dir is None:
+            self.work_dir = Path.cwd() / "work"
+
+    # -- paths ---------------------------------------------------------------------------------
+    def log_dir(self, subject: str) -> Path:
+        """``<out>/sub-<subject>/log/<run_uuid>``: the run's TOML and crash files."""
+        return self.output_dir / f"sub-{subject}" / "log" / self.run_uuid
+
+    # -- seeds ---------------------------------------------------------------------------------
+    def seed_for(self, *key: str) -> int:
+        """A child seed of the master seed for a named purpose (e.g. a file name).
+
+        ``numpy.random.SeedSequence`` with a spawn key derived from ``key``: stable across runs
+        and processes (unlike ``hash``), independent between keys.
+        """
+        digest = hashlib.sha256("\x1f".join(key).encode()).digest()
+        spawn_key = tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+        seq = np.random.SeedSequence(self.random_seed, spawn_key=spawn_key)
+        return int(seq.generate_state(1, dtype=np.uint32)[0])
+
+    # -- TOML ----------------------------------------------------------------------------------
+    def to_toml_dict(self) -> dict[str, dict[str, Any]]:
+        from bids_enhance import __version__
+
+        raw = asdict(self)
+        out: dict[str, dict[str, Any]] = {
+            "environment": {"version": __version__, "created": datetime.now(UTC)
+                            .isoformat(timespec="seconds")},
+        }
+        for section, names in SECTIONS.items():
+            values = {}
+            for name in names:
+                value = raw[name]
+                if value is None:
+                    continue  # TOML has no null
+                values[name] = str(value) if isinstance(value, Path) else value
+            out[section] = values
+        return out
+
+    def dump_toml(self, path: Path) -> Path:
+        """Write the run's settings to ``path`` (atomically)."""
+        import tomli_w
+
+        from bids_enhance.utils import atomic_write_text
+
+        return atomic_write_text(Path(path), tomli_w.dumps(self.to_toml_dict()))
+
+
+def option_names() -> set[str]:
+    return {f.name for f in fields(Settings)}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a ``--config-file``: flat keys, or the sections of a previous run's record.
+
+    Returns option values keyed by option name. Unknown keys raise ``ValueError`` naming them.
+    Keys that identify a run (positionals, run UUID) and the ``[environment]`` section are
+    ignored, so a run's own ``bids_enhance.toml`` can be passed back to repeat it.
+    """
+    with open(path, "rb") as fobj:
+        data = tomllib.load(fobj)
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "environment":
+            continue
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    flat = {k.replace("-", "_"): v for k, v in flat.items()}
+    unknown = sorted(set(flat) - option_names())
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}")
+    return {k: v for k, v in flat.items() if k not in NOT_CONFIGURABLE}

@@ -1,0 +1,136 @@
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_enhance.image.sanitize import ImageInputError, load_and_sanitise
+
+
+def _volume(shape=(16, 18, 20), rng=None):
+    rng = rng or np.random.default_rng(0)
+    data = np.zeros(shape, np.float32)
+    data[3:-3, 3:-3, 3:-3] = 100 + rng.normal(0, 5, (shape[0] - 6, shape[1] - 6, shape[2] - 6))
+    return data
+
+
+def _save(tmp_path, img, name="sub-01_T1w.nii.gz"):
+    path = tmp_path / name
+    nib.save(img, path)
+    return path
+
+
+def test_clean_image_passes_unchanged(tmp_path):
+    data = _volume()
+    affine = np.diag([1.0, 1.0, 1.2, 1.0])
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, 1)
+    path = _save(tmp_path, img)
+    img, report = load_and_sanitise(path)
+    np.testing.assert_allclose(img.get_fdata(), data, rtol=1e-6)
+    np.testing.assert_allclose(img.affine, affine)
+    assert report.fixes == [] and report.orientation == "RAS"
+    assert img.get_data_dtype() == np.float32
+
+
+def test_qform_sform_disagreement_is_fixed_and_reported(tmp_path):
+    img = nib.Nifti1Image(_volume(), np.eye(4))
+    shifted = np.eye(4)
+    shifted[:3, 3] = [5.0, 0, 0]
+    img.set_qform(shifted, 1)
+    img.set_sform(np.eye(4), 2)
+    out, report = load_and_sanitise(_save(tmp_path, img))
+    assert any("qform and sform disagree" in f for f in report.fixes)
+    np.testing.assert_allclose(out.get_qform(), out.get_sform())
+    np.testing.assert_allclose(out.affine, np.eye(4))
+
+
+def test_singleton_fourth_dimension_is_dropped(tmp_path):
+    path = _save(tmp_path, nib.Nifti1Image(_volume()[..., None], np.eye(4)))
+    img, report = load_and_sanitise(path)
+    assert img.shape == (16, 18, 20)
+    assert any("singleton" in f for f in report.fixes)
+
+
+def test_nan_and_inf_are_zeroed_and_counted(tmp_path):
+    data = _volume()
+    data[5, 5, 5] = np.nan
+    data[6, 6, 6] = np.inf
+    img, report = load_and_sanitise(_save(tmp_path, nib.Nifti1Image(data, np.eye(4))))
+    assert np.isfinite(img.get_fdata()).all()
+    assert any("2 NaN/infinite" in f for f in report.fixes)
+
+
+def test_scaled_integers_are_applied(tmp_path):
+    raw = np.random.default_rng(1).integers(0, 2000, (12, 12, 12)).astype(np.int16)
+    path = _save(tmp_path, nib.Nifti1Image(raw, np.eye(4)), name="sub-01_T1w.nii")
+    # Write scl_slope/scl_inter into the header bytes (offsets 112/116), as a scanner would.
+    with open(path, "r+b") as fobj:
+        fobj.seek(112)
+        fobj.write(np.array([0.5, 10.0], dtype="<f4").tobytes())
+    out, report = load_and_sanitise(path)
+    np.testing.assert_allclose(out.get_fdata(), raw * 0.5 + 10.0)
+    assert any("scl_slope=0.5" in f for f in report.fixes)
+
+
+@pytest.mark.parametrize("codes", ["LPS", "PIR", "ASL"])
+def test_any_orientation_is_kept_and_reported(tmp_path, codes):
+    img = nib.Nifti1Image(_volume(), np.diag([1.0, 1.1, 1.2, 1.0]))
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(img.affine), nib.orientations.axcodes2ornt(tuple(codes)))
+    img = img.as_reoriented(transform)
+    out, report = load_and_sanitise(_save(tmp_path, img))
+    assert report.orientation == codes
+    np.testing.assert_allclose(out.affine, img.affine)
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    ((16, 18, 20, 3), "4D with 3 volumes"),
+    ((16, 18), "2D"),
+    ((16, 18, 1), "only 1 voxel"),
+])
+def test_unusable_shapes_fail_with_one_line_naming_the_file(tmp_path, shape, message):
+    path = _save(tmp_path, nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)))
+    with pytest.raises(ImageInputError, match=message) as info:
+        load_and_sanitise(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_constant_image_fails(tmp_path):
+    path = _save(tmp_path, nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)))
+    with pytest.raises(ImageInputError, match="no signal"):
+        load_and_sanitise(path)
+
+
+def test_truncated_file_fails(tmp_path):
+    path = _save(tmp_path, nib.Nifti1Image(_volume((32, 32, 32)), np.eye(4)))
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) // 2])
+    with pytest.raises(ImageInputError, match="truncated or corrupt|cannot read"):
+        load_and_sanitise(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a nifti file at all" * 20])
+def test_empty_or_corrupt_file_fails(tmp_path, content):
+    path = tmp_path / "sub-01_T1w.nii.gz"
+    path.write_bytes(content)
+    with pytest.raises(ImageInputError, match="empty|cannot read"):
+        load_and_sanitise(path)
+
+
+def test_missing_file_fails(tmp_path):
+    with pytest.raises(ImageInputError, match="does not exist"):
+        load_and_sanitise(tmp_path / "nope.nii.gz")
+
+
+def test_non_finite_affine_fails(tmp_path):
+    img = nib.Nifti1Image(_volume(), np.eye(4))
+    path = _save(tmp_path, img)
+    hdr_img = nib.load(path)
+    hdr_img.header["pixdim"][1] = np.nan
+    hdr_img.header.set_sform(None, 0)
+    hdr_img.header["qform_code"] = 1
+    bad = tmp_path / "sub-02_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(hdr_img.get_fdata(), None, hdr_img.header), bad)
+    with pytest.raises(ImageInputError):
+        load_and_sanitise(bad)
