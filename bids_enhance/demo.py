@@ -6,7 +6,7 @@ Two participants show what users meet in practice:
 
 - ``sub-01``: float32, RAS, Rician noise at 3 % of the robust maximum.
 - ``sub-02``: two sessions, int16 with a scaling factor, LPS orientation, Rician noise at 6 %;
-  ``ses-2`` also has a singleton 4th dimension (the app fixes and reports both).
+  in ``ses-2`` the qform is also 2 mm off the sform (the app uses the sform and reports it).
 
 The tests use the same builder at a coarse voxel size so they run in seconds.
 """
@@ -27,7 +27,7 @@ from bids_enhance.utils import atomic_path, atomic_write_text
 DEMO_IMAGES = (
     ("01", None, 0.03, "float32"),
     ("02", "1", 0.06, "int16-lps"),
-    ("02", "2", 0.06, "int16-lps-4d"),
+    ("02", "2", 0.06, "int16-lps-qformshift"),
 )
 
 
@@ -56,13 +56,12 @@ def _store(data: np.ndarray, affine: np.ndarray, storage: str) -> nib.Nifti1Imag
         ras = nib.orientations.io_orientation(affine)
         transform = nib.orientations.ornt_transform(ras, lps)
         img = nib.Nifti1Image(data, affine).as_reoriented(transform)
-        out = np.asanyarray(img.dataobj)
-        if storage.endswith("-4d"):
-            out = out[..., None]
-        img = nib.Nifti1Image(out.astype(np.float32), img.affine)
-        img.set_data_dtype(np.int16)
-        img.header.set_slope_inter(0.05, 0.0)  # a scanner-style scaling factor
-    img.set_qform(img.affine, 1)
+        img = nib.Nifti1Image(np.asanyarray(img.dataobj).astype(np.float32), img.affine)
+        img.set_data_dtype(np.int16)  # nibabel picks scl_slope/scl_inter when saving
+    qform = img.affine.copy()
+    if storage.endswith("-qformshift"):
+        qform[:3, 3] += 2.0
+    img.set_qform(qform, 1)
     img.set_sform(img.affine, 1)
     return img
 

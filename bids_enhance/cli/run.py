@@ -65,28 +65,56 @@ def run_group(settings) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-def validate_bids(bids_dir: Path, output_dir: Path, run_uuid: str) -> None:
-    """Run the official BIDS validator (``bids-validator-deno``); errors are a usage error."""
+def validate_bids(bids_dir: Path, output_dir: Path, run_uuid: str, *,
+                  subjects: dict[str, list[Path]]) -> None:
+    """Run the official BIDS validator (``bids-validator-deno``) on the input.
+
+    Errors about the selected images themselves (e.g. a singleton 4th dimension) are logged: each
+    image is judged again by the sanitiser, which fixes what it can and fails only that image.
+    Errors about anything else of the selected subjects, or the dataset's top-level files, stop
+    the run (exit 2). Errors in other subjects do not concern this run.
+    """
+    import json
     import shutil
     import subprocess
 
-    exe = shutil.which("bids-validator-deno") or shutil.which("bids-validator")
+    exe = shutil.which("bids-validator-deno")
     if exe is None:
         LOGGER.warning("The BIDS validator (bids-validator-deno) is not installed: input not "
                        "validated. Install it, or pass --skip-bids-validation to silence this.")
         return
-    report = output_dir / "logs" / f"bids-validator_{run_uuid}.txt"
+    report = output_dir / "logs" / f"bids-validator_{run_uuid}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, str(bids_dir), "--ignoreWarnings"] if "deno" not in Path(exe).name else \
-        [exe, str(bids_dir), "--ignoreWarnings", "--no-color"]
-    LOGGER.info("Validating %s with %s", bids_dir, Path(exe).name)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
-    report.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        first = next((ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()
-                      if re.search(r"\[ERROR\]|ERROR", ln)), "see the report")
-        raise UsageError(f"{bids_dir} is not a valid BIDS dataset ({first}); full report in "
-                         f"{report}; fix the dataset or pass --skip-bids-validation")
+    LOGGER.info("Validating %s with the BIDS validator", bids_dir)
+    proc = subprocess.run([exe, str(bids_dir), "--ignoreWarnings", "--format", "json"],
+                          capture_output=True, text=True, timeout=3600, check=False)
+    report.write_text(proc.stdout or proc.stderr)
+    try:
+        issues = json.loads(proc.stdout)["issues"]["issues"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        if proc.returncode == 0:
+            return
+        raise UsageError(f"the BIDS validator failed on {bids_dir} ({proc.stderr.strip()[:200]}); "
+                         "pass --skip-bids-validation to bypass it") from None
+    images = {"/" + p.relative_to(bids_dir).as_posix() for paths in subjects.values()
+              for p in paths}
+    blocking = []
+    for issue in issues:
+        if issue.get("severity") != "error":
+            continue
+        location = issue.get("location") or ""
+        top = location.strip("/").split("/")[0]
+        if location in images:
+            LOGGER.warning("BIDS validator: %s in %s (the image is checked again when "
+                           "processed)", issue.get("code"), location)
+        elif not top.startswith("sub-") or top[4:] in subjects:
+            blocking.append(issue)
+    if blocking:
+        first = blocking[0]
+        raise UsageError(
+            f"{bids_dir} is not valid BIDS: {first.get('code')} at {first.get('location') or '/'}"
+            f"{f' and {len(blocking) - 1} more error(s)' if len(blocking) > 1 else ''} "
+            f"(report: {report}); fix the dataset or pass --skip-bids-validation")
 
 
 def _plugin_settings(settings) -> dict:
@@ -160,8 +188,6 @@ def run_participant(settings) -> int:
     if stale:
         LOGGER.info("Removed %d temporary file(s) an interrupted run left behind", len(stale))
 
-    if not (settings.skip_bids_validation or settings.reports_only):
-        validate_bids(settings.bids_dir, out, settings.run_uuid)
     try:
         layout = make_layout(settings.bids_dir, database_dir=settings.bids_database_dir)
         subjects = collect_images(layout, participant_label=settings.participant_label,
@@ -172,6 +198,8 @@ def run_participant(settings) -> int:
     n_images = sum(len(v) for v in subjects.values())
     LOGGER.info("Found %d image(s) of %d participant(s): %s", n_images, len(subjects),
                 ", ".join(subjects))
+    if not (settings.skip_bids_validation or settings.reports_only):
+        validate_bids(settings.bids_dir, out, settings.run_uuid, subjects=subjects)
 
     if settings.reports_only:
         return _reports(settings, subjects, run_uuid=_latest_run_uuid(settings, subjects))

@@ -1,1 +1,31 @@
-"""metrics."""
+"""Image-quality metrics: full-reference (PSNR, 3D SSIM, NRMSE, HFEN), MRIQC-style IQMs, spectra.
+
+* :mod:`bids_enhance.metrics.quality` -- full reference, the evaluation protocol of METHODS.md;
+* :mod:`bids_enhance.metrics.iqm` -- no reference (SNR, Dietrich SNR, CNR, CJV, EFC, FBER ...);
+* :mod:`bids_enhance.metrics.spectrum` -- radially averaged power spectrum for reports.
+"""
+
+from __future__ import annotations
+
+from bids_enhance.metrics.iqm import compute_iqms, tissue_masks
+from bids_enhance.metrics.quality import (
+    evaluate,
+    hfen,
+    normalise_to_reference,
+    nrmse,
+    psnr,
+    ssim3d,
+)
+from bids_enhance.metrics.spectrum import radial_power_spectrum
+
+__all__ = [
+    "compute_iqms",
+    "evaluate",
+    "hfen",
+    "normalise_to_reference",
+    "nrmse",
+    "psnr",
+    "radial_power_spectrum",
+    "ssim3d",
+    "tissue_masks",
+]
