@@ -1,0 +1,69 @@
+"""RRDB generator of the three-player GAN, DISGAN (scale 2) and the motion-correction GAN (scale 1)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bids_enhance.models._checks import check_float, check_int
+from bids_enhance.models.blocks import RRDB, VoxelShuffle
+
+__all__ = ["RRDBGenerator"]
+
+SUPPORTED_SCALES = (1, 2)
+
+
+class RRDBGenerator(nn.Module):
+    """ESRGAN-style generator in 3D.
+
+    stem conv ``in_channels → features``; ``num_blocks`` RRDBs (each three residual dense blocks
+    of five convs with ``growth`` channels, LeakyReLU, ``residual_scale`` and a scaled skip around
+    the RRDB); trunk conv and a global skip; for ``scale=2`` a conv ``features → 8·features`` and
+    a ×2 voxel shuffle; then conv, LeakyReLU, conv → ``out_channels``. The output is linear (no
+    activation, no clamping).
+
+    Input ``(B, in_channels, D, H, W)``, float32 (bfloat16/float16 under autocast), intensities
+    normalised to about [0, 1]; any spatial size. Output ``(B, out_channels, s·D, s·H, s·W)`` with
+    ``s = scale``, same dtype, unbounded. Contiguous and ``channels_last_3d`` layouts both work.
+
+    The thesis used ``num_blocks=3, features=64``; the authors' code ``growth=64,
+    negative_slope=0.01``; ESRGAN ``growth=32, negative_slope=0.2``.
+    """
+
+    def __init__(self, *, in_channels: int = 1, out_channels: int = 1, features: int = 64,
+                 growth: int = 32, num_blocks: int = 3, scale: int = 2,
+                 negative_slope: float = 0.2, residual_scale: float = 0.2) -> None:
+        super().__init__()
+        in_channels = check_int("in_channels", in_channels)
+        out_channels = check_int("out_channels", out_channels)
+        features = check_int("features", features)
+        growth = check_int("growth", growth)
+        num_blocks = check_int("num_blocks", num_blocks)
+        if isinstance(scale, bool) or scale not in SUPPORTED_SCALES:
+            raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {scale!r}")
+        self.scale = int(scale)
+        self.negative_slope = check_float("negative_slope", negative_slope, minimum=0.0)
+        residual_scale = check_float("residual_scale", residual_scale, minimum=0.0)
+
+        self.conv_first = nn.Conv3d(in_channels, features, 3, padding=1)
+        self.body = nn.Sequential(*[
+            RRDB(features=features, growth=growth, negative_slope=self.negative_slope,
+                 residual_scale=residual_scale)
+            for _ in range(num_blocks)])
+        self.conv_body = nn.Conv3d(features, features, 3, padding=1)
+        self.upsample: nn.Module
+        if self.scale == 2:
+            self.upsample = nn.Sequential(nn.Conv3d(features, 8 * features, 3, padding=1),
+                                          VoxelShuffle(2))
+        else:
+            self.upsample = nn.Identity()
+        self.conv_hr = nn.Conv3d(features, features, 3, padding=1)
+        self.conv_last = nn.Conv3d(features, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"RRDBGenerator expects (B, C, D, H, W), got shape {tuple(x.shape)}")
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        feat = self.upsample(feat)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), self.negative_slope))

@@ -1,0 +1,73 @@
+"""Explicit registry of the networks: name → class. No folder scanning, no import side effects."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from bids_enhance.models.critics import ResNetCritic, WaveletUNetCritic
+from bids_enhance.models.diffusion_unet import DiffusionUNet
+from bids_enhance.models.feature_extractor import ResNet10Features
+from bids_enhance.models.generator import RRDBGenerator
+
+__all__ = ["MODELS", "available_models", "build_model", "describe_arch", "model_class",
+           "registered_name"]
+
+MODELS: dict[str, type[nn.Module]] = {
+    "rrdb_generator": RRDBGenerator,
+    "resnet_critic": ResNetCritic,
+    "resnet10_features": ResNet10Features,
+    "wavelet_unet_critic": WaveletUNetCritic,
+    "diffusion_unet": DiffusionUNet,
+}
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def available_models() -> tuple[str, ...]:
+    return tuple(MODELS)
+
+
+def model_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name``; ``ValueError`` (with a suggestion) for an unknown name."""
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {name!r}{_did_you_mean(str(name), list(MODELS))} "
+                         f"Known models: {', '.join(MODELS)}") from None
+
+
+def registered_name(model: nn.Module) -> str | None:
+    """Registry name of ``model``'s class (exact class match), or ``None``."""
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return name
+    return None
+
+
+def _check_kwargs(name: str, cls: type[nn.Module], kwargs: Mapping[str, Any]) -> None:
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in kwargs:
+        if key not in params:
+            raise ValueError(f"{name} has no argument {key!r}{_did_you_mean(key, params)} "
+                             f"Arguments: {', '.join(params)}")
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments ``kwargs``."""
+    cls = model_class(name)
+    _check_kwargs(name, cls, kwargs)
+    return cls(**kwargs)
+
+
+def describe_arch(name: str, kwargs: Mapping[str, Any]) -> str:
+    """``"rrdb_generator(features=32, growth=32, scale=2)"`` (kwargs sorted by name)."""
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items()))
+    return f"{name}({args})"

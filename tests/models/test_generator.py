@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bids_enhance.models import RRDBGenerator
+
+TINY = dict(features=4, growth=4, num_blocks=1)
+
+
+@pytest.mark.parametrize(("kwargs", "argument"), [
+    ({"scale": 3}, "scale"),
+    ({"scale": 4}, "scale"),
+    ({"scale": True}, "scale"),
+    ({"features": 0}, "features"),
+    ({"growth": 2.5}, "growth"),
+    ({"num_blocks": 0}, "num_blocks"),
+    ({"negative_slope": -0.1}, "negative_slope"),
+    ({"residual_scale": float("nan")}, "residual_scale"),
+])
+def test_bad_arguments_name_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        RRDBGenerator(**{**TINY, **kwargs})
+
+
+def test_scale_one_has_no_upsampler_and_keeps_size():
+    model = RRDBGenerator(**TINY, scale=1)
+    assert isinstance(model.upsample, torch.nn.Identity)
+    assert model(torch.randn(1, 1, 5, 6, 7)).shape == (1, 1, 5, 6, 7)
+
+
+def test_odd_sizes_and_channels():
+    model = RRDBGenerator(**TINY, in_channels=2, out_channels=3)
+    assert model(torch.randn(1, 2, 3, 5, 4)).shape == (1, 3, 6, 10, 8)
+
+
+def test_channels_last_gives_same_output():
+    torch.manual_seed(0)
+    model = RRDBGenerator(**TINY).eval()
+    x = torch.randn(1, 1, 6, 6, 6)
+    ref = model(x)
+    model_cl = model.to(memory_format=torch.channels_last_3d)
+    y = model_cl(x.contiguous(memory_format=torch.channels_last_3d))
+    assert torch.allclose(y, ref, atol=1e-5)
+
+
+def test_bf16_autocast():
+    torch.manual_seed(0)
+    model = RRDBGenerator(**TINY).eval()
+    x = torch.rand(1, 1, 6, 6, 6)
+    ref = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.isfinite(y).all()
+    assert (y.float() - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+
+
+def test_rejects_2d_input():
+    with pytest.raises(ValueError, match="D, H, W"):
+        RRDBGenerator(**TINY)(torch.zeros(1, 1, 4, 4))

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from bids_enhance.models import MODELS, RRDBGenerator, available_models, build_model
+from bids_enhance.models.registry import describe_arch, registered_name
+
+
+def test_names():
+    assert available_models() == ("rrdb_generator", "resnet_critic", "resnet10_features",
+                                  "wavelet_unet_critic", "diffusion_unet")
+    assert MODELS["rrdb_generator"] is RRDBGenerator
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(ValueError, match="did you mean 'rrdb_generator'"):
+        build_model("rrdb_generater")
+    with pytest.raises(ValueError, match="Known models"):
+        build_model("unet")
+
+
+def test_unknown_argument_suggests():
+    with pytest.raises(ValueError, match="did you mean 'features'"):
+        build_model("rrdb_generator", feature=4)
+
+
+def test_build_and_describe():
+    model = build_model("rrdb_generator", features=4, growth=4, num_blocks=1)
+    assert registered_name(model) == "rrdb_generator"
+    assert describe_arch("rrdb_generator", {"scale": 2, "features": 4}) == \
+        "rrdb_generator(features=4, scale=2)"
