@@ -206,6 +206,7 @@ def run_participant(settings) -> int:
 
     write_dataset_description(out, settings.bids_dir)
     write_bidsignore(out)
+    _configure_nipype(settings)  # before building: nodes copy the configuration
     workflow = build_workflow(settings, subjects)
     _write_boilerplate(out, workflow)
     if settings.boilerplate_only:
@@ -217,7 +218,6 @@ def run_participant(settings) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
         settings.dump_toml(log_dir / "bids_enhance.toml")
 
-    _configure_nipype(settings)
     _set_crash_dirs(workflow, settings, subjects)
     plugin = _plugin_settings(settings)
     LOGGER.info("Running %s with the %s plugin (work directory %s)", workflow.name,
@@ -264,7 +264,9 @@ def _set_crash_dirs(workflow, settings, subjects) -> None:
     for subject in subjects:
         sub_wf = workflow.get_node(f"sub_{subject}_wf")
         sub_wf.config = deepcopy(sub_wf.config or {})
-        sub_wf.config.setdefault("execution", {})["crashdump_dir"] = str(settings.log_dir(subject))
+        execution = sub_wf.config.setdefault("execution", {})
+        execution["crashdump_dir"] = str(settings.log_dir(subject))
+        execution["crashfile_format"] = "txt"
         for node in sub_wf._get_all_nodes():
             node.config = deepcopy(sub_wf.config)
 

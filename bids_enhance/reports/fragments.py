@@ -1,0 +1,317 @@
+"""HTML fragments (reportlets) of the subject report: IQM table, subject summary, about box.
+
+Pure functions from plain Python data to an HTML string; every value that comes from a file or
+the command line is escaped. The fragments use ``be-*`` classes that the report template
+(``bids_enhance/data/report.tpl``) styles; on their own they are plain, readable HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+__all__ = [
+    "IQM_DEFINITIONS",
+    "MAIN_IQMS",
+    "about_html",
+    "format_number",
+    "iqm_table_html",
+    "subject_summary_html",
+]
+
+#: key → (label, better direction: "up" | "down" | None, definition). Definitions follow MRIQC
+#: (Esteban et al. 2017, PLoS ONE 12(9):e0184661; mriqc.readthedocs.io, "IQMs for structural
+#: images") as implemented in :mod:`bids_enhance.metrics.iqm`.
+IQM_DEFINITIONS: dict[str, tuple[str, str | None, str]] = {
+    "snr_total": ("SNR", "up",
+                  "Signal-to-noise ratio: median intensity of a tissue divided by its standard "
+                  "deviation, averaged over CSF, GM and WM."),
+    "snr_wm": ("SNR (WM)", "up", "SNR inside the white-matter mask."),
+    "snr_gm": ("SNR (GM)", "up", "SNR inside the grey-matter mask."),
+    "snr_csf": ("SNR (CSF)", "up", "SNR inside the cerebrospinal-fluid mask."),
+    "snr_dietrich": ("SNR (Dietrich)", "up",
+                     "Tissue median divided by the noise standard deviation measured in the air "
+                     "around the head (Dietrich et al. 2007). Not available when the background "
+                     "is zeroed; grows without bound when a filter removes the background noise."),
+    "cnr": ("CNR", "up",
+            "Contrast-to-noise ratio: |median WM − median GM| / √(σ²air + σ²WM + σ²GM)."),
+    "cjv": ("CJV", "down",
+            "Coefficient of joint variation of WM and GM: (MAD WM + MAD GM) / |median WM − "
+            "median GM| (Ganzetti et al. 2016). Lower means less noise and less intensity "
+            "non-uniformity."),
+    "efc": ("EFC", "down",
+            "Entropy focus criterion: Shannon entropy of the voxel intensities relative to its "
+            "maximum (Atkinson et al. 1997). Lower means the energy sits in fewer voxels: less "
+            "ghosting and blurring."),
+    "fber": ("FBER", "up",
+             "Foreground-background energy ratio: median energy inside the head over median "
+             "energy outside it. Grows without bound when the background becomes 0."),
+    "wm2max": ("WM2MAX", None,
+               "Median WM intensity over the 99.95th percentile of the image; MRIQC considers "
+               "about 0.6–0.8 typical. Neither direction is better."),
+}
+#: Rows of the main table, in order.
+MAIN_IQMS = ("snr_total", "snr_wm", "snr_gm", "snr_csf", "snr_dietrich", "cnr", "cjv", "efc",
+             "fber", "wm2max")
+
+_METHOD_NAMES = {
+    "prinlm": "PRI-NLM: prefiltered rotationally invariant non-local means (Manjón et al. 2012)",
+    "sanlm": "SANLM: spatially adaptive non-local means (Manjón et al. 2010)",
+}
+_STEP_NAMES = {"denoise": "denoising"}
+_ARROWS = {"up": ("↑", "higher is better"), "down": ("↓", "lower is better"),
+           None: ("–", "no better direction")}
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def format_number(value, *, digits: int = 4) -> str:
+    """``n/a`` for missing or non-finite values, otherwise ``digits`` significant digits."""
+    if value is None or isinstance(value, bool):
+        return "n/a" if value is None else str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _e(value)
+    if not math.isfinite(number):
+        return "n/a"
+    if number == 0:
+        return "0"
+    if abs(number) >= 1e6 or abs(number) < 1e-3:
+        return f"{number:.{digits - 1}e}"
+    if abs(number) >= 10 ** digits:
+        return f"{number:.0f}"
+    import numpy as np
+
+    return np.format_float_positional(number, precision=digits, unique=False,
+                                      fractional=False, trim="k").rstrip(".")
+
+
+def _finite(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _change_cell(before, after, direction: str | None) -> str:
+    b, a = _finite(before), _finite(after)
+    if b is None or a is None:
+        return '<td class="be-num">n/a</td>'
+    if b == 0:
+        text = "±0" if a == 0 else "n/a"
+    else:
+        text = f"{100 * (a - b) / abs(b):+.1f} %"
+    verdict = ""
+    if direction is not None and a != b:
+        improved = (a > b) if direction == "up" else (a < b)
+        verdict = " be-better" if improved else " be-worse"
+    return f'<td class="be-num{verdict}">{text}</td>'
+
+
+def iqm_table_html(sidecar: Mapping) -> str:
+    """Table of image-quality metrics before/after, noise estimate, method and input fixes, from
+    the image sidecar written by :class:`bids_enhance.interfaces.bids.BuildSidecar`."""
+    metrics = sidecar.get("QualityMetrics") or {}
+    before = metrics.get("Before") or {}
+    after = metrics.get("After") or {}
+    parts = ['<div class="be-iqms"><div class="be-iqm-metrics">']
+    sources = sidecar.get("Sources") or []
+    if sources:
+        parts.append('<p class="be-source">Source: '
+                     + ", ".join(f"<code>{_e(s)}</code>" for s in sources) + "</p>")
+
+    # --- metrics --------------------------------------------------------------------------
+    if before or after:
+        parts.append('<table class="be-table be-iqm-table">')
+        parts.append('<thead><tr><th>Metric</th><th title="which direction is better">Better'
+                     '</th><th class="be-num">Before</th><th class="be-num">After</th>'
+                     '<th class="be-num">Change</th></tr></thead><tbody>')
+        for key in MAIN_IQMS:
+            if key not in before and key not in after:
+                continue
+            label, direction, definition = IQM_DEFINITIONS[key]
+            arrow, arrow_title = _ARROWS[direction]
+            parts.append(
+                f'<tr><td><abbr title="{_e(definition)}">{_e(label)}</abbr></td>'
+                f'<td class="be-arrow" title="{arrow_title}">{arrow}</td>'
+                f'<td class="be-num">{format_number(before.get(key))}</td>'
+                f'<td class="be-num">{format_number(after.get(key))}</td>'
+                + _change_cell(before.get(key), after.get(key), direction) + "</tr>")
+        parts.append("</tbody></table>")
+        parts.append(_definitions_html(k for k in MAIN_IQMS if k in before or k in after))
+        others = sorted((set(before) | set(after)) - set(MAIN_IQMS))
+        if others:
+            rows = "".join(
+                f"<tr><td><code>{_e(k)}</code></td><td class=\"be-num\">"
+                f"{format_number(before.get(k))}</td><td class=\"be-num\">"
+                f"{format_number(after.get(k))}</td></tr>" for k in others)
+            parts.append(
+                "<details><summary>All measured values</summary>"
+                '<table class="be-table be-compact"><thead><tr><th>Key</th>'
+                '<th class="be-num">Before</th><th class="be-num">After</th></tr></thead>'
+                f"<tbody>{rows}</tbody></table></details>")
+    else:
+        parts.append('<p class="be-warning">No image-quality metrics were recorded for this '
+                     "image.</p>")
+
+    parts.append('</div><div class="be-iqm-method">')
+    # --- noise ----------------------------------------------------------------------------
+    parts.append(_noise_html(sidecar))
+    # --- method ---------------------------------------------------------------------------
+    parts.append(_steps_html(sidecar.get("EnhancementSteps") or []))
+    # --- input ----------------------------------------------------------------------------
+    parts.append(_input_html(sidecar.get("InputSanitising") or {}))
+    parts.append("</div></div>")
+    return "\n".join(p for p in parts if p) + "\n"
+
+
+def _definitions_html(keys: Iterable[str]) -> str:
+    items = []
+    for key in keys:
+        label, direction, definition = IQM_DEFINITIONS[key]
+        arrow = _ARROWS[direction][0]
+        items.append(f"<dt>{_e(label)} {arrow}</dt><dd>{_e(definition)}</dd>")
+    return (
+        '<details class="be-footnote"><summary>What the metrics mean</summary>'
+        f'<dl class="be-defs">{"".join(items)}</dl>'
+        "<p>Definitions as in MRIQC (Esteban et al. 2017, PLoS ONE 12(9):e0184661), measured on "
+        "the same head and tissue masks (computed from the input) before and after. "
+        "No-reference metrics reward any smoothing: a higher SNR does not show that anatomy was "
+        "kept. Check the residual map above for structure.</p></details>"
+    )
+
+
+def _noise_html(sidecar: Mapping) -> str:
+    sigma = _finite(sidecar.get("EstimatedNoiseSigma"))
+    steps = sidecar.get("EnhancementSteps") or []
+    estimator = next((s.get("NoiseSigmaEstimator") for s in steps
+                      if s.get("NoiseSigmaEstimator")), None)
+    if sigma is None:
+        return ('<p class="be-noise">Estimated noise σ: <strong>n/a</strong> (no step of the '
+                "chain estimated it).</p>")
+    scale = _finite((sidecar.get("IntensityNormalisation") or {}).get("Scale"))
+    text = f"Estimated noise σ: <strong>{format_number(sigma)}</strong> (image units)"
+    if scale:
+        text += (f", <strong>{100 * sigma / scale:.2f} %</strong> of the robust maximum "
+                 f"(99.9th percentile of the voxels &gt; 0: {format_number(scale)})")
+    if estimator:
+        text += f"; estimator: {_e(estimator)}"
+    return f'<p class="be-noise">{text}.</p>'
+
+
+def _format_parameter(value) -> str:
+    if isinstance(value, float):
+        return format_number(value)
+    if isinstance(value, list | tuple):
+        return ", ".join(_format_parameter(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{_e(k)} = {_format_parameter(v)}" for k, v in value.items())
+    return _e(value)
+
+
+def _steps_html(steps: list) -> str:
+    if not steps:
+        return '<p class="be-warning">No enhancement step was recorded.</p>'
+    tables = []
+    for index, step in enumerate(steps, start=1):
+        name = step.get("Step") or "step"
+        method = step.get("Method")
+        rows = [("Method", _e(_METHOD_NAMES.get(str(method), method)) if method else "n/a")]
+        if step.get("NoiseModel"):
+            rows.append(("Noise model", _e(str(step["NoiseModel"]).capitalize())))
+        params = step.get("Parameters") or {}
+        if params:
+            rows.append(("Parameters", "<br>".join(
+                f"<code>{_e(k)}</code> = {_format_parameter(v)}" for k, v in params.items())))
+        if step.get("Device"):
+            rows.append(("Device", f"<code>{_e(step['Device'])}</code>"))
+        elapsed = _finite(step.get("ElapsedSeconds"))
+        if elapsed is not None:
+            rows.append(("Run time", f"{elapsed:.1f} s"))
+        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        tables.append(f'<h4 class="be-step">Step {index}: {_e(_STEP_NAMES.get(name, name))}</h4>'
+                      f'<table class="be-table be-kv">{body}</table>')
+    return "".join(tables)
+
+
+def _input_html(info: Mapping) -> str:
+    if not info:
+        return ""
+    bits = []
+    if info.get("Shape"):
+        bits.append("shape " + "×".join(str(int(s)) for s in info["Shape"]))
+    if info.get("VoxelSize"):
+        bits.append("voxels " + " × ".join(format_number(v, digits=3) for v in info["VoxelSize"])
+                    + " mm")
+    if info.get("Orientation"):
+        bits.append(f"orientation {_e(info['Orientation'])}")
+    if info.get("OriginalDataType"):
+        bits.append(f"data type <code>{_e(info['OriginalDataType'])}</code>")
+    text = f'<p class="be-input">Input image: {", ".join(bits)}.</p>' if bits else ""
+    fixes = info.get("Fixes") or []
+    if fixes:
+        items = "".join(f"<li>{_e(f)}</li>" for f in fixes)
+        text += ('<div class="be-fixes"><p>The input was repaired before processing:</p>'
+                 f"<ul>{items}</ul></div>")
+    else:
+        text += '<p class="be-input">No header or data repairs were needed.</p>'
+    return text
+
+
+def _image_id(path: str) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str,
+                         enhance: list[str], denoise_method: str, noise_model: str,
+                         device: str) -> str:
+    """Summary box: subject, images found (paths relative to the dataset), chain, method."""
+    root = Path(bids_dir).absolute() if bids_dir else None
+    items = []
+    for path in source_files:
+        shown = str(path)
+        if root is not None:
+            try:
+                shown = Path(path).absolute().relative_to(root).as_posix()
+            except ValueError:
+                shown = Path(path).name
+        items.append(f'<li data-image="{_e(_image_id(str(path)))}"><code>{_e(shown)}</code></li>')
+    images = f'<ul class="be-images">{"".join(items)}</ul>' if items else "none found"
+    chain = " → ".join(_e(_STEP_NAMES.get(s, s)) for s in enhance) or "none"
+    method = _e(_METHOD_NAMES.get(denoise_method, denoise_method))
+    if "denoise" not in enhance:
+        method += " <small>(not used: no denoising step in the chain)</small>"
+    rows = [
+        ("Subject", f"<code>sub-{_e(subject.removeprefix('sub-'))}</code>"),
+        (f"Images ({len(source_files)})", images),
+        ("Enhancement chain", chain),
+        ("Denoising method", method),
+        ("Noise model", _e(noise_model.capitalize() if noise_model else "n/a")),
+        ("Device", f"<code>{_e(device)}</code>"),
+    ]
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<div class="be-summary"><table class="be-table be-kv">{body}</table></div>\n'
+
+
+def about_html(*, version: str, command: str, date: str,
+               software: Mapping[str, str] | None = None) -> str:
+    """Provenance box: bids_enhance version, the command line as run, the date."""
+    rows = [
+        ("bids_enhance version", f"<code>{_e(version or 'unknown')}</code>"),
+        ("Command", f'<code class="be-command">{_e(command)}</code>'),
+        ("Date processed", _e(date)),
+    ]
+    if software:
+        rows.append(("Software", ", ".join(f"{_e(k)} {_e(v)}" for k, v in software.items())))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<div class="be-about"><table class="be-table be-kv">{body}</table></div>\n'

@@ -1,0 +1,66 @@
+"""Workflow graphs for option combinations: built, never run."""
+
+import itertools
+
+import pytest
+
+from bids_enhance.workflows.base import init_bids_enhance_wf, workflow_name
+
+
+def _build(tiny_bids, tmp_path, **kwargs):
+    from bids_enhance.bids.layout import collect_images, make_layout
+
+    subjects = collect_images(make_layout(tiny_bids), suffixes=kwargs.pop("suffixes", ["T1w"]))
+    seeds = {str(p): i for i, p in enumerate(p for v in subjects.values() for p in v)}
+    options = {"enhance": ["denoise"], "denoise_method": "prinlm", "noise_model": "rician",
+               "device": "cpu", "omp_nthreads": 1, "random_seed": 1, **kwargs}
+    return init_bids_enhance_wf(subjects=subjects, bids_dir=tiny_bids,
+                                output_dir=tmp_path / "out", seeds=seeds,
+                                base_dir=tmp_path / "work", **options)
+
+
+@pytest.mark.parametrize(("method", "noise_model", "device", "sloppy"), list(itertools.product(
+    ["prinlm", "sanlm"], ["rician", "gaussian"], ["cpu", "cuda:1"], [False, True])))
+def test_graph_builds_for_every_option_combination(tiny_bids, tmp_path, method, noise_model,
+                                                   device, sloppy):
+    wf = _build(tiny_bids, tmp_path, denoise_method=method, noise_model=noise_model,
+                device=device, sloppy=sloppy)
+    names = wf.list_node_names()
+    assert wf.name == workflow_name() and wf.name.startswith("bids_enhance_0_1")
+    denoise_nodes = [n for n in names if n.endswith("denoise_wf.denoise")]
+    assert len(denoise_nodes) == 4  # sub-01 + three T1w of sub-02
+    node = wf.get_node(denoise_nodes[0])
+    assert node.inputs.method == method and node.inputs.noise_model == noise_model
+    assert node.inputs.device == device and node.inputs.use_gpu == (device != "cpu")
+    assert node.inputs.sloppy == sloppy
+    wf._create_flat_graph()  # connections are valid
+
+
+def test_one_subworkflow_per_subject_and_image(tiny_bids, tmp_path):
+    wf = _build(tiny_bids, tmp_path, suffixes=["T1w", "T2w"])
+    names = wf.list_node_names()
+    assert {n.split(".")[0] for n in names} == {"sub_01_wf", "sub_02_wf"}
+    images = {n.split(".")[1] for n in names
+              if n.startswith("sub_02_wf.") and n.split(".")[1].endswith("_wf")}
+    assert images == {"ses_a_run_1_T1w_wf", "ses_a_run_2_T1w_wf", "ses_b_T1w_wf",
+                      "ses_b_T2w_wf"}
+    sinks = [wf.get_node(n) for n in names if n.endswith("ds_image")]
+    assert {s.inputs.desc for s in sinks} == {"denoised"}
+
+
+def test_methods_text_cites_the_chosen_method(tiny_bids, tmp_path):
+    prinlm = _build(tiny_bids, tmp_path).visit_desc()
+    sanlm = _build(tiny_bids, tmp_path, denoise_method="sanlm").visit_desc()
+    assert "[@manjon2012]" in prinlm and "PRI-NLM" in prinlm and "@coupe2010" in prinlm
+    assert "[@manjon2010" in sanlm and "SANLM" in sanlm
+    assert prinlm.count("Results included in this manuscript") == 1
+
+
+def test_thread_device_and_gpu_inputs_do_not_change_hashes():
+    from bids_enhance.interfaces.denoise import ClassicalDenoise
+
+    spec = ClassicalDenoise.input_spec()
+    for name in ("device", "omp_nthreads", "use_gpu"):
+        assert spec.trait(name).nohash, name
+    for name in ("method", "noise_model", "sigma", "sloppy", "in_file"):
+        assert not spec.trait(name).nohash, name
