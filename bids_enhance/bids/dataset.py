@@ -17,7 +17,9 @@ BIDS_VERSION = "1.10.0"
 CONTAINER_TYPE_ENV = "BIDS_ENHANCE_CONTAINER_TYPE"
 CONTAINER_TAG_ENV = "BIDS_ENHANCE_CONTAINER_TAG"
 
-BIDSIGNORE = ("*.html", "logs/", "figures/", "*_desc-*.svg", "sub-*/log/")
+#: Patterns as the BIDS validator (bids-validator-deno 2+) matches them: "**/figures" hides every
+#: subject's figures folder, where "figures/" or "sub-*/figures/" do not.
+BIDSIGNORE = ("*.html", "logs/", "group_*", "**/figures", "**/log")
 
 #: Every ``desc`` label the app writes, with the sentence that goes into descriptions.tsv.
 DESCRIPTIONS = {
@@ -78,14 +80,15 @@ def write_bidsignore(output_dir: Path) -> Path:
 
 
 def write_descriptions(output_dir: Path, labels: list[str] | tuple[str, ...]) -> Path:
-    """``descriptions.tsv`` with ``desc_id``/``description`` for every label used so far."""
+    """``descriptions.tsv`` with ``desc_id`` (``desc-<label>``) and ``description`` for every
+    label used so far."""
     path = Path(output_dir) / "descriptions.tsv"
     rows: dict[str, str] = {}
     if path.exists():
         with open(path, newline="") as fobj:
             rows = {r["desc_id"]: r["description"] for r in csv.DictReader(fobj, delimiter="\t")}
     for label in labels:
-        rows[label] = DESCRIPTIONS[label]
+        rows[f"desc-{label}"] = DESCRIPTIONS[label]
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(["desc_id", "description"])

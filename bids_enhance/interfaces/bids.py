@@ -126,7 +126,7 @@ class BuildSidecar(SimpleInterface):
             },
             "RandomSeed": int(inputs.random_seed),
             "ImageSeed": int(inputs.image_seed),
-            "SoftwareVersions": software_versions(),
+            "SoftwareDependencies": software_versions(),
         }
         sigmas = [s["sigma"] * scale for s in steps if s.get("sigma") is not None]
         if sigmas:
