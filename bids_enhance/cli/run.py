@@ -24,11 +24,6 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s",
                         datefmt="%y%m%d-%H:%M:%S", stream=sys.stderr, force=True)
     LOGGER.setLevel(level)
-    # nipype logs whole tracebacks on failure; by default we print one line per failure
-    # ourselves and leave the tracebacks to the crash files.
-    nipype_level = {0: logging.CRITICAL, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(name).setLevel(nipype_level)
     for name in ("matplotlib", "PIL", "bids"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -131,8 +126,9 @@ def _plugin_settings(settings) -> dict:
                              "(e.g. plugin: SLURM)")
         return {"plugin": spec["plugin"], "plugin_args": dict(spec.get("plugin_args") or {})}
     if settings.nprocs == 1:
-        return {"plugin": "Linear", "plugin_args": {}}
-    args = {"n_procs": settings.nprocs, "raise_insufficient": False}
+        return {"plugin": "Linear", "plugin_args": {"status_callback": _status_callback}}
+    args = {"n_procs": settings.nprocs, "raise_insufficient": False,
+            "status_callback": _status_callback}
     if settings.mem_gb:
         args["memory_gb"] = settings.mem_gb
     if settings.device != "cpu":
@@ -140,9 +136,37 @@ def _plugin_settings(settings) -> dict:
     return {"plugin": "MultiProc", "plugin_args": args}
 
 
+def _status_callback(node, status: str) -> None:
+    """One progress line per finished enhancement and per written image (MultiProc/Linear)."""
+    parts = node.fullname.split(".")
+    where = " ".join(p.removesuffix("_wf") for p in parts[1:3]) if len(parts) > 3 else node.name
+    if status == "exception":
+        LOGGER.warning("%s: %s failed (details at the end)", where, node.name)
+    elif status == "end" and node.name in {"denoise", "ds_image"}:
+        try:
+            result = node.result
+            seconds = float(getattr(result.runtime, "duration", 0.0) or 0.0)
+            out = result.outputs.out_file if node.name == "ds_image" else None
+        except Exception:  # the callback must never break a run
+            return
+        if out:
+            LOGGER.info("%s: wrote %s", where, out)
+        else:
+            LOGGER.info("%s: %s finished in %.1f s", where, node.name, seconds)
+
+
 def _configure_nipype(settings) -> None:
     from nipype import config as ncfg
+    from nipype import logging as nlogging
 
+    # nipype logs whole tracebacks on failure; by default we print one line per failure
+    # ourselves (and progress lines through _status_callback) and leave the tracebacks to the
+    # crash files. nipype has its own stdout handler: do not also pass records to ours.
+    level = {0: "CRITICAL", 1: "INFO"}.get(settings.verbose, "DEBUG")
+    ncfg.update_config({"logging": {"workflow_level": level, "interface_level": level,
+                                    "utils_level": level, "filemanip_level": level}})
+    nlogging.update_logging(ncfg)
+    logging.getLogger("nipype").propagate = False
     ncfg.update_config({
         "execution": {
             "crashfile_format": "txt",
