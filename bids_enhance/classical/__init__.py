@@ -1,1 +1,133 @@
-"""classical."""
+"""Classical (non-learned) denoising of 3D structural MRI, in torch (CPU or CUDA), Rician-aware.
+
+Public API::
+
+    sigma = estimate_noise_sigma(volume, noise_model="rician", mask=None)        # Coupé 2010
+    sigma = estimate_noise_pseudo_residual(volume, noise_model="rician", mask=None)
+    out = odct3d(volume, sigma=sigma, noise_model="rician", device="cpu")
+    out = prinlm(volume, sigma=sigma, noise_model="rician", search_radius=3, guide=None,
+                 device="cpu")
+    out, info = denoise(volume, method="prinlm", noise_model="rician", sigma=None,
+                        device="cpu", **params)
+
+``volume`` is a 3D numpy array (any real dtype) or torch tensor in any intensity scale; σ is in the
+same units. Outputs keep the container and shape; float inputs keep their dtype, integer inputs
+give float32. SANLM is reached through :func:`denoise` or ``bids_enhance.classical.sanlm.sanlm``
+(the submodule is imported lazily, so it is not re-exported here). See METHODS.md ("Classical denoisers") and docs/benchmarks/denoise.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from bids_enhance.classical._common import (
+    NOISE_MODELS,
+    check_choice,
+    check_sigma,
+    resolve_device,
+)
+from bids_enhance.classical.noise import estimate_noise_pseudo_residual, estimate_noise_sigma
+from bids_enhance.classical.odct import odct3d
+from bids_enhance.classical.prinlm import prinlm
+
+__all__ = [
+    "METHODS",
+    "NOISE_MODELS",
+    "denoise",
+    "estimate_noise_pseudo_residual",
+    "estimate_noise_sigma",
+    "odct3d",
+    "prinlm",
+]
+
+#: Methods understood by :func:`denoise`.
+METHODS: tuple[str, ...] = ("prinlm", "sanlm", "odct3d")
+
+#: Keyword arguments of the method functions that :func:`denoise` sets itself.
+_RESERVED = ("volume", "sigma", "noise_model", "device")
+
+
+def _method_function(method: str):
+    if method == "prinlm":
+        return prinlm
+    if method == "odct3d":
+        return odct3d
+    from bids_enhance.classical.sanlm import sanlm  # lazy: separate module
+
+    return sanlm
+
+
+def denoise(volume, *, method: str = "prinlm", noise_model: str = "rician",
+            sigma: float | None = None, device: Any = "cpu", **params) -> tuple[Any, dict]:
+    """Denoise a 3D volume with one of the classical methods and describe what was done.
+
+    Parameters
+    ----------
+    volume
+        3D numpy array (any real dtype) or torch tensor ``(D, H, W)``, any intensity scale.
+    method
+        ``"prinlm"`` (default; ODCT-guided rotation-invariant NLM), ``"sanlm"`` (spatially
+        adaptive NLM, as CAT12) or ``"odct3d"`` (oracle DCT filter alone).
+    noise_model
+        ``"rician"`` (magnitude images) or ``"gaussian"``.
+    sigma
+        Noise standard deviation in the volume's units. ``None``: estimated with
+        :func:`estimate_noise_sigma` (Coupé et al. 2010) — except for ``"sanlm"``, which adapts its
+        strength locally and needs no σ (``info["sigma"]`` is then ``None``).
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    **params
+        Method-specific keyword arguments (e.g. ``search_radius``, ``h_factor``,
+        ``patch_radius``); unknown names raise ``TypeError`` listing the accepted ones.
+
+    Returns
+    -------
+    ``(out, info)``: the denoised volume (same container/shape; dtype as for the method) and a
+    JSON-serialisable dict ``{"method", "noise_model", "sigma", "sigma_estimator",
+    "parameters", "device", "elapsed_s"}`` with ``sigma_estimator`` one of ``"user"``,
+    ``"coupe2010"``, ``"adaptive"`` (SANLM without σ).
+    """
+    start = time.perf_counter()
+    method = check_choice("method", method, METHODS)
+    noise_model = check_choice("noise_model", noise_model, NOISE_MODELS)
+    dev = resolve_device(device)
+    func = _method_function(method)
+    accepted = [name for name, p in inspect.signature(func).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _RESERVED]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise TypeError(f"denoise(method={method!r}) got unexpected parameter(s) "
+                        f"{', '.join(unknown)}; accepted: {', '.join(accepted)}")
+    if sigma is not None:
+        sigma, estimator = check_sigma(sigma), "user"
+    elif method == "sanlm":
+        estimator = "adaptive"
+    else:
+        sigma, estimator = estimate_noise_sigma(volume, noise_model=noise_model), "coupe2010"
+    out = func(volume, sigma=sigma, noise_model=noise_model, device=dev, **params)
+    defaults = {name: p.default for name, p in inspect.signature(func).parameters.items()
+                if name in accepted}
+    used = {**defaults, **params}
+    if "guide" in used:
+        used["guide"] = "user" if used["guide"] is not None else "odct3d"
+    info = {
+        "method": method,
+        "noise_model": noise_model,
+        "sigma": None if sigma is None else float(sigma),
+        "sigma_estimator": estimator,
+        "parameters": {k: _jsonable(v) for k, v in used.items()},
+        "device": str(dev),
+        "elapsed_s": round(time.perf_counter() - start, 3),
+    }
+    return out, info
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
