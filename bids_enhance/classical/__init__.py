@@ -74,8 +74,8 @@ def denoise(volume, *, method: str = "prinlm", noise_model: str = "rician",
         ``"rician"`` (magnitude images) or ``"gaussian"``.
     sigma
         Noise standard deviation in the volume's units. ``None``: estimated with
-        :func:`estimate_noise_sigma` (Coupé et al. 2010) — except for ``"sanlm"``, which adapts its
-        strength locally and needs no σ (``info["sigma"]`` is then ``None``).
+        :func:`estimate_noise_sigma` (Coupé et al. 2010). SANLM's smoothing strength adapts
+        locally whatever σ is; σ sets its Rician bias correction (2σ²).
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     **params
@@ -86,8 +86,8 @@ def denoise(volume, *, method: str = "prinlm", noise_model: str = "rician",
     -------
     ``(out, info)``: the denoised volume (same container/shape; dtype as for the method) and a
     JSON-serialisable dict ``{"method", "noise_model", "sigma", "sigma_estimator",
-    "parameters", "device", "elapsed_s"}`` with ``sigma_estimator`` one of ``"user"``,
-    ``"coupe2010"``, ``"adaptive"`` (SANLM without σ).
+    "parameters", "device", "elapsed_s"}``: ``sigma`` is the float σ used, ``sigma_estimator``
+    ``"user"`` or ``"coupe2010"``, ``elapsed_s`` includes the estimation.
     """
     start = time.perf_counter()
     method = check_choice("method", method, METHODS)
@@ -102,8 +102,6 @@ def denoise(volume, *, method: str = "prinlm", noise_model: str = "rician",
                         f"{', '.join(unknown)}; accepted: {', '.join(accepted)}")
     if sigma is not None:
         sigma, estimator = check_sigma(sigma), "user"
-    elif method == "sanlm":
-        estimator = "adaptive"
     else:
         sigma, estimator = estimate_noise_sigma(volume, noise_model=noise_model), "coupe2010"
     out = func(volume, sigma=sigma, noise_model=noise_model, device=dev, **params)
