@@ -1,0 +1,179 @@
+"""Load a self-describing checkpoint and run it on one volume (what the inference node calls).
+
+Dispatch on the checkpoint (:func:`bids_enhance.models.load_checkpoint`):
+
+=====================================  ======================================================
+checkpoint                             inference
+=====================================  ======================================================
+``rrdb_generator``, ``scale=2``        :func:`~bids_enhance.inference.superres.superresolve`
+                                       with the low-resolution method of its degradation
+                                       record; output on the finer grid; consistency measured
+                                       (and enforced with ``consistency="project"``)
+``rrdb_generator``, ``scale=1``        :func:`~bids_enhance.inference.sliding.infer_volume`;
+                                       affine kept
+``diffusion_unet``                     :func:`~bids_enhance.inference.diffusion.diffusion_correct`
+                                       with the schedule, prediction type, neighbours, slice
+                                       axis, DDIM steps and intensity map of ``extra``
+=====================================  ======================================================
+
+Intensities: with ``normalise=True`` (default) the volume is scaled as the checkpoint's
+``normalisation`` record says (the robust-maximum scale of
+:func:`bids_enhance.image.intensity.normalise`; a no-op on an already normalised volume) and the
+output is scaled back, so inputs and outputs are in the caller's units.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from bids_enhance.degrade import PRESETS, LowResMethod, LowResolution
+from bids_enhance.image.intensity import ROBUST_PERCENTILE
+from bids_enhance.image.intensity import normalise as normalise_intensity
+from bids_enhance.inference.consistency import consistency_error, project_consistent
+from bids_enhance.inference.diffusion import diffusion_correct
+from bids_enhance.inference.sliding import _check_volume, infer_volume, resolve_device
+from bids_enhance.inference.superres import _check_affine, superresolve
+from bids_enhance.models import CheckpointError, NoiseSchedule, load_checkpoint
+from bids_enhance.models.registry import describe_arch
+
+__all__ = ["CONSISTENCY_MODES", "lowres_method_of", "run_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+CONSISTENCY_MODES = (None, "measure", "project")
+
+
+def lowres_method_of(degradation: Any) -> tuple[LowResMethod | None, int | None]:
+    """The x2 low-resolution method (and ``thick`` axis) recorded in a checkpoint's
+    ``degradation`` entry (``{"preset": ..., "records": [...]}``), or ``(None, None)``."""
+    if not isinstance(degradation, dict):
+        return None, None
+    for record in degradation.get("records") or []:
+        if isinstance(record, dict) and record.get("kind") == LowResolution.kind:
+            return LowResMethod.parse(record.get("method")), record.get("axis")
+    preset = degradation.get("preset")
+    if isinstance(preset, str) and preset in PRESETS:
+        for step in PRESETS[preset]:
+            if isinstance(step, LowResolution):
+                return LowResMethod.parse(step.method), step.axis
+    return None, None
+
+
+def _normalisation_scale(volume: np.ndarray, record: Any) -> float:
+    """Scale that the checkpoint's normalisation record applies to ``volume`` (1 if none)."""
+    if not isinstance(record, dict):
+        return 1.0
+    method = record.get("method")
+    if method != "robust-max-scale":
+        raise CheckpointError(f"the checkpoint's normalisation {method!r} is not known to this "
+                              "version; expected 'robust-max-scale'")
+    _, rec = normalise_intensity(volume, percentile=float(record.get("percentile", ROBUST_PERCENTILE)))
+    return float(rec.scale)
+
+
+def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.ndarray, *,
+                   expected_sha256: str | None = None, device: torch.device | str = "cpu",
+                   weights: str = "auto", normalise: bool = True,
+                   consistency: str | None = "measure",
+                   patch_size: int | None = None, overlap: float = 0.25, blend: str = "gaussian",
+                   mem_budget_gb: float | None = None, batch_size: int | None = None,
+                   precision: str = "auto", halo: int | str = "auto",
+                   steps: int | None = None, eta: float = 0.0, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Run the model stored at ``path`` on ``volume`` (with voxel→world ``affine``).
+
+    Args:
+        path: a :mod:`bids_enhance.models.checkpoint` file.
+        volume, affine: ``(X, Y, Z)`` array in any intensity units and its 4×4 matrix.
+        expected_sha256: refuse the file unless its sha256 matches (checked before loading).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        weights: ``"auto"`` (EMA when present), ``"ema"`` or ``"model"``.
+        normalise: scale intensities as the checkpoint's normalisation record says (module
+            docstring).
+        consistency: x2 models only: ``"measure"`` (default) reports
+            :func:`~bids_enhance.inference.consistency.consistency_error`, ``"project"`` also
+            enforces consistency exactly, None skips it.
+        patch_size, overlap, blend, mem_budget_gb, precision, halo: see
+            :func:`~bids_enhance.inference.sliding.infer_volume`.
+        batch_size: patches (generators; default 1) or slices (diffusion; default 16) per pass.
+        steps, eta, seed: diffusion sampling (``steps`` defaults to the checkpoint's
+            ``ddim_steps``).
+
+    Returns:
+        ``(out, out_affine, info)``: float32 output (x2 grid for super-resolution, else the
+        input's), its affine, and plain-data provenance: ``model`` (task or architecture name),
+        ``architecture``, ``sha256``, ``path``, ``weights``, ``device``, ``precision``, ``mode``,
+        ``patch_size``, ``halo``, ``seconds`` … and ``consistency`` for x2 models.
+    """
+    if consistency not in CONSISTENCY_MODES:
+        raise ValueError(f"consistency must be one of {list(CONSISTENCY_MODES)}, "
+                         f"got {consistency!r}")
+    t0 = time.perf_counter()
+    data = _check_volume(volume)
+    affine = _check_affine(affine)
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(path, expected_sha256=expected_sha256, map_location="cpu",
+                                  weights=weights)
+    name, kwargs = meta["arch_name"], dict(meta["arch_kwargs"])
+    extra = meta.get("extra") or {}
+    info: dict[str, Any] = {
+        "model": extra.get("task") or name, "architecture": describe_arch(name, kwargs),
+        "sha256": meta["sha256"], "path": meta["path"], "weights": meta["weights"],
+        "package_version": meta.get("package_version"), "device": str(dev),
+    }
+    scale = _normalisation_scale(data, meta.get("normalisation")) if normalise else 1.0
+    info["normalisation_scale"] = scale
+    x = data / np.float32(scale) if scale != 1.0 else data
+    report: dict[str, Any] = {}
+    out_affine = affine
+    if name == "rrdb_generator" and kwargs.get("scale", 2) == 2:
+        method, axis = lowres_method_of(meta.get("degradation"))
+        if method is None:
+            logger.warning("checkpoint %s records no low-resolution method; assuming 'box'", path)
+            method, info["method_assumed"] = LowResMethod.BOX, True
+        if method is LowResMethod.THICK:
+            raise CheckpointError(f"checkpoint {path} was trained for one-axis 'thick' slices "
+                                  f"(axis {axis}), which an x2 generator cannot invert")
+        y, out_affine = superresolve(model, x, affine, method=method, patch_size=patch_size,
+                                     overlap=overlap, blend=blend, device=dev,
+                                     mem_budget_gb=mem_budget_gb, batch_size=batch_size or 1,
+                                     precision=precision, halo=halo, report=report)
+    elif name == "rrdb_generator":
+        y = infer_volume(model, x, scale=1, patch_size=patch_size, overlap=overlap, blend=blend,
+                         device=dev, mem_budget_gb=mem_budget_gb, batch_size=batch_size or 1,
+                         precision=precision, halo=halo, report=report)
+    elif name == "diffusion_unet":
+        missing = [k for k in ("diffusion", "prediction", "neighbours", "slice_axis")
+                   if k not in extra]
+        if missing:
+            raise CheckpointError(f"diffusion checkpoint {path} lacks extra entries {missing}")
+        schedule = NoiseSchedule.from_config(dict(extra["diffusion"]))
+        y = diffusion_correct(model, schedule, x, prediction=extra["prediction"],
+                              neighbours=int(extra["neighbours"]),
+                              slice_axis=int(extra["slice_axis"]),
+                              steps=int(steps or extra.get("ddim_steps", 50)), eta=eta,
+                              batch_size=batch_size or 16, device=dev, seed=seed,
+                              precision=precision, intensity_map=extra.get("intensity_map"),
+                              report=report)
+    else:
+        raise CheckpointError(f"checkpoint {path} holds {describe_arch(name, kwargs)}, which is "
+                              "not an image-to-image model (expected rrdb_generator or "
+                              "diffusion_unet)")
+    out = y * np.float32(scale) if scale != 1.0 else y
+    info.update({k: v for k, v in report.items() if k != "seconds"})
+    info["inference_seconds"] = report.get("seconds")
+    if "method" in report and consistency is not None:
+        method = LowResMethod.parse(report["method"])
+        info["consistency"] = consistency_error(out, data, method=method)
+        if consistency == "project":
+            out = project_consistent(out, data, method=method)
+            info["consistency_projected"] = consistency_error(out, data, method=method)
+    info["consistency_mode"] = consistency if "method" in report else None
+    info["seconds"] = time.perf_counter() - t0
+    return out, out_affine, info
