@@ -28,6 +28,12 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "workflow": (
         "suffix", "enhance", "denoise_method", "noise_model", "device", "random_seed",
+        "simulate", "fmriprep_compat",
+    ),
+    "training": (
+        "model", "model_name", "iterations", "patch_size", "batch_size", "val_subjects",
+        "loss_preset", "warmup_iterations", "degradation", "checkpoint_every", "validate_every",
+        "resume", "nproc_per_node",
     ),
     "nipype": (
         "nprocs", "omp_nthreads", "mem_gb", "use_plugin", "stop_on_first_crash",
@@ -73,7 +79,24 @@ class Settings:
     boilerplate_only: bool = False
     skip_bids_validation: bool = False
     sloppy: bool = False
+    simulate: str | None = None
+    fmriprep_compat: bool = False
     verbose: int = 0
+    model: str | None = None
+    model_name: str | None = None
+    iterations: int = 10000
+    patch_size: int = 64
+    batch_size: int = 4
+    val_subjects: list[str] | None = None
+    loss_preset: str = "thesis"
+    warmup_iterations: int = 0
+    degradation: str | None = None
+    checkpoint_every: int = 1000
+    validate_every: int | None = None
+    resume: Path | None = None
+    nproc_per_node: int = 1
+    #: the command line as given (recorded in model cards; not part of the TOML record)
+    argv: list[str] = field(default_factory=list)
     run_uuid: str = field(default_factory=new_run_uuid)
 
     def __post_init__(self) -> None:

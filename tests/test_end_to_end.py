@@ -27,7 +27,7 @@ def run_once(tmp_path_factory):
     })
     out = tmp / "out"
     argv = [str(bids), str(out), "participant", "-w", str(tmp / "work"), "--nprocs", "1",
-            "--random-seed", "5", "--sloppy"]
+            "--random-seed", "5", "--sloppy", "--fmriprep-compat"]
     code = main(argv)
     group_code = main([str(bids), str(out), "group"])
     return {"bids": bids, "out": out, "code": code, "group_code": group_code, "tmp": tmp,
@@ -43,6 +43,8 @@ def test_outputs_have_bids_names_and_input_geometry(run_once):
     produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
     assert produced == [
         "sub-01/anat/sub-01_desc-denoised_T1w.nii.gz",
+        "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
+        "sub-02/ses-a/anat/sub-02_ses-a_desc-preproc_T1w.nii.gz",
         "sub-02/ses-a/anat/sub-02_ses-a_run-1_desc-denoised_T1w.nii.gz",
         "sub-02/ses-a/anat/sub-02_ses-a_run-2_desc-denoised_T1w.nii.gz",
     ]
@@ -57,6 +59,17 @@ def test_outputs_have_bids_names_and_input_geometry(run_once):
     # ... and the noise went down.
     clean = phantom()
     assert (np.abs(res.get_fdata() - clean).mean() < np.abs(src.get_fdata() - clean).mean())
+
+
+def test_fmriprep_compat_writes_one_preproc_per_subject_session(run_once):
+    out = run_once["out"]
+    preproc = out / "sub-02/ses-a/anat/sub-02_ses-a_desc-preproc_T1w.nii.gz"
+    run1 = out / "sub-02/ses-a/anat/sub-02_ses-a_run-1_desc-denoised_T1w.nii.gz"
+    assert preproc.read_bytes() == run1.read_bytes()  # the first run in BIDS order
+    meta = json.loads(preproc.with_name(preproc.name.replace(".nii.gz", ".json")).read_text())
+    assert meta["Sources"] == ["bids:raw:sub-02/ses-a/anat/sub-02_ses-a_run-1_T1w.nii.gz"]
+    assert "desc-preproc\t" in (out / "descriptions.tsv").read_text()
+    assert not list(out.rglob("*space-*"))
 
 
 def test_sidecars_carry_provenance(run_once):
@@ -158,3 +171,32 @@ def test_invalid_bids_input_is_refused_by_the_validator(tmp_path, capsys):
     assert code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "is not valid BIDS" in last and "--skip-bids-validation" in last
+
+
+def test_simulation_mode_degrades_enhances_and_compares(tmp_path):
+    bids = write_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz":
+                                          phantom((28, 30, 26))})
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--nprocs",
+                 "1", "--skip-bids-validation", "--simulate", "noise-rician-6",
+                 "--random-seed", "3"])
+    assert code == 0
+    anat = out / "sub-01" / "anat"
+    assert sorted(p.name for p in anat.glob("*.nii.gz")) == [
+        "sub-01_desc-simDenoised_T1w.nii.gz", "sub-01_desc-simulated_T1w.nii.gz"]
+    meta = json.loads((anat / "sub-01_desc-simDenoised_T1w.json").read_text())
+    assert meta["Simulation"]["Preset"] == "noise-rician-6"
+    assert meta["Simulation"]["Records"][0]["fraction"] == 0.06
+    ref = meta["ReferenceMetrics"]
+    assert ref["enhanced"]["psnr"] > ref["baselines"]["identity"]["psnr"] + 3
+    degraded = json.loads((anat / "sub-01_desc-simulated_T1w.json").read_text())
+    assert degraded["Simulation"] == meta["Simulation"]
+    assert "Simulation against the original" in (out / "sub-01.html").read_text()
+    assert "desc-simulated\t" in (out / "descriptions.tsv").read_text()
+
+
+def test_simulation_preset_must_fit_the_chain(tiny_bids, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(tiny_bids), str(tmp_path / "o"), "participant", "--simulate", "sr-box-x2"])
+    assert info.value.code == 2
+    assert "does not fit --enhance denoise" in capsys.readouterr().err

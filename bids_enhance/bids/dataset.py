@@ -26,6 +26,13 @@ DESCRIPTIONS = {
     "denoised": "Denoised with a classical non-local-means filter (PRI-NLM or SANLM; the "
                 "sidecar names the method and its parameters). Same grid and intensity scale "
                 "as the source.",
+    "preproc": "--fmriprep-compat: the result of the enhancement chain for one image per "
+               "subject (per session), named for `fmriprep --derivatives`; the sidecar's "
+               "Sources names the image it was made from.",
+    "simulated": "Simulation mode: the source after a simulated degradation (the sidecar's "
+                 "Simulation record replays it exactly); the input of the enhancement.",
+    "simDenoised": "Simulation mode: the desc-simulated image after denoising; its sidecar "
+                   "compares it with the source (ReferenceMetrics).",
 }
 
 

@@ -10,6 +10,7 @@ import argparse
 import difflib
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ ENHANCEMENTS = ("denoise",)
 DENOISE_METHODS = ("prinlm", "sanlm")
 NOISE_MODELS = ("rician", "gaussian")
 FILTER_QUERIES = tuple(s.lower() for s in SUFFIXES)
+TRAIN_MODELS = ("gan3p", "disgan", "motion-gan", "motion-ddpm")
+LOSS_PRESETS = ("thesis", "released-code")
 
 GPU_HINT = (
     "in a container pass the GPU through (`docker run --gpus all …` or `apptainer run --nv …`), "
@@ -90,16 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  bids_enhance /data /out participant --participant-label 01 02\n"
             "  bids_enhance /data /out participant --denoise-method sanlm --device cuda\n"
-            "  bids_enhance /data /out group"
+            "  bids_enhance /data /out group\n"
+            "  bids_enhance /data /out train --model gan3p --iterations 20000 --device cuda"
         ),
         formatter_class=_Formatter,
     )
     parser.add_argument("bids_dir", type=Path, help="the root of the BIDS dataset")
     parser.add_argument("output_dir", type=Path,
                         help="where derivatives, reports and logs are written")
-    parser.add_argument("analysis_level", choices=["participant", "group"],
+    parser.add_argument("analysis_level", choices=["participant", "group", "train"],
                         help="'participant' processes subjects; 'group' summarises their "
-                             "outputs")
+                             "outputs; 'train' trains a model on the (clean) images")
     parser.add_argument("--version", action="version", version=f"bids_enhance {__version__}")
     parser.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
                         help="more log output (repeat for more)")
@@ -133,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise-model", dest="noise_model", choices=NOISE_MODELS, default="rician",
                    help="rician for magnitude images straight from the scanner; gaussian for "
                         "images whose background noise was already removed or transformed")
+    g.add_argument("--simulate", metavar="PRESET",
+                   help="simulation mode: degrade each (clean) image with this preset, enhance "
+                        "it and compare with the original (PSNR/SSIM in sidecars and reports); "
+                        "for denoising e.g. noise-rician-3, noise-rician-6, denoise-rician")
+    g.add_argument("--fmriprep-compat", dest="fmriprep_compat", action="store_true",
+                   help="also write one space-less desc-preproc_<suffix> per subject (per "
+                        "session) from the last step of the chain, for "
+                        "`fmriprep --derivatives enhance=OUTPUT_DIR`; with several runs the "
+                        "first in BIDS order is used")
     g.add_argument("--sloppy", action="store_true",
                    help="fast, low-quality settings for smoke tests; never for analysis")
 
@@ -157,6 +170,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu, cuda, cuda:N, or auto (a GPU when one is usable, else the CPU). "
                         "A GPU that was asked for and is not usable is an error, never a "
                         "silent fallback")
+
+    g = parser.add_argument_group("training (analysis level 'train')")
+    g.add_argument("--model", choices=TRAIN_MODELS,
+                   help="gan3p: x2 super-resolution (three-player GAN); disgan: x2 with noise "
+                        "removal; motion-gan / motion-ddpm: motion-artefact correction")
+    g.add_argument("--model-name", dest="model_name", metavar="NAME",
+                   help="folder under OUTPUT_DIR/models (default: the --model value)")
+    g.add_argument("--iterations", type=_positive_int, default=10000, metavar="N")
+    g.add_argument("--patch-size", dest="patch_size", type=_positive_int, default=64,
+                   metavar="N", help="edge of the target patch in voxels (x2: HR 64 ↔ LR 32)")
+    g.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4,
+                   metavar="N", help="patches per step (per process with --nproc-per-node)")
+    g.add_argument("--val-subjects", dest="val_subjects", nargs="+", type=_label_list("sub-"),
+                   metavar="LABEL",
+                   help="held-out subjects (default: the last subject; none of their images "
+                        "is trained on)")
+    g.add_argument("--loss-preset", dest="loss_preset", choices=LOSS_PRESETS, default="thesis",
+                   help="GAN generator loss weights: thesis (L_perc + 0.01 L1 + 0.005 L_adv) or "
+                        "released-code (L1 + 0.01 L_perc + 0.005 L_adv)")
+    g.add_argument("--warmup-iterations", dest="warmup_iterations", type=int, default=0,
+                   metavar="N", help="pixel-loss-only iterations before adversarial training")
+    g.add_argument("--degradation", metavar="PRESET",
+                   help="degradation preset to train for (default per model)")
+    g.add_argument("--checkpoint-every", dest="checkpoint_every", type=_positive_int,
+                   default=1000, metavar="N")
+    g.add_argument("--validate-every", dest="validate_every", type=_positive_int, metavar="N",
+                   help="validate on the held-out images every N iterations (default: at the "
+                        "end)")
+    g.add_argument("--resume", type=_existing_file, metavar="CHECKPOINT",
+                   help="continue an interrupted run from its checkpoint.pt")
+    g.add_argument("--nproc-per-node", dest="nproc_per_node", type=_positive_int, default=1,
+                   metavar="N", help="GPUs to train on with torchrun (DDP)")
 
     g = parser.add_argument_group("other")
     g.add_argument("--config-file", dest="config_file", type=_existing_file, metavar="FILE",
@@ -238,7 +283,7 @@ def parse_args(argv: list[str] | None = None):
             from_file = read_config_file(opts.config_file)
         except (OSError, ValueError) as exc:
             parser.error(f"--config-file {opts.config_file}: {exc}")
-        for key in ("bids_dir", "work_dir", "use_plugin", "bids_database_dir"):
+        for key in ("bids_dir", "work_dir", "use_plugin", "bids_database_dir", "resume"):
             if from_file.get(key) is not None:
                 from_file[key] = Path(from_file[key])
         # Options given on the command line win over the file: re-parse with the file's values
@@ -251,7 +296,7 @@ def parse_args(argv: list[str] | None = None):
     output_dir = opts.output_dir.expanduser().absolute()
     if not bids_dir.is_dir():
         parser.error(f"BIDS directory {bids_dir} does not exist")
-    if opts.analysis_level == "participant" and not (bids_dir / "dataset_description.json").is_file():
+    if opts.analysis_level != "group" and not (bids_dir / "dataset_description.json").is_file():
         parser.error(f"{bids_dir} is not a BIDS dataset: dataset_description.json is missing")
     if output_dir.resolve() == bids_dir.resolve():
         parser.error(f"the output directory {output_dir} must not be the BIDS directory; "
@@ -268,7 +313,32 @@ def parse_args(argv: list[str] | None = None):
         filters = {**opts.bids_filters, **(filters or {})}
     device = _check_device(parser, opts.device)
 
+    if opts.simulate is not None:
+        from bids_enhance.workflows.enhance import SIMULATION_PRESETS
+
+        allowed = sorted({p for step in opts.enhance for p in SIMULATION_PRESETS[step]})
+        if opts.simulate not in allowed:
+            close = difflib.get_close_matches(opts.simulate, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parser.error(f"--simulate {opts.simulate!r} does not fit --enhance "
+                         f"{' '.join(opts.enhance)}{hint}; choose from {', '.join(allowed)}")
+    if opts.fmriprep_compat and opts.simulate:
+        parser.error("--fmriprep-compat and --simulate exclude each other: simulated images "
+                     "must not be picked up as preprocessed anatomy")
+    if opts.analysis_level == "train" and not opts.model:
+        parser.error("the train level needs --model (one of "
+                     f"{', '.join(TRAIN_MODELS)})")
+    if opts.degradation is not None:
+        from bids_enhance.degrade import PRESETS
+
+        if opts.degradation not in PRESETS:
+            close = difflib.get_close_matches(opts.degradation, list(PRESETS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parser.error(f"--degradation {opts.degradation!r} is not a preset{hint}; "
+                         f"choose from {', '.join(sorted(PRESETS))}")
+
     return Settings(
+        argv=list(sys.argv[1:] if argv is None else argv),
         bids_dir=bids_dir,
         output_dir=output_dir,
         analysis_level=opts.analysis_level,
@@ -294,5 +364,20 @@ def parse_args(argv: list[str] | None = None):
         boilerplate_only=opts.boilerplate_only,
         skip_bids_validation=opts.skip_bids_validation,
         sloppy=opts.sloppy,
+        simulate=opts.simulate,
+        fmriprep_compat=opts.fmriprep_compat,
         verbose=opts.verbose,
+        model=opts.model,
+        model_name=opts.model_name or opts.model,
+        iterations=opts.iterations,
+        patch_size=opts.patch_size,
+        batch_size=opts.batch_size,
+        val_subjects=opts.val_subjects,
+        loss_preset=opts.loss_preset,
+        warmup_iterations=opts.warmup_iterations,
+        degradation=opts.degradation,
+        checkpoint_every=opts.checkpoint_every,
+        validate_every=opts.validate_every,
+        resume=opts.resume,
+        nproc_per_node=opts.nproc_per_node,
     )

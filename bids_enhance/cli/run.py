@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.analysis_level == "group":
             return run_group(settings)
+        if settings.analysis_level == "train":
+            return run_train(settings)
         return run_participant(settings)
     except UsageError as exc:
         print(f"bids_enhance: error: {exc}", file=sys.stderr)
@@ -258,7 +260,10 @@ def run_participant(settings) -> int:
             LOGGER.error("sub-%s: %s (details: %s)", subject, message, crash)
     from bids_enhance.workflows.enhance import output_desc
 
-    write_descriptions(out, [output_desc(settings.enhance)])
+    labels = [output_desc(settings.enhance, simulated=settings.simulate is not None)]
+    labels += ["simulated"] if settings.simulate else []
+    labels += ["preproc"] if settings.fmriprep_compat else []
+    write_descriptions(out, labels)
     status = _reports(settings, subjects, run_uuid=settings.run_uuid)
     if failed:
         LOGGER.error("%d node(s) failed; the other images were processed. Outputs: %s",
@@ -266,6 +271,129 @@ def run_participant(settings) -> int:
         return EXIT_FAILED
     LOGGER.info("Done: outputs in %s", out)
     return status
+
+
+def split_subjects(subjects: dict[str, list[Path]], val_subjects: list[str] | None
+                   ) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Training and held-out subjects; whole subjects stay in one split."""
+    labels = sorted(subjects)
+    if val_subjects:
+        missing = sorted(set(val_subjects) - set(labels))
+        if missing:
+            raise UsageError(f"--val-subjects {' '.join(missing)} not among the selected "
+                             f"participants ({', '.join(labels)})")
+        held = sorted(set(val_subjects))
+    else:
+        held = labels[-max(1, len(labels) // 10):] if len(labels) > 1 else []
+    train = {s: subjects[s] for s in labels if s not in held}
+    if not train:
+        raise UsageError(f"no training subject left after holding out {', '.join(held)}; "
+                         "select more participants or fewer --val-subjects")
+    if not held:
+        raise UsageError(f"training needs at least 2 participants (one is held out to evaluate "
+                         f"the model); only {', '.join(labels)} was selected")
+    return train, {s: subjects[s] for s in held}
+
+
+def _check_training_images(images: list[Path], *, task: str, patch_size: int) -> None:
+    """Every image must hold a whole training patch (read from the headers only)."""
+    import nibabel as nib
+
+    for path in images:
+        try:
+            shape = nib.load(str(path)).shape[:3]
+        except Exception as exc:
+            raise UsageError(f"{path}: cannot read the image header ({exc})") from None
+        needed = patch_size
+        dims = shape if task != "motion-ddpm" else sorted(shape)[1:]
+        if min(dims) < needed:
+            raise UsageError(f"{path}: shape {'×'.join(map(str, shape))} is smaller than "
+                             f"--patch-size {patch_size}; choose a smaller patch size")
+
+
+def run_train(settings) -> int:
+    """``bids_enhance BIDS_DIR OUT train --model …``: train, evaluate, write the model card."""
+    import sys
+
+    from bids_enhance.bids.layout import BIDSInputError, collect_images, make_layout
+    from bids_enhance.workflows.training import init_training_wf
+
+    try:
+        layout = make_layout(settings.bids_dir, database_dir=settings.bids_database_dir)
+        subjects = collect_images(layout, participant_label=settings.participant_label,
+                                  session_label=settings.session_label,
+                                  suffixes=settings.suffix, filters=settings.bids_filters)
+    except BIDSInputError as exc:
+        raise UsageError(str(exc)) from None
+    train_images, val_images = split_subjects(subjects, settings.val_subjects)
+    config = _train_config(settings)
+    _check_training_images([p for v in subjects.values() for p in v], task=settings.model,
+                           patch_size=settings.patch_size)
+    if not settings.skip_bids_validation:
+        validate_bids(settings.bids_dir, settings.output_dir, settings.run_uuid,
+                      subjects=subjects)
+    LOGGER.info("Training %s on %d image(s) of %s; held out: %s", settings.model,
+                sum(map(len, train_images.values())), ", ".join(train_images),
+                ", ".join(val_images))
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = settings.output_dir / "logs" / settings.run_uuid
+    log_dir.mkdir(parents=True, exist_ok=True)
+    settings.dump_toml(log_dir / "bids_enhance.toml")
+    _configure_nipype(settings)
+    seeds = {str(p): settings.seed_for("simulate", Path(p).relative_to(settings.bids_dir)
+                                       .as_posix())
+             for paths in val_images.values() for p in paths}
+    workflow = init_training_wf(
+        train_images=train_images, val_images=val_images, bids_dir=settings.bids_dir,
+        output_dir=settings.output_dir, model_name=settings.model_name, config=config,
+        device=settings.device, omp_nthreads=settings.omp_nthreads, seeds=seeds,
+        command=["bids_enhance", *settings.argv], nproc_per_node=settings.nproc_per_node,
+        resume=settings.resume, base_dir=settings.work_dir)
+    workflow.config["execution"]["crashdump_dir"] = str(log_dir)
+    workflow.config["execution"]["crashfile_format"] = "txt"
+    for node in workflow._get_all_nodes():
+        node.config = dict(workflow.config)
+    try:
+        workflow.run(**_plugin_settings(settings))
+    except Exception as exc:
+        LOGGER.debug("nipype reported: %s", exc)
+    crashes = crash_messages(log_dir)
+    for crash, message in crashes:
+        LOGGER.error("training: %s (details: %s)", message, crash)
+    if crashes:
+        return EXIT_FAILED
+    LOGGER.info("Model and model card: %s", settings.output_dir / "models" / settings.model_name)
+    return EXIT_OK
+
+
+def _train_config(settings) -> dict:
+    """TrainConfig fields from the settings; invalid combinations are usage errors."""
+    from bids_enhance.training import TrainConfig
+
+    fields = {
+        "task": settings.model, "iterations": settings.iterations,
+        "batch_size": settings.batch_size, "patch_size": settings.patch_size,
+        "seed": settings.seed_for("train"), "device": settings.device,
+        "checkpoint_every": settings.checkpoint_every,
+        "validate_every": settings.validate_every,
+        "warmup_iterations": settings.warmup_iterations,
+    }
+    if settings.model != "motion-ddpm":
+        fields["loss_preset"] = settings.loss_preset
+    if settings.degradation:
+        fields["degradation"] = settings.degradation
+    if settings.sloppy:  # tiny networks: smoke tests of the whole training path
+        if settings.model == "motion-ddpm":
+            fields["unet"] = {"features": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                              "attention": False, "norm_groups": 4}
+        else:
+            fields.update(generator={"features": 8, "growth": 4, "num_blocks": 1},
+                          critic={"widths": [8, 16]},
+                          feature_extractor={"widths": [8, 8, 16, 16]})
+    try:
+        return TrainConfig(**fields).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid training settings: {exc}") from None
 
 
 def build_workflow(settings, subjects):
@@ -278,7 +406,8 @@ def build_workflow(settings, subjects):
         enhance=settings.enhance, denoise_method=settings.denoise_method,
         noise_model=settings.noise_model, device=settings.device,
         omp_nthreads=settings.omp_nthreads, random_seed=settings.random_seed, seeds=seeds,
-        sloppy=settings.sloppy, base_dir=settings.work_dir)
+        sloppy=settings.sloppy, simulate=settings.simulate,
+        fmriprep_compat=settings.fmriprep_compat, base_dir=settings.work_dir)
 
 
 def _set_crash_dirs(workflow, settings, subjects) -> None:

@@ -16,6 +16,9 @@ Presets (:data:`PRESETS`):
 ``sr-box-x2-rician``        box average, then Rician noise, σ ~ U(1 %, 5 %) of the robust max
 ``sr-box-x2-gaussian``      box average, then Gaussian noise, σ ~ U(1 %, 5 %)
 ``denoise-rician``          Rician noise only, σ ~ U(1 %, 5 %)
+``noise-rician-3`` (6, 9)   Rician noise at exactly 3 % (6 %, 9 %) of the robust maximum (the
+                            levels of the denoising benchmark; simulation mode)
+``noise-gaussian-3``        Gaussian noise at exactly 3 %
 ``motion``                  TorchIO rigid motion with its defaults: ±10°, ±10 mm, 2 movements
 ``motion-ghosting``         ``motion`` then TorchIO ghosting with its defaults (4–10 ghosts,
                             intensity 0.5–1, any axis)
@@ -58,6 +61,10 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "sr-box-x2-gaussian": (LowResolution(method=LowResMethod.BOX),
                            RandomNoise(method=NoiseMethod.GAUSSIAN, fraction=NOISE_FRACTION)),
     "denoise-rician": (RandomNoise(method=NoiseMethod.RICIAN, fraction=NOISE_FRACTION),),
+    "noise-rician-3": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.03, 0.03)),),
+    "noise-rician-6": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.06, 0.06)),),
+    "noise-rician-9": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.09, 0.09)),),
+    "noise-gaussian-3": (RandomNoise(method=NoiseMethod.GAUSSIAN, fraction=(0.03, 0.03)),),
     "motion": (RandomMotion(),),
     "motion-ghosting": (RandomMotion(), RandomGhosting()),
 })

@@ -92,6 +92,8 @@ class _BuildSidecarInputSpec(BaseInterfaceInputSpec):
                              desc="per enhancement step, a JSON record (method, parameters …)")
     scale = traits.Float(mandatory=True, desc="intensity scale divided out before enhancing")
     iqms = File(exists=True, desc="QualityMetrics JSON (before/after)")
+    simulation = File(exists=True, desc="SimulateDegradation's record (simulation mode)")
+    reference_metrics = File(exists=True, desc="CompareToReference JSON (simulation mode)")
     random_seed = traits.Int(mandatory=True, desc="master seed of the run")
     image_seed = traits.Int(mandatory=True, desc="seed derived for this image")
 
@@ -133,6 +135,10 @@ class BuildSidecar(SimpleInterface):
             meta["EstimatedNoiseSigma"] = sigmas[0]
         if isdefined(inputs.iqms):
             meta["QualityMetrics"] = json.loads(Path(inputs.iqms).read_text())
+        if isdefined(inputs.simulation):
+            meta.update(json.loads(Path(inputs.simulation).read_text()))
+        if isdefined(inputs.reference_metrics):
+            meta["ReferenceMetrics"] = json.loads(Path(inputs.reference_metrics).read_text())
         out_file = Path(runtime.cwd) / "sidecar.json"
         out_file.write_text(dump_json(meta))
         self._results["out_file"] = str(out_file)

@@ -160,6 +160,7 @@ def iqm_table_html(sidecar: Mapping) -> str:
         parts.append('<p class="be-warning">No image-quality metrics were recorded for this '
                      "image.</p>")
 
+    parts.append(_simulation_html(sidecar))
     parts.append('</div><div class="be-iqm-method">')
     # --- noise ----------------------------------------------------------------------------
     parts.append(_noise_html(sidecar))
@@ -169,6 +170,30 @@ def iqm_table_html(sidecar: Mapping) -> str:
     parts.append(_input_html(sidecar.get("InputSanitising") or {}))
     parts.append("</div></div>")
     return "\n".join(p for p in parts if p) + "\n"
+
+
+def _simulation_html(sidecar: Mapping) -> str:
+    """Simulation mode: the clean input was degraded, enhanced and compared with itself."""
+    simulation = sidecar.get("Simulation") or {}
+    comparison = sidecar.get("ReferenceMetrics") or {}
+    if not simulation or not comparison:
+        return ""
+    rows = [("enhanced", comparison.get("enhanced") or {})]
+    rows += [(f"{name} (no enhancement)" if name == "identity" else name, values)
+             for name, values in sorted((comparison.get("baselines") or {}).items())]
+    body = "".join(
+        f"<tr><td>{_e(name)}</td><td class=\"be-num\">{format_number(m.get('psnr'))}</td>"
+        f"<td class=\"be-num\">{format_number(m.get('ssim'))}</td>"
+        f"<td class=\"be-num\">{format_number(m.get('hfen'))}</td></tr>" for name, m in rows)
+    return (
+        '<div class="be-simulation"><h4>Simulation against the original</h4>'
+        f"<p>The input was degraded with <code>{_e(simulation.get('Preset'))}</code> (seed "
+        f"{_e(simulation.get('Seed'))}), enhanced, and compared with the original image "
+        f"({_e(comparison.get('protocol') or '')}).</p>"
+        '<table class="be-table be-compact"><thead><tr><th>Image</th>'
+        '<th class="be-num">PSNR (dB) ↑</th><th class="be-num">3D SSIM ↑</th>'
+        '<th class="be-num">HFEN ↓</th></tr></thead>'
+        f"<tbody>{body}</tbody></table></div>")
 
 
 def _definitions_html(keys: Iterable[str]) -> str:

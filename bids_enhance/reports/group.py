@@ -40,11 +40,18 @@ _DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # --------------------------------------------------------------------------------------------
 # Rows
 # --------------------------------------------------------------------------------------------
+#: desc labels that are not enhancement results of their own: ``preproc`` copies one result
+#: (``--fmriprep-compat``), ``simulated`` is a simulation-mode input.
+_SKIPPED_DESCS = ("preproc", "simulated")
+
+
 def _sidecars(output_dir: Path, suffix: str) -> list[Path]:
     found = []
     for path in sorted(output_dir.glob(f"sub-*/**/*_desc-*_{suffix}.json")):
         rel = path.relative_to(output_dir).parts
         if any(part in {"figures", "log"} or part.startswith(".") for part in rel):
+            continue
+        if any(f"_desc-{label}_" in path.name for label in _SKIPPED_DESCS):
             continue
         found.append(path)
     return found

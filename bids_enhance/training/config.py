@@ -258,6 +258,33 @@ class TrainConfig:
                                     optional=True)
         # 3D SSIM (Gaussian window, sigma 1.5) needs 11 voxels along every axis
         self.validation_slices = _int("validation_slices", self.validation_slices, minimum=11)
+        self._check_patch_fits_networks()
+
+    def _check_patch_fits_networks(self) -> None:
+        """Refuse patch sizes the networks cannot take, before any data is loaded."""
+        if not self.is_gan:
+            return
+        defaults = TASK_DEFAULTS[self.task]
+        if defaults["scale"] == 2 and self.patch_size % 2:
+            raise ValueError(f"patch_size must be even for x2 super-resolution (the input patch "
+                             f"is half of it), got {self.patch_size}")
+        from bids_enhance.models.registry import model_class
+
+        critic_cls = model_class(defaults["critic_arch"])
+        widths = self.critic.get("widths")
+        if widths is None:
+            import inspect
+
+            widths = inspect.signature(critic_cls).parameters["widths"].default
+        levels = len(widths)
+        if defaults["critic_arch"] == "resnet_critic":
+            need = 2 ** (levels + 1)
+            if self.patch_size < need:
+                raise ValueError(f"patch_size {self.patch_size} is too small for the critic "
+                                 f"({levels} blocks need at least {need})")
+        elif self.patch_size % 2 ** (levels - 1):
+            raise ValueError(f"patch_size {self.patch_size} must be divisible by "
+                             f"{2 ** (levels - 1)} for the wavelet U-Net critic ({levels} levels)")
         if self.validation_crop is not None and self.validation_crop < 11:
             raise ValueError(f"validation_crop must be >= 11 (the 3D SSIM window), got "
                              f"{self.validation_crop}")

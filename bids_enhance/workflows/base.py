@@ -38,7 +38,9 @@ def estimate_mem_gb(path: Path | str, *, bytes_per_voxel: int = _BYTES_PER_VOXEL
 def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, output_dir: Path,
                          enhance: list[str], denoise_method: str, noise_model: str, device: str,
                          omp_nthreads: int, random_seed: int, seeds: dict[str, int],
-                         sloppy: bool = False, base_dir: Path | None = None) -> LiterateWorkflow:
+                         sloppy: bool = False, simulate: str | None = None,
+                         fmriprep_compat: bool = False,
+                         base_dir: Path | None = None) -> LiterateWorkflow:
     """Top-level workflow over ``subjects`` (label → list of images).
 
     ``seeds`` maps every image path (as a string) to its child seed of ``random_seed``.
@@ -51,16 +53,23 @@ def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, out
             subject=subject, images=images, bids_dir=bids_dir, output_dir=output_dir,
             enhance=enhance, denoise_method=denoise_method, noise_model=noise_model,
             device=device, omp_nthreads=omp_nthreads, random_seed=random_seed, seeds=seeds,
-            sloppy=sloppy, version=__version__)])
+            sloppy=sloppy, simulate=simulate, fmriprep_compat=fmriprep_compat,
+            version=__version__)])
     return workflow
 
 
 def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
                            output_dir: Path, enhance: list[str], denoise_method: str,
                            noise_model: str, device: str, omp_nthreads: int, random_seed: int,
-                           seeds: dict[str, int], sloppy: bool = False, version: str = "",
-                           name: str | None = None) -> LiterateWorkflow:
-    """Enhance every image of one subject and write its summary reportlets."""
+                           seeds: dict[str, int], sloppy: bool = False,
+                           simulate: str | None = None, fmriprep_compat: bool = False,
+                           version: str = "", name: str | None = None) -> LiterateWorkflow:
+    """Enhance every image of one subject and write its summary reportlets.
+
+    ``fmriprep_compat``: also write one ``sub-X[_ses-Y]_desc-preproc_<suffix>`` per subject (per
+    session) from the image :func:`preproc_representatives` picks, for
+    ``fmriprep --derivatives``.
+    """
     from nipype import __version__ as nipype_version
 
     from bids_enhance.interfaces.bids import DerivativesDataSink
@@ -93,24 +102,57 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
         (about, ds_about, [("out_report", "in_file")]),
     ])
 
+    representatives = preproc_representatives(images) if fmriprep_compat else {}
     for path in images:
         image_wf = init_enhance_image_wf(
             source_file=Path(path), bids_dir=bids_dir, output_dir=output_dir, enhance=enhance,
             denoise_method=denoise_method, noise_model=noise_model, device=device,
             omp_nthreads=omp_nthreads, random_seed=random_seed, image_seed=seeds[str(path)],
-            sloppy=sloppy)
+            sloppy=sloppy, simulate=simulate,
+            preproc_name=representatives.get(Path(path)))
         workflow.add_nodes([image_wf])
     return workflow
+
+
+def preproc_representatives(images: list[Path]) -> dict[Path, str]:
+    """For ``--fmriprep-compat``: image → ``sub-X[_ses-Y]_<suffix>.nii.gz`` pseudo-source.
+
+    fMRIPrep takes exactly one space-less ``desc-preproc_<suffix>`` per subject (per session).
+    Per (session, suffix) we take the first image in BIDS order (acquisition, run, … sorted), so
+    reruns pick the same one; the sidecar's ``Sources`` names it.
+    """
+    from bids_enhance.bids.naming import parse_bids_name
+
+    chosen: dict[tuple[str | None, str], Path] = {}
+    for path in sorted(map(Path, images), key=lambda p: p.name):
+        entities, suffix, _ = parse_bids_name(path)
+        chosen.setdefault((entities.get("ses"), suffix), path)
+    out = {}
+    for (session, suffix), path in chosen.items():
+        entities, _, _ = parse_bids_name(path)
+        stem = f"sub-{entities['sub']}" + (f"_ses-{session}" if session else "")
+        out[path] = f"{stem}_{suffix}.nii.gz"
+    return out
 
 
 def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path,
                           enhance: list[str], denoise_method: str, noise_model: str,
                           device: str, omp_nthreads: int, random_seed: int, image_seed: int,
-                          sloppy: bool = False, name: str | None = None) -> LiterateWorkflow:
-    """sanitise → normalise → enhancement chain → de-normalise → outputs, IQMs and reportlets."""
+                          sloppy: bool = False, simulate: str | None = None,
+                          preproc_name: str | None = None,
+                          name: str | None = None) -> LiterateWorkflow:
+    """sanitise → normalise → enhancement chain → de-normalise → outputs, IQMs and reportlets.
+
+    ``simulate``: a degradation preset. The normalised image is degraded (seeded with
+    ``image_seed``), the degraded image is what gets enhanced, and the result is compared with
+    the original (PSNR, 3D SSIM, HFEN in the sidecar and the report): a check of the method on
+    the user's own scans. Outputs are then ``desc-simulated`` and ``desc-sim<Chain>``.
+    ``preproc_name``: also write the result as ``desc-preproc`` under this pseudo-source name
+    (``--fmriprep-compat``).
+    """
     from nireports.interfaces.reporting.base import SimpleBeforeAfterRPT
 
-    from bids_enhance.bids.naming import image_id, parse_bids_name
+    from bids_enhance.bids.naming import bids_uri, image_id, parse_bids_name
     from bids_enhance.interfaces.bids import BuildSidecar, DerivativesDataSink
     from bids_enhance.interfaces.image import (
         DenormalizeIntensity,
@@ -123,7 +165,7 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     _, suffix, _ = parse_bids_name(source_file)
     workflow = LiterateWorkflow(name=name or f"{image_id(source_file)}_wf")
     mem_gb = estimate_mem_gb(source_file)
-    desc = output_desc(enhance)
+    desc = output_desc(enhance, simulated=simulate is not None)
 
     sanitize = pe.Node(SanitizeImage(in_file=str(source_file)), name="sanitize",
                        mem_gb=mem_gb / 4)
@@ -135,8 +177,39 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         (sanitize, denormalize, [("out_file", "reference")]),
     ])
 
-    # The enhancement chain, in the order given on the command line.
+    # Simulation mode: degrade the clean image; that is what gets enhanced and measured.
+    before, before_field = sanitize, "out_file"
     previous, previous_field = normalize, "out_file"
+    if simulate:
+        from bids_enhance.interfaces.training import CompareToReference, SimulateDegradation
+
+        simulation = pe.Node(SimulateDegradation(preset=simulate, seed=image_seed),
+                             name="simulate", mem_gb=mem_gb / 4)
+        denorm_degraded = pe.Node(DenormalizeIntensity(), name="denormalize_degraded",
+                                  mem_gb=mem_gb / 4)
+        compare = pe.Node(CompareToReference(label=Path(source_file).name,
+                                             baselines=["identity"]),
+                          name="compare", mem_gb=mem_gb / 2)
+        ds_degraded = pe.Node(DerivativesDataSink(
+            base_directory=str(output_dir), source_file=str(source_file), desc="simulated",
+            meta_dict={"Description": f"Simulated degradation ({simulate}) of the source; the "
+                                      "input of the enhancement in simulation mode.",
+                       "Sources": [bids_uri(source_file, bids_dir)], "SkullStripped": False}),
+            name="ds_degraded", run_without_submitting=True)
+        workflow.connect([
+            (normalize, simulation, [("out_file", "in_file")]),
+            (simulation, denorm_degraded, [("out_file", "in_file")]),
+            (normalize, denorm_degraded, [("scale", "scale")]),
+            (sanitize, denorm_degraded, [("out_file", "reference")]),
+            (simulation, compare, [("out_reference", "reference"),
+                                   ("out_file", "in_degraded")]),
+            (denorm_degraded, ds_degraded, [("out_file", "in_file")]),
+            (simulation, ds_degraded, [("out_record", "meta_files")]),
+        ])
+        before, before_field = denorm_degraded, "out_file"
+        previous, previous_field = simulation, "out_file"
+
+    # The enhancement chain, in the order given on the command line.
     step_infos = pe.Node(niu.Merge(len(enhance)), name="step_infos",
                          run_without_submitting=True)
     for index, step in enumerate(enhance):
@@ -149,20 +222,29 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         ])
         previous, previous_field = step_wf, "outputnode.out_file"
     workflow.connect(previous, previous_field, denormalize, "in_file")
+    if simulate:
+        workflow.connect(previous, previous_field, compare, "in_file")
 
     iqms = pe.Node(QualityMetrics(contrast=suffix if suffix in {"T1w", "T2w", "FLAIR", "PD"}
                                   else "T1w"), name="iqms", mem_gb=mem_gb / 2)
     sidecar = pe.Node(BuildSidecar(
         source_file=str(source_file), bids_dir=str(bids_dir), random_seed=random_seed,
         image_seed=image_seed,
-        description=f"{suffix} image enhanced by bids_enhance ({', '.join(enhance)}); same "
-                    "grid, orientation and intensity scale as the source."),
+        description=(f"{suffix} image enhanced by bids_enhance ({', '.join(enhance)}); same "
+                     "grid, orientation and intensity scale as the source."
+                     + (f" Simulation mode: the source was first degraded ({simulate})."
+                        if simulate else ""))),
         name="sidecar", run_without_submitting=True)
     ds_image = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
                                            source_file=str(source_file), desc=desc),
                        name="ds_image", run_without_submitting=True)
+    if simulate:
+        workflow.connect([
+            (simulation, sidecar, [("out_record", "simulation")]),
+            (compare, sidecar, [("out_file", "reference_metrics")]),
+        ])
     workflow.connect([
-        (sanitize, iqms, [("out_file", "in_before")]),
+        (before, iqms, [(before_field, "in_before")]),
         (denormalize, iqms, [("out_file", "in_after")]),
         (sanitize, sidecar, [("out_report", "sanitise_report")]),
         (normalize, sidecar, [("scale", "scale")]),
@@ -172,8 +254,18 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         (sidecar, ds_image, [("out_file", "meta_files")]),
     ])
 
+    if preproc_name:
+        ds_preproc = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
+                                                 source_file=preproc_name, desc="preproc"),
+                             name="ds_preproc", run_without_submitting=True)
+        workflow.connect([
+            (denormalize, ds_preproc, [("out_file", "in_file")]),
+            (sidecar, ds_preproc, [("out_file", "meta_files")]),
+        ])
+
     # Reportlets
-    flicker = pe.Node(SimpleBeforeAfterRPT(before_label="input", after_label=desc,
+    flicker = pe.Node(SimpleBeforeAfterRPT(before_label="simulated" if simulate else "input",
+                                           after_label=desc,
                                            generate_report=True),
                       name="flicker", mem_gb=mem_gb / 2)
     residual = pe.Node(ResidualMosaicRPT(), name="residual", mem_gb=mem_gb / 2)
@@ -186,9 +278,9 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
                      name=f"ds_report_{node.name}", run_without_submitting=True)
         workflow.connect(node, "out_report", ds, "in_file")
     workflow.connect([
-        (sanitize, flicker, [("out_file", "before")]),
+        (before, flicker, [(before_field, "before")]),
         (denormalize, flicker, [("out_file", "after")]),
-        (sanitize, residual, [("out_file", "in_before")]),
+        (before, residual, [(before_field, "in_before")]),
         (denormalize, residual, [("out_file", "in_after")]),
         (sidecar, iqm_table, [("out_file", "in_sidecar")]),
     ])

@@ -73,7 +73,16 @@ DESC_LABELS = {
 }
 
 
-def output_desc(steps: list[str]) -> str:
-    """``desc-`` label of the final image of a chain: ``denoised``, later e.g. ``denoisedSr``."""
+def output_desc(steps: list[str], *, simulated: bool = False) -> str:
+    """``desc-`` label of the final image of a chain: ``denoised``, later e.g. ``denoisedSr``;
+    in simulation mode ``simDenoised``."""
     first, *rest = steps
-    return DESC_LABELS[first] + "".join(DESC_LABELS[s].capitalize() for s in rest)
+    label = DESC_LABELS[first] + "".join(DESC_LABELS[s].capitalize() for s in rest)
+    return "sim" + label[0].upper() + label[1:] if simulated else label
+
+
+#: Degradation presets each chain can be checked with in simulation mode (same-grid presets).
+SIMULATION_PRESETS = {
+    "denoise": ("denoise-rician", "noise-rician-3", "noise-rician-6", "noise-rician-9",
+                "noise-gaussian-3"),
+}

@@ -53,7 +53,8 @@ def test_memory_units(value, gb):
     (["participant", "--device", "gpu"], "not a device"),
     (["participant", "--suffix", "T3w"], "invalid choice"),
     (["participant", "--denoise-method", "bm4d"], "invalid choice"),
-    (["train"], "invalid choice"),
+    (["training"], "invalid choice"),
+    (["train"], "needs --model"),
 ])
 def test_argument_errors_exit_2_with_one_sentence(capsys, tiny_bids, tmp_path, argv_tail,
                                                   message):

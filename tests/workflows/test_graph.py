@@ -64,3 +64,29 @@ def test_thread_device_and_gpu_inputs_do_not_change_hashes():
         assert spec.trait(name).nohash, name
     for name in ("method", "noise_model", "sigma", "sloppy", "in_file"):
         assert not spec.trait(name).nohash, name
+
+
+def test_preproc_representatives_one_per_subject_session_and_suffix(tmp_path):
+    from pathlib import Path
+
+    from bids_enhance.workflows.base import preproc_representatives
+
+    images = [Path(f"/d/sub-01/ses-{s}/anat/sub-01_ses-{s}_{e}_{x}.nii.gz")
+              for s in ("1", "2") for e in ("acq-fast_run-2", "acq-fast_run-1", "run-1")
+              for x in ("T1w", "T2w")]
+    chosen = preproc_representatives(images)
+    assert sorted(chosen.values()) == ["sub-01_ses-1_T1w.nii.gz", "sub-01_ses-1_T2w.nii.gz",
+                                       "sub-01_ses-2_T1w.nii.gz", "sub-01_ses-2_T2w.nii.gz"]
+    assert {p.name for p in chosen} == {f"sub-01_ses-{s}_acq-fast_run-1_{x}.nii.gz"
+                                        for s in ("1", "2") for x in ("T1w", "T2w")}
+    assert preproc_representatives([Path("/d/sub-02/anat/sub-02_T1w.nii.gz")]) == {
+        Path("/d/sub-02/anat/sub-02_T1w.nii.gz"): "sub-02_T1w.nii.gz"}
+
+
+def test_fmriprep_compat_and_simulate_exclude_each_other(tiny_bids, tmp_path, capsys):
+    from bids_enhance.cli.parser import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args([str(tiny_bids), str(tmp_path / "o"), "participant", "--fmriprep-compat",
+                    "--simulate", "noise-rician-3"])
+    assert "exclude each other" in capsys.readouterr().err
