@@ -114,3 +114,14 @@ def dump_json(obj, **kwargs) -> str:
     import json
 
     return json.dumps(json_safe(obj), allow_nan=False, indent=2, **kwargs) + "\n"
+
+
+def find_executable(name: str) -> str | None:
+    """``name`` from this interpreter's environment first (``.venv/bin`` when the app runs as
+    ``.venv/bin/bids_enhance`` without an activated venv), then from ``PATH``."""
+    import sys
+
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which(name)

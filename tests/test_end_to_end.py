@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import nibabel as nib
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from bids_enhance.cli.run import main
+from bids_enhance.utils import find_executable
 from tests.conftest import phantom, write_bids
 
 pytestmark = pytest.mark.slow
@@ -113,9 +113,8 @@ def test_group_outputs(run_once):
 
 
 def test_outputs_pass_the_bids_validator(run_once):
-    exe = shutil.which("bids-validator-deno")
-    if exe is None:
-        pytest.skip("bids-validator-deno is not installed")
+    exe = find_executable("bids-validator-deno")
+    assert exe is not None, "bids-validator-deno (a declared dependency) is not installed"
     proc = subprocess.run([exe, str(run_once["out"]), "--ignoreWarnings", "--format", "json"],
                           capture_output=True, text=True, check=False)
     issues = json.loads(proc.stdout)["issues"]["issues"]
@@ -163,8 +162,7 @@ def test_input_errors_exit_2(tiny_bids, tmp_path, capsys):
 
 
 def test_invalid_bids_input_is_refused_by_the_validator(tmp_path, capsys):
-    if shutil.which("bids-validator-deno") is None:
-        pytest.skip("bids-validator-deno is not installed")
+    assert find_executable("bids-validator-deno") is not None, "bids-validator-deno is missing"
     bids = write_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": phantom(noise=4.0)})
     (bids / "dataset_description.json").write_text("{}")  # Name and BIDSVersion missing
     code = main([str(bids), str(tmp_path / "o"), "participant", "-w", str(tmp_path / "w")])

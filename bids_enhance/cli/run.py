@@ -72,10 +72,11 @@ def validate_bids(bids_dir: Path, output_dir: Path, run_uuid: str, *,
     the run (exit 2). Errors in other subjects do not concern this run.
     """
     import json
-    import shutil
     import subprocess
 
-    exe = shutil.which("bids-validator-deno")
+    from bids_enhance.utils import find_executable
+
+    exe = find_executable("bids-validator-deno")
     if exe is None:
         LOGGER.warning("The BIDS validator (bids-validator-deno) is not installed: input not "
                        "validated. Install it, or pass --skip-bids-validation to silence this.")
@@ -313,7 +314,6 @@ def _check_training_images(images: list[Path], *, task: str, patch_size: int) ->
 
 def run_train(settings) -> int:
     """``bids_enhance BIDS_DIR OUT train --model …``: train, evaluate, write the model card."""
-    import sys
 
     from bids_enhance.bids.layout import BIDSInputError, collect_images, make_layout
     from bids_enhance.workflows.training import init_training_wf

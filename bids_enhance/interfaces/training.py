@@ -261,7 +261,6 @@ def _volumes(files, subjects):
 def _train_torchrun(inputs, out_dir: Path, command, resume, val_files, val_subjects,
                     cwd: Path) -> dict:
     """Multi-GPU training: ``torchrun -m bids_enhance.training --spec spec.json``."""
-    import shutil
     import subprocess
     import sys
 
@@ -275,7 +274,9 @@ def _train_torchrun(inputs, out_dir: Path, command, resume, val_files, val_subje
     }
     spec_file = cwd / "torchrun_spec.json"
     spec_file.write_text(json.dumps(spec, indent=2))
-    torchrun = shutil.which("torchrun")
+    from bids_enhance.utils import find_executable
+
+    torchrun = find_executable("torchrun")
     cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
         "--standalone", f"--nproc_per_node={inputs.nproc_per_node}", "-m",
         "bids_enhance.training", "--spec", str(spec_file)]
