@@ -7,7 +7,9 @@
 - :func:`consistency_error`, :func:`project_consistent` — data consistency with the input
   (:mod:`.consistency`);
 - :func:`diffusion_correct` — slice-wise DDIM motion correction (:mod:`.diffusion`);
-- :func:`run_checkpoint` — load a checkpoint and dispatch to the above (:mod:`.run`).
+- :func:`run_checkpoint` — load a checkpoint and dispatch to the above (:mod:`.run`);
+- :func:`resolve_model` — choose and verify the checkpoint of an enhancement step: the shipped
+  default weights or a user's own (:mod:`.weights`).
 
 Names are loaded on first use, so ``from bids_enhance.inference.sliding import infer_volume``
 needs only torch, numpy and :mod:`bids_enhance.models` (no SciPy; e.g. on a bare GPU machine).
@@ -46,6 +48,12 @@ _EXPORTS = {
     "CONSISTENCY_MODES": "run",
     "lowres_method_of": "run",
     "run_checkpoint": "run",
+    "GENERATIVE_STEPS": "weights",
+    "ModelSelectionError": "weights",
+    "ResolvedModel": "weights",
+    "X2_STEPS": "weights",
+    "models_dir": "weights",
+    "resolve_model": "weights",
 }
 
 __all__ = sorted(_EXPORTS)

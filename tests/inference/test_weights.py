@@ -1,0 +1,128 @@
+"""Choosing the checkpoint of an enhancement step: default weights, user files, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from bids_enhance.inference.weights import (
+    DEFAULT_MODELS,
+    MODELS_DIR_ENV,
+    ModelSelectionError,
+    models_dir,
+    resolve_model,
+)
+from tests.generative_helpers import save_tiny_generator, write_model_card
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    """A models folder with default gan3p_x2 weights, selected through the environment."""
+    folder = tmp_path / "models"
+    sha = save_tiny_generator(folder / "gan3p_x2" / "checkpoint.pt")
+    write_model_card(folder / "gan3p_x2", name="gan3p_x2", sha256=sha)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+    return folder, sha
+
+
+def test_models_dir_defaults_to_the_package_and_can_be_overridden(tmp_path, monkeypatch):
+    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
+    assert models_dir().parts[-3:] == ("bids_enhance", "data", "models")
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    assert models_dir() == tmp_path
+    assert models_dir(tmp_path / "x") == tmp_path / "x"
+
+
+def test_default_weights_are_verified_and_described(models):
+    folder, sha = models
+    model = resolve_model("superres")
+    assert model.origin == "default" and model.sha256 == sha
+    assert model.path == str(folder / "gan3p_x2" / "checkpoint.pt")
+    assert model.lowres_method == "box" and model.degradation == "sr-box-x2"
+    assert model.task == "gan3p" and model.architecture.startswith("rrdb_generator(")
+    summary = model.summary
+    assert summary["name"] == "gan3p_x2" and summary["training_images"] == 1
+    assert summary["held_out_psnr"] == 30.5 and summary["held_out_psnr_cubic"] == 31.0
+    assert model.to_dict()["card"].endswith("model_card.json")
+
+
+def test_tampered_default_weights_are_refused_with_one_line_naming_the_file(models):
+    folder, _ = models
+    weights = folder / "gan3p_x2" / "checkpoint.pt"
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    with pytest.raises(ModelSelectionError) as info:
+        resolve_model("superres")
+    message = str(info.value)
+    assert "\n" not in message and str(weights) in message
+    assert "sha256" in message and "refusing to load it" in message
+
+
+def test_no_default_weights_says_how_to_train_and_pass_one(tmp_path):
+    with pytest.raises(ModelSelectionError) as info:
+        resolve_model("superres-denoise", directory=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "ships no default weights" in message
+    assert "train --model disgan" in message
+    assert "--checkpoint superres-denoise=OUT/models/disgan/checkpoint.pt" in message
+    assert set(DEFAULT_MODELS) == {"superres", "superres-denoise", "motion"}
+
+
+def test_a_card_naming_a_missing_file_is_reported(tmp_path):
+    write_model_card(tmp_path / "gan3p_x2", name="gan3p_x2", sha256="0" * 64)
+    with pytest.raises(ModelSelectionError, match="is missing"):
+        resolve_model("superres", directory=tmp_path)
+
+
+def test_user_checkpoint_file_folder_and_card_next_to_it(tmp_path):
+    bare = tmp_path / "bare.pt"
+    sha = save_tiny_generator(bare)
+    model = resolve_model("superres", bare)
+    assert model.origin == "user" and model.card is None and model.sha256 == sha
+    assert model.summary["name"] == "bare" and model.summary["degradation"] == "sr-box-x2"
+    assert model.summary["iterations"] == 3
+
+    folder = tmp_path / "models" / "mine"  # as the train level writes it
+    sha = save_tiny_generator(folder / "checkpoint.pt", seed=1)
+    write_model_card(folder, name="mine", sha256=sha)
+    for given in (folder, folder / "checkpoint.pt"):
+        model = resolve_model("superres", given)
+        assert model.card == str(folder / "model_card.json") and model.summary["name"] == "mine"
+    # a card next to the file verifies it
+    (folder / "checkpoint.pt").write_bytes((folder / "checkpoint.pt").read_bytes() + b"x")
+    with pytest.raises(ModelSelectionError, match="sha256"):
+        resolve_model("superres", folder / "checkpoint.pt")
+
+
+@pytest.mark.parametrize(("step", "task", "scale", "match"), [
+    ("superres", "motion-gan", 1, "needs an x2 super-resolution generator"),
+    ("motion", "gan3p", 2, "needs a motion-correction model"),
+    ("superres", "disgan", 2, "use --enhance superres-denoise for it"),
+    ("superres-denoise", "gan3p", 2, "use --enhance superres for it"),
+])
+def test_wrong_architecture_or_task_is_refused(tmp_path, step, task, scale, match):
+    path = tmp_path / "wrong.pt"
+    save_tiny_generator(path, task=task, scale=scale)
+    with pytest.raises(ModelSelectionError, match=match) as info:
+        resolve_model(step, path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_thick_slice_models_and_missing_files_are_refused(tmp_path):
+    path = tmp_path / "thick.pt"
+    save_tiny_generator(path, preset="sr-thick-x2")
+    with pytest.raises(ModelSelectionError, match="thick slices"):
+        resolve_model("superres", path)
+    with pytest.raises(ModelSelectionError, match="does not exist"):
+        resolve_model("superres", tmp_path / "nope.pt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelSelectionError, match="folder without"):
+        resolve_model("superres", tmp_path / "empty")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelSelectionError, match="not a readable bids_enhance checkpoint"):
+        resolve_model("superres", tmp_path / "junk.pt")
+
+
+def test_motion_accepts_scale_one_generators(tmp_path):
+    path = tmp_path / "motion.pt"
+    save_tiny_generator(path, task="motion-gan")
+    model = resolve_model("motion", path)
+    assert model.lowres_method is None and model.task == "motion-gan"
