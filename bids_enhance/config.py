@@ -27,8 +27,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "skip_bids_validation", "run_uuid", "verbose", "sloppy",
     ),
     "workflow": (
-        "suffix", "enhance", "denoise_method", "noise_model", "device", "random_seed",
-        "simulate", "fmriprep_compat",
+        "suffix", "enhance", "denoise_method", "noise_model", "checkpoint", "consistency",
+        "device", "random_seed", "simulate", "fmriprep_compat",
     ),
     "training": (
         "model", "model_name", "iterations", "patch_size", "batch_size", "val_subjects",
@@ -36,13 +36,13 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "resume", "nproc_per_node",
     ),
     "nipype": (
-        "nprocs", "omp_nthreads", "mem_gb", "use_plugin", "stop_on_first_crash",
+        "nprocs", "omp_nthreads", "mem_gb", "gpu_mem_gb", "use_plugin", "stop_on_first_crash",
         "resource_monitor",
     ),
 }
 
 #: Keys a ``--config-file`` may not set (they identify one run, or are positional).
-NOT_CONFIGURABLE = frozenset({"bids_dir", "output_dir", "analysis_level", "run_uuid"})
+NOT_CONFIGURABLE = frozenset({"bids_dir", "output_dir", "analysis_level", "run_uuid", "models"})
 
 
 def new_run_uuid() -> str:
@@ -66,9 +66,16 @@ class Settings:
     enhance: list[str] = field(default_factory=lambda: ["denoise"])
     denoise_method: str = "prinlm"
     noise_model: str = "rician"
+    #: ``--checkpoint`` values as ``STEP=PATH``
+    checkpoint: list[str] | None = None
+    consistency: str = "measure"
+    #: the verified model of every generative step (``ResolvedModel.to_dict()``; recorded in
+    #: sidecars, not in the TOML record, which keeps ``checkpoint``)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
     nprocs: int | None = None
     omp_nthreads: int | None = None
     mem_gb: float | None = None
+    gpu_mem_gb: float | None = None
     work_dir: Path | None = None
     use_plugin: Path | None = None
     stop_on_first_crash: bool = False

@@ -33,6 +33,17 @@ DESCRIPTIONS = {
                  "Simulation record replays it exactly); the input of the enhancement.",
     "simDenoised": "Simulation mode: the desc-simulated image after denoising; its sidecar "
                    "compares it with the source (ReferenceMetrics).",
+    "superres": "x2 super-resolution by a three-player GAN (the sidecar names the model, its "
+                "sha256 and the data-consistency error). On a grid twice as fine covering the "
+                "same field of view (res-x2; Resolution in the sidecar), same intensity scale "
+                "as the source.",
+    "superresDenoised": "x2 super-resolution with noise removal by DISGAN (the sidecar names "
+                        "the model, its sha256 and the data-consistency error). On a grid twice "
+                        "as fine covering the same field of view (res-x2; Resolution in the "
+                        "sidecar), same intensity scale as the source.",
+    "motioncorr": "Motion artefacts reduced by a trained model (GAN or conditional diffusion; "
+                  "the sidecar names it and its sha256). Same grid and intensity scale as the "
+                  "source.",
 }
 
 
@@ -86,16 +97,20 @@ def write_bidsignore(output_dir: Path) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_descriptions(output_dir: Path, labels: list[str] | tuple[str, ...]) -> Path:
+def write_descriptions(output_dir: Path,
+                       labels: list[str] | tuple[str, ...] | dict[str, str]) -> Path:
     """``descriptions.tsv`` with ``desc_id`` (``desc-<label>``) and ``description`` for every
-    label used so far."""
+    label used so far. ``labels``: labels of :data:`DESCRIPTIONS`, or ``{label: sentence}``
+    (e.g. the label of a chain of steps)."""
+    if not isinstance(labels, dict):
+        labels = {label: DESCRIPTIONS[label] for label in labels}
     path = Path(output_dir) / "descriptions.tsv"
     rows: dict[str, str] = {}
     if path.exists():
         with open(path, newline="") as fobj:
             rows = {r["desc_id"]: r["description"] for r in csv.DictReader(fobj, delimiter="\t")}
-    for label in labels:
-        rows[f"desc-{label}"] = DESCRIPTIONS[label]
+    for label, description in labels.items():
+        rows[f"desc-{label}"] = description
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(["desc_id", "description"])

@@ -17,7 +17,10 @@ from typing import Any
 from bids_enhance import __version__
 
 SUFFIXES = ("T1w", "T2w", "FLAIR", "PD")
-ENHANCEMENTS = ("denoise",)
+#: ``--enhance`` steps, in the fixed order a chain applies them (``motion`` first: a model of
+#: motion artefacts sees the image as acquired; super-resolution last: it changes the grid)
+ENHANCEMENTS = ("motion", "denoise", "superres", "superres-denoise")
+CONSISTENCY_MODES = ("measure", "project", "off")
 DENOISE_METHODS = ("prinlm", "sanlm")
 NOISE_MODELS = ("rician", "gaussian")
 FILTER_QUERIES = tuple(s.lower() for s in SUFFIXES)
@@ -68,6 +71,14 @@ def parse_memory(value: str) -> float:
     return gb
 
 
+def parse_gpu_memory(value: str) -> float:
+    """``--gpu-mem``: gigabytes by default, or a number with a K/M/G/T suffix. Returns GB."""
+    text = str(value).strip()
+    if re.fullmatch(r"[0-9]*\.?[0-9]+", text):
+        text += "G"
+    return parse_memory(text)
+
+
 def _existing_file(value: str) -> Path:
     path = Path(value).expanduser().absolute()
     if not path.is_file():
@@ -86,13 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bids_enhance",
         description=(
-            f"bids_enhance {__version__}: denoise 3D structural MRI of a BIDS dataset and write "
-            "BIDS-Derivatives with a visual report per participant."
+            f"bids_enhance {__version__}: denoise, super-resolve and motion-correct 3D "
+            "structural MRI of a BIDS dataset and write BIDS-Derivatives with a visual report "
+            "per participant."
         ),
         epilog=(
             "examples:\n"
             "  bids_enhance /data /out participant --participant-label 01 02\n"
             "  bids_enhance /data /out participant --denoise-method sanlm --device cuda\n"
+            "  bids_enhance /data /out participant --enhance denoise superres \\\n"
+            "      --checkpoint superres=/trained/models/gan3p --device cuda --gpu-mem 20\n"
             "  bids_enhance /data /out group\n"
             "  bids_enhance /data /out train --model gan3p --iterations 20000 --device cuda"
         ),
@@ -129,7 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("enhancement")
     g.add_argument("--enhance", nargs="+", choices=ENHANCEMENTS, default=["denoise"],
-                   help="enhancement steps, applied in the order given")
+                   help="enhancement steps, always applied in this order: motion (motion-"
+                        "artefact correction, motion-gan or motion-ddpm model) → denoise "
+                        "(classical PRI-NLM/SANLM) → superres (x2 super-resolution, three-player "
+                        "GAN) or superres-denoise (x2 super-resolution with noise removal, "
+                        "DISGAN)")
+    g.add_argument("--checkpoint", action="append", metavar="[STEP=]PATH",
+                   help="trained model for a generative step (motion, superres, "
+                        "superres-denoise): a checkpoint.pt, or the folder the train level "
+                        "wrote (OUTPUT_DIR/models/<name>/, checked against its "
+                        "model_card.json); repeat for several steps; a bare PATH when only one "
+                        "generative step is requested. Default: the weights shipped with "
+                        "bids_enhance, where there are any")
+    g.add_argument("--consistency", choices=CONSISTENCY_MODES, default="measure",
+                   help="super-resolution: measure how far the output, degraded again as in "
+                        "training, is from the input (recorded in sidecars and reports); "
+                        "project: also correct the output so that it matches the input exactly; "
+                        "off: neither")
     g.add_argument("--denoise-method", dest="denoise_method", choices=DENOISE_METHODS,
                    default="prinlm",
                    help="prinlm: ODCT-guided rotation-invariant NLM (Manjón 2012); sanlm: "
@@ -156,7 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--omp-nthreads", "--omp_nthreads", dest="omp_nthreads", type=_positive_int,
                    metavar="N", help="threads per process (torch); default: --nprocs")
     g.add_argument("--mem", "--mem-mb", "--mem_mb", dest="mem_gb", type=parse_memory,
-                   metavar="MEM", help="memory limit: MB, or with a G/T suffix (16G)")
+                   metavar="MEM", help="memory limit: MB, or with a G/T suffix (16G); on the "
+                                       "CPU also the budget that sets the patch size of "
+                                       "generative models")
+    g.add_argument("--gpu-mem", "--gpu_mem", dest="gpu_mem_gb", type=parse_gpu_memory,
+                   metavar="GB", help="GPU memory budget of generative models (GB, or with an "
+                                      "M/G/T suffix): whole-volume inference when it fits, "
+                                      "blended patches otherwise; default: 85 %% of the free "
+                                      "GPU memory")
     g.add_argument("-w", "--work-dir", dest="work_dir", type=Path, metavar="DIR",
                    help="intermediate results; reuse it to resume; default: ./work")
     g.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", type=_existing_file,
@@ -263,6 +300,59 @@ def _check_choices(parser: argparse.ArgumentParser, opts: argparse.Namespace) ->
                              f"{', '.join(map(str, action.choices))}")
 
 
+def _parse_checkpoints(parser: argparse.ArgumentParser, values: list[str] | None,
+                       chain: list[str]) -> dict[str, str]:
+    """``--checkpoint [STEP=]PATH`` values → {step: path}."""
+    from bids_enhance.inference.weights import GENERATIVE_STEPS
+
+    generative = [s for s in chain if s in GENERATIVE_STEPS]
+    out: dict[str, str] = {}
+    for value in values or []:
+        step, sep, path = str(value).partition("=")
+        if not sep or step not in GENERATIVE_STEPS:
+            step, path = "", str(value)
+            if len(generative) != 1:
+                wanted = (f"the steps {', '.join(generative)}" if generative
+                          else "no generative step (add e.g. --enhance superres)")
+                parser.error(f"--checkpoint {value} does not say which step it is for and "
+                             f"--enhance requests {wanted}; write --checkpoint STEP=PATH with "
+                             f"STEP one of {', '.join(GENERATIVE_STEPS)}")
+            step = generative[0]
+        if step not in chain:
+            parser.error(f"--checkpoint {value} is for {step}, which --enhance "
+                         f"{' '.join(chain)} does not request; add it to --enhance or drop "
+                         "the checkpoint")
+        if step in out:
+            parser.error(f"--checkpoint gives two models for {step} ({out[step]} and {path}); "
+                         "pass one")
+        if not path:
+            parser.error(f"--checkpoint {value} names no file")
+        out[step] = path
+    return out
+
+
+def _check_enhancement(parser: argparse.ArgumentParser, opts: argparse.Namespace
+                       ) -> tuple[list[str], dict[str, str], dict[str, dict]]:
+    """The chain in its fixed order, the ``--checkpoint`` values, and every generative step's
+    verified model (:func:`bids_enhance.inference.weights.resolve_model`)."""
+    chain = [s for s in ENHANCEMENTS if s in opts.enhance]
+    if "superres" in chain and "superres-denoise" in chain:
+        parser.error("--enhance superres and superres-denoise exclude each other (both "
+                     "super-resolve x2, superres-denoise also removes noise); choose one")
+    checkpoints = _parse_checkpoints(parser, opts.checkpoint, chain)
+    models: dict[str, dict] = {}
+    generative = [s for s in chain if s not in ("denoise",)]
+    if generative and opts.analysis_level == "participant" and not opts.reports_only:
+        from bids_enhance.inference.weights import ModelSelectionError, resolve_model
+
+        for step in generative:
+            try:
+                models[step] = resolve_model(step, checkpoints.get(step)).to_dict()
+            except ModelSelectionError as exc:
+                parser.error(str(exc))
+    return chain, checkpoints, models
+
+
 def _is_within(path: Path, parent: Path) -> bool:
     try:
         path.resolve().relative_to(parent.resolve())
@@ -286,10 +376,14 @@ def parse_args(argv: list[str] | None = None):
         for key in ("bids_dir", "work_dir", "use_plugin", "bids_database_dir", "resume"):
             if from_file.get(key) is not None:
                 from_file[key] = Path(from_file[key])
+        # action="append" would add the command line's values to the file's: keep them apart
+        file_checkpoints = from_file.pop("checkpoint", None)
         # Options given on the command line win over the file: re-parse with the file's values
         # as defaults.
         parser.set_defaults(**from_file)
         opts = parser.parse_args(argv)
+        if opts.checkpoint is None and file_checkpoints:
+            opts.checkpoint = [str(v) for v in file_checkpoints]
         _check_choices(parser, opts)
 
     bids_dir = opts.bids_dir.expanduser().absolute()
@@ -313,15 +407,21 @@ def parse_args(argv: list[str] | None = None):
         filters = {**opts.bids_filters, **(filters or {})}
     device = _check_device(parser, opts.device)
 
+    chain, checkpoints, models = _check_enhancement(parser, opts)
     if opts.simulate is not None:
-        from bids_enhance.workflows.enhance import SIMULATION_PRESETS
+        from bids_enhance.workflows.enhance import simulation_presets
 
-        allowed = sorted({p for step in opts.enhance for p in SIMULATION_PRESETS[step]})
+        method = next((m["lowres_method"] for m in models.values() if m["lowres_method"]), None)
+        allowed = simulation_presets(chain, lowres_method=method)
+        if not allowed:
+            parser.error(f"no simulation preset fits --enhance {' '.join(chain)} (motion and "
+                         "x2 super-resolution are not simulated together); simulate one step "
+                         "at a time")
         if opts.simulate not in allowed:
             close = difflib.get_close_matches(opts.simulate, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             parser.error(f"--simulate {opts.simulate!r} does not fit --enhance "
-                         f"{' '.join(opts.enhance)}{hint}; choose from {', '.join(allowed)}")
+                         f"{' '.join(chain)}{hint}; choose from {', '.join(allowed)}")
     if opts.fmriprep_compat and opts.simulate:
         parser.error("--fmriprep-compat and --simulate exclude each other: simulated images "
                      "must not be picked up as preprocessed anatomy")
@@ -348,12 +448,16 @@ def parse_args(argv: list[str] | None = None):
         bids_database_dir=(opts.bids_database_dir.expanduser().absolute()
                            if opts.bids_database_dir else None),
         suffix=list(dict.fromkeys(opts.suffix)),
-        enhance=list(opts.enhance),
+        enhance=chain,
+        checkpoint=[f"{k}={v}" for k, v in checkpoints.items()] or None,
+        consistency=opts.consistency,
+        models=models,
         denoise_method=opts.denoise_method,
         noise_model=opts.noise_model,
         nprocs=opts.nprocs,
         omp_nthreads=opts.omp_nthreads,
         mem_gb=opts.mem_gb,
+        gpu_mem_gb=opts.gpu_mem_gb,
         work_dir=work_dir,
         use_plugin=opts.use_plugin,
         stop_on_first_crash=opts.stop_on_first_crash,

@@ -145,7 +145,7 @@ def _status_callback(node, status: str) -> None:
     where = " ".join(p.removesuffix("_wf") for p in parts[1:3]) if len(parts) > 3 else node.name
     if status == "exception":
         LOGGER.warning("%s: %s failed (details at the end)", where, node.name)
-    elif status == "end" and node.name in {"denoise", "ds_image"}:
+    elif status == "end" and node.name in {"denoise", "enhance", "ds_image"}:
         try:
             result = node.result
             seconds = float(getattr(result.runtime, "duration", 0.0) or 0.0)
@@ -259,12 +259,7 @@ def run_participant(settings) -> int:
         for crash, message in crash_messages(settings.log_dir(subject)):
             failed += 1
             LOGGER.error("sub-%s: %s (details: %s)", subject, message, crash)
-    from bids_enhance.workflows.enhance import output_desc
-
-    labels = [output_desc(settings.enhance, simulated=settings.simulate is not None)]
-    labels += ["simulated"] if settings.simulate else []
-    labels += ["preproc"] if settings.fmriprep_compat else []
-    write_descriptions(out, labels)
+    write_descriptions(out, _descriptions(settings))
     status = _reports(settings, subjects, run_uuid=settings.run_uuid)
     if failed:
         LOGGER.error("%d node(s) failed; the other images were processed. Outputs: %s",
@@ -272,6 +267,21 @@ def run_participant(settings) -> int:
         return EXIT_FAILED
     LOGGER.info("Done: outputs in %s", out)
     return status
+
+
+def _descriptions(settings) -> dict[str, str]:
+    """``descriptions.tsv`` rows of the labels this run writes."""
+    from bids_enhance.bids.dataset import DESCRIPTIONS
+    from bids_enhance.workflows.enhance import chain_description, output_desc
+
+    simulated = settings.simulate is not None
+    label = output_desc(settings.enhance, simulated=simulated)
+    rows = {label: DESCRIPTIONS.get(label)
+            or chain_description(settings.enhance, simulated=simulated)}
+    for extra, wanted in (("simulated", simulated), ("preproc", settings.fmriprep_compat)):
+        if wanted:
+            rows[extra] = DESCRIPTIONS[extra]
+    return rows
 
 
 def split_subjects(subjects: dict[str, list[Path]], val_subjects: list[str] | None
@@ -407,7 +417,20 @@ def build_workflow(settings, subjects):
         noise_model=settings.noise_model, device=settings.device,
         omp_nthreads=settings.omp_nthreads, random_seed=settings.random_seed, seeds=seeds,
         sloppy=settings.sloppy, simulate=settings.simulate,
-        fmriprep_compat=settings.fmriprep_compat, base_dir=settings.work_dir)
+        fmriprep_compat=settings.fmriprep_compat, models=settings.models,
+        consistency=settings.consistency, mem_budget_gb=inference_budget_gb(settings),
+        base_dir=settings.work_dir)
+
+
+def inference_budget_gb(settings) -> float | None:
+    """Memory budget of one generative inference node: ``--gpu-mem`` on a GPU; on the CPU
+    ``--mem`` shared by the processes that may run at once (None: a share of what is free)."""
+    if settings.device != "cpu":
+        return settings.gpu_mem_gb
+    if settings.mem_gb is None:
+        return None
+    parallel = max(1, (settings.nprocs or 1) // max(1, settings.omp_nthreads or 1))
+    return settings.mem_gb / parallel
 
 
 def _set_crash_dirs(workflow, settings, subjects) -> None:

@@ -130,6 +130,9 @@ class BuildSidecar(SimpleInterface):
             "ImageSeed": int(inputs.image_seed),
             "SoftwareDependencies": software_versions(),
         }
+        resolution = _resolution(steps)
+        if resolution:
+            meta["Resolution"] = resolution
         sigmas = [s["sigma"] * scale for s in steps if s.get("sigma") is not None]
         if sigmas:
             meta["EstimatedNoiseSigma"] = sigmas[0]
@@ -145,7 +148,73 @@ class BuildSidecar(SimpleInterface):
         return runtime
 
 
+def _mm(sizes) -> str:
+    return " × ".join(f"{float(v):.3g}" for v in sizes) + " mm"
+
+
+def _resolution(steps: list[dict]) -> str | None:
+    """``Resolution`` (what the ``res-`` label means) when a step changed the grid."""
+    for info in steps:
+        size_in, size_out = info.get("voxel_size_in"), info.get("voxel_size_out")
+        if size_in and size_out and any(abs(a - b) > 1e-6 * max(a, 1e-6)
+                                         for a, b in zip(size_in, size_out, strict=True)):
+            return (f"x2 super-resolution: {_mm(size_out)} voxels (source {_mm(size_in)}), "
+                    "on a grid that covers the source's field of view")
+    return None
+
+
+_CONSISTENCY_UNITS = ("rmse", "max_abs_error", "mean_error", "robust_max")
+
+
+def _consistency(record: dict | None, scale: float) -> dict | None:
+    """A consistency record in the input's intensity units (inference runs on normalised
+    images)."""
+    if not record:
+        return None
+    out = {}
+    for key, value in record.items():
+        out[key] = float(value) * scale if key in _CONSISTENCY_UNITS and value is not None \
+            else value
+    return out
+
+
+def _generative_entry(info: dict, scale: float) -> dict:
+    card = dict(info.get("model_card") or {})
+    entry = {
+        "Step": info.get("step"),
+        "Method": card.get("description") or info.get("model"),
+        "Model": {
+            "Name": card.get("name"),
+            "Task": info.get("model"),
+            "Architecture": info.get("architecture"),
+            "Checkpoint": info.get("path"),
+            "Sha256": info.get("sha256"),
+            "Origin": card.pop("origin", None),
+            "Weights": info.get("weights"),
+            "ModelCard": card,
+        },
+        "Parameters": {k: info[k] for k in ("method", "mode", "patch_size", "overlap", "blend",
+                                            "halo", "precision", "batch_size", "steps", "eta",
+                                            "consistency_mode") if k in info},
+        "Device": info.get("device"),
+        "ElapsedSeconds": info.get("seconds"),
+        "ShapeIn": info.get("shape_in"),
+        "ShapeOut": info.get("shape_out"),
+        "VoxelSizeIn": info.get("voxel_size_in"),
+        "VoxelSizeOut": info.get("voxel_size_out"),
+    }
+    if info.get("consistency"):
+        entry["ConsistencyError"] = _consistency(info["consistency"], scale)
+        entry["ConsistencyProjected"] = "consistency_projected" in info
+        if "consistency_projected" in info:
+            entry["ConsistencyErrorAfterProjection"] = _consistency(
+                info["consistency_projected"], scale)
+    return entry
+
+
 def _step_entry(info: dict, scale: float) -> dict:
+    if "sha256" in info:  # a trained model (GenerativeEnhance)
+        return _generative_entry(info, scale)
     entry = {
         "Step": info.get("step", "denoise"),
         "Method": info.get("method"),

@@ -16,6 +16,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -91,6 +92,7 @@ class _SubjectSummaryInputSpec(BaseInterfaceInputSpec):
     denoise_method = traits.Str(mandatory=True, desc="denoising method (e.g. prinlm, sanlm)")
     noise_model = traits.Str(mandatory=True, desc="noise model (rician or gaussian)")
     device = traits.Str(mandatory=True, desc="device the models ran on (cpu, cuda, ...)")
+    models = traits.List(traits.Str, desc="one line per trained model of the chain")
 
 
 class SubjectSummaryRPT(SimpleInterface):
@@ -108,7 +110,7 @@ class SubjectSummaryRPT(SimpleInterface):
             subject=inputs.subject, source_files=list(inputs.source_files),
             bids_dir=inputs.bids_dir, enhance=list(inputs.enhance),
             denoise_method=inputs.denoise_method, noise_model=inputs.noise_model,
-            device=inputs.device)
+            device=inputs.device, models=list(inputs.models) if isdefined(inputs.models) else [])
         out = Path(runtime.cwd) / "summary.html"
         out.write_text(text, encoding="utf-8")
         self._results["out_report"] = str(out)
@@ -143,5 +145,53 @@ class AboutRPT(SimpleInterface):
             software=software_versions())
         out = Path(runtime.cwd) / "about.html"
         out.write_text(text, encoding="utf-8")
+        self._results["out_report"] = str(out)
+        return runtime
+
+
+class _SuperResolutionInputSpec(BaseInterfaceInputSpec):
+    in_lowres = File(exists=True, mandatory=True, desc="the image that was super-resolved")
+    in_upsampled = File(exists=True, mandatory=True,
+                        desc="in_lowres interpolated onto the output grid (cubic B-spline)")
+    in_after = File(exists=True, mandatory=True, desc="the super-resolved image")
+    in_sidecar = File(exists=True, mandatory=True,
+                      desc="its JSON sidecar (consistency error, model)")
+
+
+class SuperResolutionRPT(SimpleInterface):
+    """SVG: zoomed detail (input voxels, cubic, output, difference), power spectra before and
+    after, data-consistency error."""
+
+    input_spec = _SuperResolutionInputSpec
+    output_spec = _ReportOutputSpec
+
+    def _run_interface(self, runtime):
+        import json
+
+        import nibabel as nib
+        import numpy as np
+
+        from bids_enhance.reports.figures import plot_superres
+
+        sidecar = json.loads(Path(self.inputs.in_sidecar).read_text())
+        step = next((s for s in sidecar.get("EnhancementSteps") or []
+                     if s.get("VoxelSizeOut") and s.get("VoxelSizeOut") != s.get("VoxelSizeIn")),
+                    {})
+        model = step.get("Model") or {}
+        images = [nib.as_closest_canonical(nib.load(f)) for f in
+                  (self.inputs.in_lowres, self.inputs.in_upsampled, self.inputs.in_after)]
+        lowres, upsampled, after = (
+            (img.get_fdata(dtype=np.float32).reshape(img.shape[:3]), img.affine)
+            for img in images)
+        if not np.allclose(upsampled[1], after[1], atol=1e-3):
+            raise ValueError(f"{self.inputs.in_upsampled} and {self.inputs.in_after} are not "
+                             "on one grid")
+        out = Path(runtime.cwd) / "superres.svg"
+        name = model.get("Name") or model.get("Task")
+        plot_superres(lowres[0], lowres[1], upsampled[0], after[0], after[1], out,
+                      consistency=step.get("ConsistencyError"),
+                      projected=bool(step.get("ConsistencyProjected")),
+                      model_name=f"{name} (sha256 {str(model.get('Sha256'))[:12]}…)"
+                      if name else None)
         self._results["out_report"] = str(out)
         return runtime

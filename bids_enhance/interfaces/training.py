@@ -80,6 +80,9 @@ class _GenerativeEnhanceInputSpec(BaseInterfaceInputSpec):
     consistency = traits.Enum("measure", "project", "off", usedefault=True,
                               desc="x2 models: measure the data consistency, or enforce it")
     seed = traits.Int(0, usedefault=True, desc="diffusion sampling seed")
+    step = traits.Str("generative", usedefault=True,
+                      desc="name of the enhancement step, recorded in out_info")
+    model_summary = traits.Dict(desc="model-card summary recorded in out_info")
     device = traits.Str("cpu", usedefault=True, nohash=True, desc="torch device")
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
     mem_gb = traits.Float(desc="memory budget for choosing the patch size", nohash=True)
@@ -115,15 +118,28 @@ class GenerativeEnhance(SimpleInterface):
             device=self.inputs.device, seed=self.inputs.seed,
             consistency=None if self.inputs.consistency == "off" else self.inputs.consistency,
             mem_budget_gb=self.inputs.mem_gb if isdefined(self.inputs.mem_gb) else None)
-        info["step"] = "generative"
+        info["step"] = self.inputs.step
+        if isdefined(self.inputs.model_summary):
+            info["model_card"] = dict(self.inputs.model_summary)
+        info.update(shape_in=list(img.shape[:3]), shape_out=list(out.shape),
+                    voxel_size_in=_voxel_sizes(img.affine), voxel_size_out=_voxel_sizes(affine))
         out_file = Path(runtime.cwd) / f"{_stem(self.inputs.in_file)}_enhanced.nii.gz"
         result = nib.Nifti1Image(out.astype(np.float32), affine)
-        result.set_qform(affine, 1)
+        # the input's transform codes (scanner/aligned …), on the new grid when super-resolved
+        result.set_sform(affine, int(img.header["sform_code"]) or 1)
+        result.set_qform(affine, int(img.header["qform_code"]) or 1)
+        result.header.set_xyzt_units(*img.header.get_xyzt_units())
         nib.save(result, out_file)
         out_info = Path(runtime.cwd) / "inference_info.json"
         out_info.write_text(dump_json(info))
         self._results.update(out_file=str(out_file), out_info=str(out_info))
         return runtime
+
+
+def _voxel_sizes(affine) -> list[float]:
+    import numpy as np
+
+    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
 
 
 class _CompareToReferenceInputSpec(BaseInterfaceInputSpec):

@@ -262,7 +262,7 @@ class SubjectReport(Report):
     def _reportlet(self, cfg, index, filters, metadata, out_dir):
         newest_only = cfg.get("newest_only", False)
         cfg = {k: copy.deepcopy(v) for k, v in cfg.items()
-               if k not in {"missing", "newest_only"}}
+               if k not in {"missing", "newest_only", "optional"}}
         if newest_only and "bids" in cfg:
             # Subject-level reportlets are named after the first suffix of the run: a run over
             # other suffixes leaves an older one behind. Show the newest only.
@@ -313,6 +313,8 @@ class SubjectReport(Report):
                 cfg["bids"].update(query)
                 rlet = self._reportlet(cfg, index, filters, metadata, out_dir)
                 if rlet.is_empty():
+                    if cfg.get("optional"):
+                        continue  # only some images have it (e.g. super-resolution)
                     missing.append(cfg.get("missing") or cfg.get("subtitle") or "a figure")
                 else:
                     members.append(rlet)

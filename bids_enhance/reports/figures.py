@@ -291,3 +291,183 @@ def _short(value: float) -> str:
     if 1e-3 <= abs(value) < 1e5:
         return f"{value:.3g}"
     return f"{value:.2e}"
+
+
+# --------------------------------------------------------------------------------------------
+# super-resolution
+# --------------------------------------------------------------------------------------------
+def nearest_on_grid(lowres: np.ndarray, lowres_affine: np.ndarray, shape: Sequence[int],
+                    affine: np.ndarray) -> np.ndarray:
+    """``lowres`` shown on a finer grid (``shape``, ``affine``) by nearest neighbour, through
+    world coordinates: every voxel takes the value of the input voxel it lies in, so the input's
+    own voxels appear as blocks — what the scanner delivered, without interpolation."""
+    lowres = np.asarray(lowres)
+    to_lr = np.linalg.inv(np.asarray(lowres_affine, float)) @ np.asarray(affine, float)
+    index = []
+    for axis in range(3):
+        # axis-aligned grids (x2 outputs of a grid): each LR index depends on one HR index
+        ijk = np.zeros((4, shape[axis]))
+        ijk[axis] = np.arange(shape[axis])
+        ijk[3] = 1.0
+        lr = to_lr @ ijk
+        index.append(np.clip(np.rint(lr[axis]), 0, lowres.shape[axis] - 1).astype(int))
+    if not np.allclose(to_lr[:3, :3], np.diag(np.diag(to_lr[:3, :3])), atol=1e-6):
+        raise ValueError("the output grid is not aligned with the input's (rotated affines)")
+    return lowres[np.ix_(*index)]
+
+
+def _detail_box(image2d: np.ndarray, mask2d: np.ndarray, size: int) -> tuple[slice, slice]:
+    """A ``size``² window inside the head where the image has the most edges."""
+    from scipy import ndimage as ndi
+
+    size = min(size, *image2d.shape)
+    energy = ndi.gaussian_gradient_magnitude(image2d.astype(np.float64), 1.0) * mask2d
+    window = ndi.uniform_filter(energy, size, mode="constant")
+    half = size // 2
+    valid = np.zeros_like(window, dtype=bool)
+    valid[half:image2d.shape[0] - (size - half) + 1, half:image2d.shape[1] - (size - half) + 1] = True
+    window = np.where(valid, window, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(window)), window.shape)
+    return slice(i - half, i - half + size), slice(j - half, j - half + size)
+
+
+def psd_shells(volume: np.ndarray, zooms: Sequence[float], *, n_bins: int = 48
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectral density (power × voxel volume, so grids of different
+    voxel sizes are comparable) over shells in cycles/mm."""
+    from bids_enhance.metrics.spectrum import radial_power_spectrum
+
+    freqs, power = radial_power_spectrum(volume, spacing=tuple(zooms), n_bins=n_bins)
+    return freqs, power * float(np.prod(zooms))
+
+
+def plot_superres(lowres: np.ndarray, lowres_affine: np.ndarray, upsampled: np.ndarray,
+                  after: np.ndarray, affine: np.ndarray, out_file: Path | str, *,
+                  consistency: dict | None = None, projected: bool = False,
+                  model_name: str | None = None, units: str = "image units",
+                  detail_mm: float = 40.0, dpi: int = 110) -> Path:
+    """Write an SVG that shows what x2 super-resolution did to one image.
+
+    Top row, on one axial slice through the head: the output slice with the detail window
+    outlined, then the window zoomed — the input's own voxels (nearest neighbour), the input
+    interpolated with a cubic B-spline onto the output grid, the super-resolved output, and
+    output − cubic (what the model added beyond interpolation). Bottom: radially averaged power
+    spectral densities of the input, the cubic interpolation and the output (power per cycle/mm
+    per voxel volume, so the grids are comparable), with the input's Nyquist frequency marked;
+    and the data-consistency error.
+
+    Arrays are ``(X, Y, Z)`` in RAS+ order (``nibabel.as_closest_canonical``); ``upsampled`` and
+    ``after`` share the output grid ``affine``; ``lowres`` has ``lowres_affine``.
+    """
+    from matplotlib import gridspec
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from bids_enhance.image.mask import head_mask
+
+    lowres = np.nan_to_num(np.asarray(lowres, dtype=np.float32))
+    upsampled = np.nan_to_num(np.asarray(upsampled, dtype=np.float32))
+    after = np.nan_to_num(np.asarray(after, dtype=np.float32))
+    if after.ndim != 3 or upsampled.shape != after.shape:
+        raise ValueError(f"upsampled and after must be 3D volumes of one shape, got "
+                         f"{upsampled.shape} and {after.shape}")
+    zooms = tuple(float(z) for z in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+    lr_zooms = tuple(float(z) for z in np.linalg.norm(np.asarray(lowres_affine)[:3, :3], axis=0))
+    nearest = nearest_on_grid(lowres, lowres_affine, after.shape, affine)
+
+    mask = head_mask(upsampled)
+    if not mask.any():
+        mask = np.ones(after.shape, dtype=bool)
+    box = bounding_box(mask)
+    k = (box[2].start + box[2].stop - 1) // 2
+    size = max(8, int(round(detail_mm / min(zooms[:2]))))
+    win = _detail_box(upsampled[:, :, k], mask[:, :, k], size)
+    vmax = float(np.percentile(upsampled[mask], 99.5)) or 1.0
+    diff = after - upsampled
+    dmax = _nice_ceiling(float(np.percentile(np.abs(diff[mask]), 99.5)) or 1.0)
+
+    width_in = 11.0
+    fig = Figure(figsize=(width_in, 5.4), facecolor=_BACKGROUND)
+    FigureCanvasAgg(fig)
+    grid = gridspec.GridSpec(1, 5, figure=fig, left=0.01, right=0.99, top=0.95, bottom=0.53,
+                             wspace=0.04)
+    gray = "gray"
+    extent_full = (0, after.shape[0] * zooms[0], 0, after.shape[1] * zooms[1])
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(after[:, :, k].T, cmap=gray, vmin=0, vmax=vmax, origin="lower",
+              extent=extent_full, interpolation="nearest")
+    ax.add_patch(Rectangle((win[0].start * zooms[0], win[1].start * zooms[1]),
+                           (win[0].stop - win[0].start) * zooms[0],
+                           (win[1].stop - win[1].start) * zooms[1], fill=False,
+                           edgecolor="#ffcc33", linewidth=1.0))
+    ax.set_axis_off()
+    z_mm = _world(affine, [0.0, 0.0, float(k)])[2]
+    _label(ax, 0.03, 0.03, f"z = {z_mm:.0f} mm", "left", "bottom")
+    ax.set_title("output, axial", color=_FOREGROUND, fontsize=8)
+    panels = [(nearest, f"input voxels ({' × '.join(f'{z:.2g}' for z in lr_zooms)} mm)", gray,
+               (0, vmax)),
+              (upsampled, "cubic B-spline", gray, (0, vmax)),
+              (after, f"super-resolved ({' × '.join(f'{z:.2g}' for z in zooms)} mm)", gray,
+               (0, vmax)),
+              (diff, f"output − cubic (±{_short(dmax)})", _diverging_cmap(), (-dmax, dmax))]
+    for col, (volume, title, cmap, (lo, hi)) in enumerate(panels, start=1):
+        ax = fig.add_subplot(grid[0, col])
+        ax.imshow(volume[win[0], win[1], k].T, cmap=cmap, vmin=lo, vmax=hi, origin="lower",
+                  interpolation="nearest", aspect=zooms[1] / zooms[0])
+        ax.set_axis_off()
+        ax.set_title(title, color=_FOREGROUND, fontsize=8)
+
+    ax = fig.add_axes((0.075, 0.09, 0.5, 0.36))
+    ax.set_facecolor("#111111")
+    spectra = [(lowres, lr_zooms, "input", "#9aa5b1", "-"),
+               (upsampled, zooms, "cubic B-spline", "#4fa3e0", "--"),
+               (after, zooms, "super-resolved", "#ffcc33", "-")]
+    peak = 0.0
+    for volume, spacing, label, colour, style in spectra:
+        freqs, power = psd_shells(volume, spacing)
+        keep = np.isfinite(power) & (power > 0) & (freqs > 0)
+        ax.semilogy(freqs[keep], power[keep], style, color=colour, linewidth=1.3, label=label)
+        peak = max(peak, float(power[keep].max()) if keep.any() else 0.0)
+    if peak > 0:  # nine decades: enough for any image, no axis lost to numerical zeros
+        ax.set_ylim(bottom=max(ax.get_ylim()[0], peak * 1e-9))
+    nyquist = 0.5 / max(lr_zooms)
+    ax.axvline(nyquist, color="#bbbbbb", linestyle=":", linewidth=0.9)
+    ax.text(nyquist, 0.97, " input's Nyquist", transform=ax.get_xaxis_transform(),
+            color=_FOREGROUND, fontsize=7, va="top", ha="left")
+    ax.set_xlabel("spatial frequency (cycles/mm)", color=_FOREGROUND, fontsize=8)
+    ax.set_ylabel(f"power spectral density ({units}² · mm³)", color=_FOREGROUND, fontsize=8)
+    ax.tick_params(colors=_FOREGROUND, labelsize=7)
+    for spine in ax.spines.values():
+        spine.set_color("#666666")
+    ax.legend(fontsize=7, facecolor="#222222", edgecolor="#444444", labelcolor=_FOREGROUND)
+
+    lines = []
+    if model_name:
+        lines.append(f"Model: {model_name}")
+    lines.append(f"Output: {after.shape[0]}×{after.shape[1]}×{after.shape[2]} voxels of "
+                 f"{_mm_text(zooms)}")
+    lines.append(f"Input:  {lowres.shape[0]}×{lowres.shape[1]}×{lowres.shape[2]} voxels of "
+                 f"{_mm_text(lr_zooms)}")
+    if consistency:
+        lines.append("")
+        lines.append("Data consistency (output degraded again")
+        lines.append(f"as in training, '{consistency.get('method')}', vs the input):")
+        lines.append(f"  RMS error {_short(float(consistency['rmse']))} {units} "
+                     f"({float(consistency['rmse_percent']):.2g} % of the input's")
+        lines.append(f"  robust maximum), max {float(consistency['max_percent']):.2g} %")
+        lines.append("  projected onto the input: " + ("yes (now exact)" if projected else "no"))
+    else:
+        lines.append("")
+        lines.append("Data consistency: not measured (--consistency off)")
+    lines += ["", "Above the input's Nyquist frequency the input has", "no information: power "
+              "there comes from the", "interpolation (cubic) or from the model."]
+    fig.text(0.62, 0.45, "\n".join(lines), color=_FOREGROUND, fontsize=7.5, va="top",
+             ha="left", linespacing=1.45, family="monospace")
+    out_file = Path(out_file)
+    out_file.write_text(figure_to_svg(fig, dpi=dpi), encoding="utf-8")
+    return out_file
+
+
+def _mm_text(zooms: Sequence[float]) -> str:
+    return " × ".join(f"{z:.3g}" for z in zooms) + " mm"

@@ -60,7 +60,9 @@ _METHOD_NAMES = {
     "prinlm": "PRI-NLM: prefiltered rotationally invariant non-local means (Manjón et al. 2012)",
     "sanlm": "SANLM: spatially adaptive non-local means (Manjón et al. 2010)",
 }
-_STEP_NAMES = {"denoise": "denoising"}
+_STEP_NAMES = {"denoise": "denoising", "motion": "motion correction",
+               "superres": "x2 super-resolution (three-player GAN)",
+               "superres-denoise": "x2 super-resolution with noise removal (DISGAN)"}
 _ARROWS = {"up": ("↑", "higher is better"), "down": ("↓", "lower is better"),
            None: ("–", "no better direction")}
 
@@ -240,12 +242,100 @@ def _format_parameter(value) -> str:
     return _e(value)
 
 
+def _mm(values) -> str:
+    return " × ".join(f"{float(v):.3g}" for v in values) + " mm"
+
+
+def _consistency_html(step: Mapping) -> str:
+    error = step.get("ConsistencyError")
+    if not error:
+        return "not measured"
+    percent = format_number(error.get("rmse_percent"), digits=2)
+    text = (f"RMS {format_number(error.get('rmse'))} ({percent} % of the input's robust "
+            "maximum), max "
+            f"{format_number(error.get('max_percent'), digits=2)} %; "
+            f"output degraded again by <code>{_e(error.get('method'))}</code> vs the input")
+    after = step.get("ConsistencyErrorAfterProjection")
+    if step.get("ConsistencyProjected") and after:
+        text += (f"<br><strong>projected</strong> onto the input: RMS now "
+                 f"{format_number(after.get('rmse_percent'), digits=2)} %")
+    else:
+        text += "<br>not projected (<code>--consistency project</code> enforces it)"
+    return text
+
+
+def _model_card_html(model: Mapping) -> str:
+    card = model.get("ModelCard") or {}
+    rows = []
+    if card.get("description"):
+        rows.append(("Trained for", _e(card["description"])))
+    if card.get("degradation"):
+        rows.append(("Degradation", f"<code>{_e(card['degradation'])}</code>"))
+    data = []
+    if card.get("training_images") is not None:
+        data.append(f"{int(card['training_images'])} training image(s)")
+    if card.get("held_out_images") is not None:
+        data.append(f"{int(card['held_out_images'])} held out")
+    if card.get("iterations") is not None:
+        data.append(f"{int(card['iterations'])} iterations")
+    if data:
+        rows.append(("Training", ", ".join(data)))
+    if card.get("held_out_psnr") is not None:
+        text = f"PSNR {float(card['held_out_psnr']):.1f} dB"
+        if card.get("held_out_psnr_cubic") is not None:
+            text += f" (cubic B-spline {float(card['held_out_psnr_cubic']):.1f} dB)"
+        rows.append(("Held-out quality", text))
+    if card.get("created"):
+        rows.append(("Created", _e(card["created"])))
+    origin = model.get("Origin")
+    if origin:
+        rows.append(("Weights", "shipped with bids_enhance" if origin == "default"
+                     else "user-supplied (<code>--checkpoint</code>)"))
+    if card.get("card"):
+        rows.append(("Model card", f"<code>{_e(card['card'])}</code>"))
+    elif not card.get("training_images"):
+        rows.append(("Model card", "none next to the checkpoint (summary from the checkpoint's "
+                                   "own metadata)"))
+    return "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+
+
+def _generative_rows(step: Mapping) -> list[tuple[str, str]]:
+    model = step.get("Model") or {}
+    rows = [("Model", f"<code>{_e(model.get('Name') or 'n/a')}</code> "
+                      f"<small>sha256 <code>{_e(str(model.get('Sha256'))[:16])}…</code></small>"),
+            ("Architecture", f"<code>{_e(model.get('Architecture'))}</code>")]
+    if step.get("VoxelSizeIn") and step.get("VoxelSizeOut"):
+        rows.append(("Voxel size", f"{_mm(step['VoxelSizeIn'])} → {_mm(step['VoxelSizeOut'])}"))
+    if "ConsistencyError" in step or step.get("VoxelSizeOut") != step.get("VoxelSizeIn"):
+        rows.append(("Data consistency", _consistency_html(step)))
+    return rows
+
+
 def _steps_html(steps: list) -> str:
     if not steps:
         return '<p class="be-warning">No enhancement step was recorded.</p>'
     tables = []
     for index, step in enumerate(steps, start=1):
         name = step.get("Step") or "step"
+        if step.get("Model"):
+            rows = [("Method", _e(step.get("Method") or "n/a")), *_generative_rows(step)]
+            params = step.get("Parameters") or {}
+            if params:
+                rows.append(("Inference", "<br>".join(
+                    f"<code>{_e(k)}</code> = {_format_parameter(v)}" for k, v in params.items())))
+            if step.get("Device"):
+                rows.append(("Device", f"<code>{_e(step['Device'])}</code>"))
+            elapsed = _finite(step.get("ElapsedSeconds"))
+            if elapsed is not None:
+                rows.append(("Run time", f"{elapsed:.1f} s"))
+            body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+            card = _model_card_html(step["Model"])
+            tables.append(
+                f'<h4 class="be-step">Step {index}: {_e(_STEP_NAMES.get(name, name))}</h4>'
+                f'<table class="be-table be-kv">{body}</table>'
+                + (f'<details open><summary>Model card</summary><table class="be-table be-kv '
+                   f'be-compact">{card}</table></details>' if card else ""))
+            continue
         method = step.get("Method")
         rows = [("Method", _e(_METHOD_NAMES.get(str(method), method)) if method else "n/a")]
         if step.get("NoiseModel"):
@@ -299,7 +389,7 @@ def _image_id(path: str) -> str:
 
 def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str,
                          enhance: list[str], denoise_method: str, noise_model: str,
-                         device: str) -> str:
+                         device: str, models: list[str] | None = None) -> str:
     """Summary box: subject, images found (paths relative to the dataset), chain, method."""
     root = Path(bids_dir).absolute() if bids_dir else None
     items = []
@@ -322,8 +412,10 @@ def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str
         ("Enhancement chain", chain),
         ("Denoising method", method),
         ("Noise model", _e(noise_model.capitalize() if noise_model else "n/a")),
-        ("Device", f"<code>{_e(device)}</code>"),
     ]
+    if models:
+        rows.append(("Models", "<br>".join(_e(m) for m in models)))
+    rows.append(("Device", f"<code>{_e(device)}</code>"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<div class="be-summary"><table class="be-table be-kv">{body}</table></div>\n'
 

@@ -8,11 +8,24 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from bids_enhance.workflows.engine import LiterateWorkflow
-from bids_enhance.workflows.enhance import STEPS, output_desc
+from bids_enhance.workflows.enhance import (
+    STEPS,
+    X2_RES_LABEL,
+    X2_STEPS,
+    init_denoise_wf,
+    init_generative_wf,
+    is_x2,
+    order_chain,
+    output_desc,
+)
 
 #: Bytes of memory per voxel a classical denoising node needs (image, guide, accumulators,
 #: a z-chunk of 64 DCT channels); measured on a 1 mm head, rounded up.
 _BYTES_PER_VOXEL = 120
+#: the same for an x2 generative node per *input* voxel: 8 output voxels of float32/float64
+#: arrays (output, consistency check and projection), the model's activations are budgeted
+#: separately (patches) within ``--mem`` / ``--gpu-mem``
+_GENERATIVE_BYTES_PER_VOXEL = 400
 
 
 def workflow_name() -> str:
@@ -39,11 +52,16 @@ def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, out
                          enhance: list[str], denoise_method: str, noise_model: str, device: str,
                          omp_nthreads: int, random_seed: int, seeds: dict[str, int],
                          sloppy: bool = False, simulate: str | None = None,
-                         fmriprep_compat: bool = False,
+                         fmriprep_compat: bool = False, models: dict[str, dict] | None = None,
+                         consistency: str = "measure", mem_budget_gb: float | None = None,
                          base_dir: Path | None = None) -> LiterateWorkflow:
     """Top-level workflow over ``subjects`` (label → list of images).
 
     ``seeds`` maps every image path (as a string) to its child seed of ``random_seed``.
+    ``models``: the verified checkpoint of every generative step of ``enhance``
+    (:meth:`bids_enhance.inference.weights.ResolvedModel.to_dict`); ``consistency``: what x2
+    steps do about data consistency; ``mem_budget_gb``: the memory budget of generative
+    inference (GPU memory on CUDA; None: a share of the free memory).
     """
     from bids_enhance import __version__
 
@@ -54,6 +72,7 @@ def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, out
             enhance=enhance, denoise_method=denoise_method, noise_model=noise_model,
             device=device, omp_nthreads=omp_nthreads, random_seed=random_seed, seeds=seeds,
             sloppy=sloppy, simulate=simulate, fmriprep_compat=fmriprep_compat,
+            models=models, consistency=consistency, mem_budget_gb=mem_budget_gb,
             version=__version__)])
     return workflow
 
@@ -63,6 +82,8 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
                            noise_model: str, device: str, omp_nthreads: int, random_seed: int,
                            seeds: dict[str, int], sloppy: bool = False,
                            simulate: str | None = None, fmriprep_compat: bool = False,
+                           models: dict[str, dict] | None = None, consistency: str = "measure",
+                           mem_budget_gb: float | None = None,
                            version: str = "", name: str | None = None) -> LiterateWorkflow:
     """Enhance every image of one subject and write its summary reportlets.
 
@@ -86,7 +107,10 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
     pseudo_source = f"sub-{subject}_{suffixes[0]}.nii.gz"
     summary = pe.Node(SubjectSummaryRPT(
         subject=subject, source_files=[str(p) for p in images], bids_dir=str(bids_dir),
-        enhance=enhance, denoise_method=denoise_method, noise_model=noise_model, device=device),
+        enhance=order_chain(enhance), denoise_method=denoise_method, noise_model=noise_model,
+        device=device, models=[
+            f"{step}: {(m.get('summary') or {}).get('name')} ({m.get('origin')} weights, "
+            f"sha256 {m['sha256'][:12]}…)" for step, m in (models or {}).items()]),
         name="summary", run_without_submitting=True)
     about = pe.Node(AboutRPT(version=version), name="about", run_without_submitting=True)
     ds_summary = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
@@ -108,8 +132,8 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
             source_file=Path(path), bids_dir=bids_dir, output_dir=output_dir, enhance=enhance,
             denoise_method=denoise_method, noise_model=noise_model, device=device,
             omp_nthreads=omp_nthreads, random_seed=random_seed, image_seed=seeds[str(path)],
-            sloppy=sloppy, simulate=simulate,
-            preproc_name=representatives.get(Path(path)))
+            sloppy=sloppy, simulate=simulate, models=models, consistency=consistency,
+            mem_budget_gb=mem_budget_gb, preproc_name=representatives.get(Path(path)))
         workflow.add_nodes([image_wf])
     return workflow
 
@@ -139,7 +163,8 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
                           enhance: list[str], denoise_method: str, noise_model: str,
                           device: str, omp_nthreads: int, random_seed: int, image_seed: int,
                           sloppy: bool = False, simulate: str | None = None,
-                          preproc_name: str | None = None,
+                          preproc_name: str | None = None, models: dict[str, dict] | None = None,
+                          consistency: str = "measure", mem_budget_gb: float | None = None,
                           name: str | None = None) -> LiterateWorkflow:
     """sanitise → normalise → enhancement chain → de-normalise → outputs, IQMs and reportlets.
 
@@ -148,7 +173,14 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     the original (PSNR, 3D SSIM, HFEN in the sidecar and the report): a check of the method on
     the user's own scans. Outputs are then ``desc-simulated`` and ``desc-sim<Chain>``.
     ``preproc_name``: also write the result as ``desc-preproc`` under this pseudo-source name
-    (``--fmriprep-compat``).
+    (``--fmriprep-compat``). ``models``, ``consistency``, ``mem_budget_gb``: see
+    :func:`init_bids_enhance_wf`.
+
+    A chain ending in x2 super-resolution writes its image on the finer grid with a ``res-x2``
+    entity (and ``Resolution`` in the sidecar); its input, interpolated onto that grid with a
+    cubic B-spline, is the "before" of the report's views and metrics, and a further reportlet
+    (``desc-superres``) shows a zoomed detail, power spectra and the data-consistency error.
+    In simulation mode the output lies on the source's own grid and has no ``res-`` entity.
     """
     from nireports.interfaces.reporting.base import SimpleBeforeAfterRPT
 
@@ -160,11 +192,22 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         SanitizeImage,
     )
     from bids_enhance.interfaces.metrics import QualityMetrics
-    from bids_enhance.interfaces.reports import IQMTableRPT, ResidualMosaicRPT
+    from bids_enhance.interfaces.reports import (
+        IQMTableRPT,
+        ResidualMosaicRPT,
+        SuperResolutionRPT,
+    )
 
     _, suffix, _ = parse_bids_name(source_file)
     workflow = LiterateWorkflow(name=name or f"{image_id(source_file)}_wf")
     mem_gb = estimate_mem_gb(source_file)
+    enhance = order_chain(enhance)
+    models = dict(models or {})
+    missing = [s for s in enhance if STEPS[s] is not init_denoise_wf and s not in models]
+    if missing:
+        raise ValueError(f"no model given for the generative step(s) {missing}")
+    x2 = is_x2(enhance)
+    x2_model = next((models[s] for s in enhance if s in X2_STEPS), None)
     desc = output_desc(enhance, simulated=simulate is not None)
 
     sanitize = pe.Node(SanitizeImage(in_file=str(source_file)), name="sanitize",
@@ -187,9 +230,11 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
                              name="simulate", mem_gb=mem_gb / 4)
         denorm_degraded = pe.Node(DenormalizeIntensity(), name="denormalize_degraded",
                                   mem_gb=mem_gb / 4)
-        compare = pe.Node(CompareToReference(label=Path(source_file).name,
-                                             baselines=["identity"]),
-                          name="compare", mem_gb=mem_gb / 2)
+        compare = pe.Node(CompareToReference(
+            label=Path(source_file).name,
+            baselines=["trilinear", "cubic", "kspace"] if x2 else ["identity"],
+            lowres_method=(x2_model or {}).get("lowres_method") or "box"),
+            name="compare", mem_gb=mem_gb * (8 if x2 else 1) / 2)
         ds_degraded = pe.Node(DerivativesDataSink(
             base_directory=str(output_dir), source_file=str(source_file), desc="simulated",
             meta_dict={"Description": f"Simulated degradation ({simulate}) of the source; the "
@@ -209,13 +254,22 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         before, before_field = denorm_degraded, "out_file"
         previous, previous_field = simulation, "out_file"
 
-    # The enhancement chain, in the order given on the command line.
+    # The enhancement chain, in its fixed order (motion → denoise → x2 super-resolution).
     step_infos = pe.Node(niu.Merge(len(enhance)), name="step_infos",
                          run_without_submitting=True)
     for index, step in enumerate(enhance):
-        step_wf = STEPS[step](method=denoise_method, noise_model=noise_model, device=device,
-                              omp_nthreads=omp_nthreads, mem_gb=mem_gb, sloppy=sloppy,
-                              name=f"{step}_wf")
+        step_name = f"{step.replace('-', '_')}_wf"
+        if STEPS[step] is init_denoise_wf:
+            step_wf = init_denoise_wf(method=denoise_method, noise_model=noise_model,
+                                      device=device, omp_nthreads=omp_nthreads, mem_gb=mem_gb,
+                                      sloppy=sloppy, name=step_name)
+        else:
+            step_wf = init_generative_wf(
+                step=step, model=models[step], consistency=consistency, device=device,
+                omp_nthreads=omp_nthreads, seed=image_seed, mem_budget_gb=mem_budget_gb,
+                mem_gb=estimate_mem_gb(source_file, bytes_per_voxel=_GENERATIVE_BYTES_PER_VOXEL
+                                       if step in X2_STEPS else _BYTES_PER_VOXEL),
+                name=step_name)
         workflow.connect([
             (previous, step_wf, [(previous_field, "inputnode.in_file")]),
             (step_wf, step_infos, [("outputnode.out_info", f"in{index + 1}")]),
@@ -225,26 +279,49 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     if simulate:
         workflow.connect(previous, previous_field, compare, "in_file")
 
+    # x2: the input on the output grid (cubic B-spline at the exact x2 coordinates) is the
+    # "before" of the views, the residual and the metrics, which need one grid.
+    before_up, before_up_field = before, before_field
+    if x2:
+        from bids_enhance.interfaces.superres import UpsampleBaseline
+
+        upsample = pe.Node(UpsampleBaseline(kind="cubic",
+                                            method=x2_model.get("lowres_method") or "box"),
+                           name="upsample_input", mem_gb=mem_gb * 4)
+        workflow.connect([(before, upsample, [(before_field, "in_file")]),
+                          (denormalize, upsample, [("out_file", "reference")])])
+        before_up, before_up_field = upsample, "out_file"
+
+    if x2 and not simulate:
+        geometry = ("x2 super-resolved onto a grid twice as fine that covers the source's field "
+                    "of view (world coordinates preserved); same orientation and intensity "
+                    "scale as the source")
+    elif x2:
+        geometry = ("x2 super-resolved back onto the source's grid; same orientation and "
+                    "intensity scale as the source")
+    else:
+        geometry = "same grid, orientation and intensity scale as the source"
     iqms = pe.Node(QualityMetrics(contrast=suffix if suffix in {"T1w", "T2w", "FLAIR", "PD"}
-                                  else "T1w"), name="iqms", mem_gb=mem_gb / 2)
+                                  else "T1w"), name="iqms", mem_gb=mem_gb * (8 if x2 else 1) / 2)
     sidecar = pe.Node(BuildSidecar(
         source_file=str(source_file), bids_dir=str(bids_dir), random_seed=random_seed,
         image_seed=image_seed,
-        description=(f"{suffix} image enhanced by bids_enhance ({', '.join(enhance)}); same "
-                     "grid, orientation and intensity scale as the source."
+        description=(f"{suffix} image enhanced by bids_enhance ({', '.join(enhance)}); "
+                     f"{geometry}."
                      + (f" Simulation mode: the source was first degraded ({simulate})."
                         if simulate else ""))),
         name="sidecar", run_without_submitting=True)
-    ds_image = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
-                                           source_file=str(source_file), desc=desc),
-                       name="ds_image", run_without_submitting=True)
+    ds_image = pe.Node(DerivativesDataSink(
+        base_directory=str(output_dir), source_file=str(source_file), desc=desc,
+        **({"res": X2_RES_LABEL} if x2 and not simulate else {})),
+        name="ds_image", run_without_submitting=True)
     if simulate:
         workflow.connect([
             (simulation, sidecar, [("out_record", "simulation")]),
             (compare, sidecar, [("out_file", "reference_metrics")]),
         ])
     workflow.connect([
-        (before, iqms, [(before_field, "in_before")]),
+        (before_up, iqms, [(before_up_field, "in_before")]),
         (denormalize, iqms, [("out_file", "in_after")]),
         (sanitize, sidecar, [("out_report", "sanitise_report")]),
         (normalize, sidecar, [("scale", "scale")]),
@@ -264,23 +341,34 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         ])
 
     # Reportlets
-    flicker = pe.Node(SimpleBeforeAfterRPT(before_label="simulated" if simulate else "input",
-                                           after_label=desc,
-                                           generate_report=True),
-                      name="flicker", mem_gb=mem_gb / 2)
-    residual = pe.Node(ResidualMosaicRPT(), name="residual", mem_gb=mem_gb / 2)
+    before_label = "simulated" if simulate else "input"
+    flicker = pe.Node(SimpleBeforeAfterRPT(
+        before_label=f"{before_label} (cubic B-spline, output grid)" if x2 else before_label,
+        after_label=desc, generate_report=True),
+        name="flicker", mem_gb=mem_gb * (8 if x2 else 1) / 2)
+    residual = pe.Node(ResidualMosaicRPT(), name="residual",
+                       mem_gb=mem_gb * (8 if x2 else 1) / 2)
     iqm_table = pe.Node(IQMTableRPT(), name="iqm_table", run_without_submitting=True)
-    for node, figure_desc in ((flicker, "flicker"), (residual, "residual"),
-                              (iqm_table, "iqms")):
+    reportlets = [(flicker, "flicker"), (residual, "residual"), (iqm_table, "iqms")]
+    if x2:
+        superres_rpt = pe.Node(SuperResolutionRPT(), name="superres_report", mem_gb=mem_gb * 4)
+        workflow.connect([
+            (before, superres_rpt, [(before_field, "in_lowres")]),
+            (before_up, superres_rpt, [(before_up_field, "in_upsampled")]),
+            (denormalize, superres_rpt, [("out_file", "in_after")]),
+            (sidecar, superres_rpt, [("out_file", "in_sidecar")]),
+        ])
+        reportlets.append((superres_rpt, "superres"))
+    for node, figure_desc in reportlets:
         ds = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
                                          source_file=str(source_file), desc=figure_desc,
                                          datatype="figures"),
                      name=f"ds_report_{node.name}", run_without_submitting=True)
         workflow.connect(node, "out_report", ds, "in_file")
     workflow.connect([
-        (before, flicker, [(before_field, "before")]),
+        (before_up, flicker, [(before_up_field, "before")]),
         (denormalize, flicker, [("out_file", "after")]),
-        (before, residual, [(before_field, "in_before")]),
+        (before_up, residual, [(before_up_field, "in_before")]),
         (denormalize, residual, [("out_file", "in_after")]),
         (sidecar, iqm_table, [("out_file", "in_sidecar")]),
     ])
