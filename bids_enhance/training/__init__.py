@@ -28,6 +28,7 @@ _EXPORTS = {
     "TASK_DEFAULTS": "config",
     "TrainingVolume": "data",
     "PairedPatchStream": "data",
+    "NumpyPatchStream": "data",
     "PatchGeometry": "data",
     "geometry_for": "data",
     "LOSS_PRESETS": "losses",

@@ -45,7 +45,8 @@ from torch import Tensor
 
 from bids_enhance.training.seeding import IsolatedTorchRNG, check_seed, child_seed, numpy_generator
 
-__all__ = ["PairedPatchStream", "PatchGeometry", "TrainingVolume", "geometry_for"]
+__all__ = ["NumpyPatchStream", "PairedPatchStream", "PatchGeometry", "TrainingVolume",
+           "geometry_for"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -343,3 +344,51 @@ class PairedPatchStream:
         source = torch.stack([p[0] for p in pairs]).contiguous()
         target = torch.stack([p[1] for p in pairs]).contiguous()
         return source, target
+
+
+class NumpyPatchStream(PairedPatchStream):
+    """:class:`PairedPatchStream` without TorchIO: the same volumes, degradations, records,
+    sampling tables and patch geometry, with the queue replaced by a seeded NumPy sampler.
+
+    For machines that have torch, NumPy and SciPy but not TorchIO (e.g. a bare GPU node
+    training the default weights). Round ``k`` visits every degraded volume
+    ``samples_per_volume`` times in an order shuffled by ``numpy_generator(seed, "numpy-patches",
+    k)``, and each visit draws its patch centre from the volume's table with the same generator
+    (inverse transform sampling of the weights, as TorchIO's ``WeightedSampler`` does). Patch
+    ``p`` is a pure function of the seed and ``p``, so resuming and DDP slicing work exactly as
+    in the parent class; the patches are not the ones TorchIO's queue would serve (the draws
+    differ), but they are distributed the same way and aligned the same way (x2: even origins,
+    LR patch = ``source[::2, ::2, ::2]``).
+    """
+
+    def _open_round(self, index: int) -> None:
+        rng = numpy_generator(self.seed, "numpy-patches", index)
+        visits = np.repeat(np.arange(len(self._pairs)), self.samples_per_volume)
+        self._visits = visits[rng.permutation(visits.size)]
+        self._np_rng = rng
+        self._round = index
+        self._round_offset = 0
+
+    def _pop(self) -> Any:
+        key, clean, degraded, _ = self._pairs[int(self._visits[self._round_offset])]
+        indices, cdf = self._tables[key]
+        u = max(float(self._np_rng.random()), float(np.finfo(np.float32).tiny)) * cdf[-1]
+        j = min(int(np.searchsorted(cdf, u)), len(cdf) - 1)
+        centre = np.asarray(np.unravel_index(int(indices[j]), clean.shape))
+        origin = centre - np.asarray(self.geometry.patch_size) // 2
+        index = tuple(slice(int(o), int(o) + s)
+                      for o, s in zip(origin, self.geometry.patch_size, strict=True))
+        self._round_offset += 1
+        return torch.from_numpy(np.ascontiguousarray(degraded[index])), \
+            torch.from_numpy(np.ascontiguousarray(clean[index]))
+
+    def _to_pair(self, patch: Any) -> tuple[Tensor, Tensor]:
+        source, target = patch
+        g = self.geometry
+        if g.slice_axis is not None:
+            source = source.movedim(g.slice_axis, 0)
+            target = target.movedim(g.slice_axis, 0)[g.neighbours:g.neighbours + 1]
+            return source, target
+        if g.scale == 2:
+            source = source[::2, ::2, ::2]
+        return source[None], target[None]

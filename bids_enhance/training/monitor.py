@@ -196,8 +196,15 @@ def _panels(columns: Sequence[str]) -> list[tuple[str, list[str], bool]]:
 def plot_history(losses_csv: str | Path, out_png: str | Path, *,
                  validation_csv: str | Path | None = None) -> Path | None:
     """Plot the loss columns (grouped: losses, critic logits, gradient norms, schedules) and the
-    validation metrics (with their ``baseline_*`` as dashed lines) against the iteration."""
-    from matplotlib.figure import Figure
+    validation metrics (with their ``baseline_*`` as dashed lines) against the iteration.
+    Returns ``None`` (with a warning) where matplotlib is not installed, e.g. on a bare GPU
+    node: the CSVs hold the same numbers."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        LOGGER.warning("matplotlib is not installed: %s not drawn (the CSVs have the numbers)",
+                       out_png)
+        return None
 
     header, rows = read_csv(losses_csv)
     if not rows:
