@@ -1,0 +1,65 @@
+"""benchmarks/train_default_weights.py end to end with tiny networks, on synthetic volumes, with
+nibabel, TorchIO, nipype and matplotlib unimportable (as on the bare GPU node it is written for)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bids_enhance.inference.weights import resolve_model
+from tests.conftest import phantom
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKED_RUN = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torchio', 'nibabel', 'nipype', 'matplotlib'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_smoke_run_ships_verified_model_folders(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_default_weights as tdw
+
+    npz = tmp_path / "npz"
+    npz.mkdir()
+    for i, name in enumerate((*tdw.TRAINING, *tdw.HELD_OUT)):
+        data = (phantom((36, 40, 34), noise=2.0, seed=i) * 3).astype(np.int16)
+        np.savez_compressed(npz / f"{name}.npz", data=data, affine=np.diag([1.0, 1, 1, 1]))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKED_RUN, str(ROOT / "benchmarks/train_default_weights.py"),
+         "train", "--smoke", "--iterations", "2", "--validations", "1", "--threads", "1",
+         "--npz-dir", str(npz), "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT),
+                                                       "PATH": "/usr/bin:/bin"}, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ship = out / "ship"
+    assert sorted(p.name for p in ship.iterdir()) == ["disgan_x2", "gan3p_l1_x2", "gan3p_x2"]
+    for folder in ship.iterdir():
+        # only checkpoint.pt is a weight file: the folder can go to bids_enhance/data/models
+        assert sorted(p.name for p in folder.glob("*.pt")) == ["checkpoint.pt"]
+        card = json.loads((folder / "model_card.json").read_text())
+        assert card["name"] == folder.name and card["smoke_test"] is True
+        assert len(card["data"]["training"]) == 3 and len(card["data"]["held_out"]) == 2
+        assert set(card["held_out_evaluation"]["mean"]) == {"model", "trilinear", "cubic",
+                                                            "kspace"}
+    gan = json.loads((ship / "gan3p_x2" / "model_card.json").read_text())
+    assert gan["training"]["iterations"] == 4  # 2 L1 + 2 adversarial, resumed
+    superres = resolve_model("superres", directory=ship)
+    assert superres.origin == "default" and superres.summary["name"] == "gan3p_x2"
+    assert resolve_model("superres-denoise", directory=ship).task == "disgan"
+    assert "matplotlib is not installed" in proc.stdout
+    summary = (out / "summary.md").read_text()
+    assert "| gan3p_l1_x2 | 2 |" in summary and "| disgan_x2 | 2 |" in summary
