@@ -212,3 +212,26 @@ def test_superres_without_weights_fails_before_any_work(tmp_path, capsys):
     assert info.value.code == 2
     assert "ships no default weights" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_motion_step_runs_first_and_keeps_the_grid(tmp_path):
+    bids = write_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": phantom(noise=3.0)})
+    ckpt = tmp_path / "motion.pt"
+    sha = save_tiny_generator(ckpt, task="motion-gan")
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--nprocs",
+                 "1", "--skip-bids-validation", "--sloppy", "--enhance", "denoise", "motion",
+                 "--checkpoint", f"motion={ckpt}"])
+    assert code == 0
+    result = out / "sub-01/anat/sub-01_desc-motioncorrDenoised_T1w.nii.gz"
+    src = nib.load(bids / "sub-01/anat/sub-01_T1w.nii.gz")
+    img = nib.load(result)
+    assert img.shape == src.shape
+    np.testing.assert_allclose(img.affine, src.affine)
+    meta = _sidecar(result)
+    motion, denoise = meta["EnhancementSteps"]
+    assert motion["Step"] == "motion" and motion["Model"]["Sha256"] == sha
+    assert "ConsistencyError" not in motion and denoise["Step"] == "denoise"
+    assert "Resolution" not in meta
+    assert "desc-motioncorrDenoised\t" in (out / "descriptions.tsv").read_text()
+    assert not list((out / "sub-01" / "figures").glob("*desc-superres*"))

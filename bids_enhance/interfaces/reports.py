@@ -190,7 +190,8 @@ class SuperResolutionRPT(SimpleInterface):
         name = model.get("Name") or model.get("Task")
         plot_superres(lowres[0], lowres[1], upsampled[0], after[0], after[1], out,
                       consistency=step.get("ConsistencyError"),
-                      projected=bool(step.get("ConsistencyProjected")),
+                      projected=step.get("ConsistencyErrorAfterProjection")
+                      if step.get("ConsistencyProjected") else None,
                       model_name=f"{name} (sha256 {str(model.get('Sha256'))[:12]}…)"
                       if name else None)
         self._results["out_report"] = str(out)

@@ -343,7 +343,7 @@ def psd_shells(volume: np.ndarray, zooms: Sequence[float], *, n_bins: int = 48
 
 def plot_superres(lowres: np.ndarray, lowres_affine: np.ndarray, upsampled: np.ndarray,
                   after: np.ndarray, affine: np.ndarray, out_file: Path | str, *,
-                  consistency: dict | None = None, projected: bool = False,
+                  consistency: dict | None = None, projected: dict | None = None,
                   model_name: str | None = None, units: str = "image units",
                   detail_mm: float = 40.0, dpi: int = 110) -> Path:
     """Write an SVG that shows what x2 super-resolution did to one image.
@@ -358,6 +358,8 @@ def plot_superres(lowres: np.ndarray, lowres_affine: np.ndarray, upsampled: np.n
 
     Arrays are ``(X, Y, Z)`` in RAS+ order (``nibabel.as_closest_canonical``); ``upsampled`` and
     ``after`` share the output grid ``affine``; ``lowres`` has ``lowres_affine``.
+    ``consistency``: :func:`bids_enhance.inference.consistency_error` of the network's output;
+    ``projected``: the same after ``--consistency project`` (None when not projected).
     """
     from matplotlib import gridspec
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -451,12 +453,17 @@ def plot_superres(lowres: np.ndarray, lowres_affine: np.ndarray, upsampled: np.n
                  f"{_mm_text(lr_zooms)}")
     if consistency:
         lines.append("")
-        lines.append("Data consistency (output degraded again")
-        lines.append(f"as in training, '{consistency.get('method')}', vs the input):")
+        lines.append("Data consistency (output degraded again as in")
+        lines.append(f"training, '{consistency.get('method')}', vs the step's input)"
+                     + (", before projection:" if projected else ":"))
         lines.append(f"  RMS error {_short(float(consistency['rmse']))} {units} "
                      f"({float(consistency['rmse_percent']):.2g} % of the input's")
         lines.append(f"  robust maximum), max {float(consistency['max_percent']):.2g} %")
-        lines.append("  projected onto the input: " + ("yes (now exact)" if projected else "no"))
+        if projected:
+            lines.append("Projected onto the input: RMS error now "
+                         f"{float(projected['rmse_percent']):.1g} %")
+        else:
+            lines.append("Not projected onto the input (--consistency project)")
     else:
         lines.append("")
         lines.append("Data consistency: not measured (--consistency off)")

@@ -254,7 +254,8 @@ def _consistency_html(step: Mapping) -> str:
     text = (f"RMS {format_number(error.get('rmse'))} ({percent} % of the input's robust "
             "maximum), max "
             f"{format_number(error.get('max_percent'), digits=2)} %; "
-            f"output degraded again by <code>{_e(error.get('method'))}</code> vs the input")
+            f"output degraded again by <code>{_e(error.get('method'))}</code> vs the input of "
+            "this step")
     after = step.get("ConsistencyErrorAfterProjection")
     if step.get("ConsistencyProjected") and after:
         text += (f"<br><strong>projected</strong> onto the input: RMS now "

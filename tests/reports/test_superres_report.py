@@ -68,6 +68,8 @@ def test_superres_figure_is_a_small_svg(grids, tmp_path):
     text = out.read_text()
     assert text.startswith("<?xml") and "data:image/jpeg;base64," in text
     assert len(text) < 400_000
+    plot_superres(lr, lr_affine, hr, hr, affine, tmp_path / "p.svg",
+                  consistency=STEP["ConsistencyError"], projected={"rmse_percent": 1e-6})
     with pytest.raises(ValueError, match="one shape"):
         plot_superres(lr, lr_affine, hr, hr[:-2], affine, tmp_path / "x.svg")
 
