@@ -138,3 +138,15 @@ def test_checkpoints_come_back_from_a_config_file_and_the_command_line_wins(tiny
                                            ("16G", 16.0)])
 def test_gpu_memory_units(value, gb):
     assert parse_gpu_memory(value) == pytest.approx(gb)
+
+
+def test_inference_budget_follows_the_device(tiny_bids, tmp_path):
+    from bids_enhance.cli.run import inference_budget_gb
+
+    s = parse_args(_args(tiny_bids, tmp_path, "--mem", "8G", "--nprocs", "4", "--omp-nthreads",
+                         "2", "--gpu-mem", "20"))
+    assert inference_budget_gb(s) == 4.0  # --mem shared by the 2 processes that run at once
+    s.device = "cuda"
+    assert inference_budget_gb(s) == 20.0
+    s.gpu_mem_gb = None
+    assert inference_budget_gb(s) is None  # 85 % of the free GPU memory
