@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate", metavar="PRESET",
                    help="simulation mode: degrade each (clean) image with this preset, enhance "
                         "it and compare with the original (PSNR/SSIM in sidecars and reports); "
-                        "for denoising e.g. noise-rician-3, noise-rician-6, denoise-rician")
+                        "for denoising e.g. noise-rician-3, noise-rician-6, denoise-rician; "
+                        "'model': the degradation the chain's model was trained for (e.g. "
+                        "sr-box-x2 for a three-player GAN)")
     g.add_argument("--fmriprep-compat", dest="fmriprep_compat", action="store_true",
                    help="also write one space-less desc-preproc_<suffix> per subject (per "
                         "session) from the last step of the chain, for "
@@ -413,6 +415,13 @@ def parse_args(argv: list[str] | None = None):
 
         method = next((m["lowres_method"] for m in models.values() if m["lowres_method"]), None)
         allowed = simulation_presets(chain, lowres_method=method)
+        if opts.simulate == "model":  # the degradation the chain's model was trained for
+            trained = [m["degradation"] for s, m in models.items()
+                       if s != "motion" or len(models) == 1]
+            if not trained or not trained[-1]:
+                parser.error("--simulate model needs a generative step whose checkpoint records "
+                             "its training degradation; name a preset instead")
+            opts.simulate = trained[-1]
         if not allowed:
             parser.error(f"no simulation preset fits --enhance {' '.join(chain)} (motion and "
                          "x2 super-resolution are not simulated together); simulate one step "

@@ -108,6 +108,11 @@ def test_simulation_presets_follow_the_models_geometry(capsys, tiny_bids, tmp_pa
     s = parse_args(_args(tiny_bids, tmp_path, "--enhance", "superres", "--checkpoint",
                          str(path), "--simulate", "sr-box-x2"))
     assert s.simulate == "sr-box-x2"
+    s = parse_args(_args(tiny_bids, tmp_path, "--enhance", "superres", "--checkpoint",
+                         str(path), "--simulate", "model"))
+    assert s.simulate == "sr-box-x2"  # what the checkpoint was trained for
+    code, last = _error(capsys, _args(tiny_bids, tmp_path, "--simulate", "model"))
+    assert code == 2 and "--simulate model needs a generative step" in last
     code, last = _error(capsys, _args(tiny_bids, tmp_path, "--enhance", "superres",
                                       "--checkpoint", str(path), "--simulate", "noise-rician-3"))
     assert code == 2 and "sr-box-x2-rician" in last and "sr-kspace-x2" not in last
