@@ -327,7 +327,7 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     shutil.copy2(src / "checkpoint.pt", dest / "checkpoint.pt")
-    (dest / "checkpoint.pt").chmod(0o644)  # written 0600 (mkstemp); the package is shared
+    (dest / "checkpoint.pt").chmod(0o644)  # the package is shared, whatever the umask
     sha = _sha256(dest / "checkpoint.pt")
     if sha != result["checkpoint_sha256"]:
         raise RuntimeError(f"{dest / 'checkpoint.pt'} changed while copying")

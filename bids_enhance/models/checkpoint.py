@@ -44,7 +44,8 @@ from bids_enhance import __version__
 from bids_enhance.models.registry import build_model, describe_arch, model_class
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "CheckpointError",
-           "load_checkpoint", "read_checkpoint", "save_checkpoint", "sha256_file"]
+           "load_checkpoint", "read_checkpoint", "save_checkpoint", "save_torch_atomic",
+           "sha256_file"]
 
 CHECKPOINT_FORMAT = "bids_enhance.checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -194,18 +195,28 @@ def save_checkpoint(path: str | os.PathLike[str], *, model: nn.Module,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "extra": _plain(extra, "extra"),
     }
+    save_torch_atomic(payload, path)
+    return sha256_file(path)
+
+
+def save_torch_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename: a crash never
+    leaves a partial file under the final name. The file gets the usual permissions (0666 minus
+    the umask), not ``mkstemp``'s 0600, so shared model folders stay readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
+            torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return sha256_file(path)
 
 
 # ---------------------------------------------------------------------------------------------

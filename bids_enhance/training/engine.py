@@ -29,7 +29,6 @@ import inspect
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from bids_enhance.models import CheckpointError, read_checkpoint, save_checkpoint
+from bids_enhance.models.checkpoint import save_torch_atomic
 from bids_enhance.training.base import Trainer
 from bids_enhance.training.config import TrainConfig, resume_mismatches
 from bids_enhance.training.ddp import DistributedContext
@@ -109,20 +109,6 @@ def state_path_for(checkpoint: str | os.PathLike[str]) -> Path:
     """``…/checkpoint.pt`` → ``…/checkpoint_state.pt``."""
     path = Path(checkpoint)
     return path.with_name(f"{path.stem}_state.pt")
-
-
-def _save_torch_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _rng_states(device: torch.device) -> dict[str, Any]:
@@ -240,7 +226,7 @@ class _Session:
             "rng": _rng_states(t.device), "wall_time_s": float(wall),
             "world_size": int(t.context.world_size), "history": list(self.history),
         }
-        _save_torch_atomic(state, self.state)
+        save_torch_atomic(state, self.state)
         self.sha256 = sha
         LOGGER.info("checkpoint at iteration %d: %s", iteration, self.checkpoint)
 

@@ -150,3 +150,19 @@ def test_failed_write_keeps_the_previous_file(tmp_path, tiny_generator_checkpoin
         save_checkpoint(path, model=model, arch_name="rrdb_generator", arch_kwargs=TINY_GENERATOR)
     assert sha256_file(path) == digest
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_checkpoints_get_umask_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from bids_enhance.models.checkpoint import save_torch_atomic
+
+    old = os.umask(0o022)
+    try:
+        save_torch_atomic({"a": 1}, tmp_path / "shared" / "state.pt")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "shared" / "state.pt").stat().st_mode)
+    assert mode == 0o644
+    assert [p.name for p in (tmp_path / "shared").iterdir()] == ["state.pt"]
