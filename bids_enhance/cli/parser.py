@@ -34,7 +34,14 @@ GPU_HINT = (
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Show a default only where it says something: not ``None``, not when the help already
+    explains it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
 
 
 def _label_list(prefix: str):
