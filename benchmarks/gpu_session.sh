@@ -12,6 +12,7 @@
 # bids_enhance/data/models/<name>/ only for models that beat cubic (issue 4's rule), and paste the
 # numbers into docs/benchmarks/{superres,infer_speed}.md.
 #
+# Generators use image_skip (train_default_weights.py --image-skip, its default).
 # Budgets (minutes of training per model; the script adds a timed probe, the held-out evaluation
 # on two whole heads and the card, about a minute each): override with GAN_MIN / DISGAN_MIN.
 set -uo pipefail

@@ -32,7 +32,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "training": (
         "model", "model_name", "iterations", "patch_size", "batch_size", "val_subjects",
-        "loss_preset", "warmup_iterations", "degradation", "checkpoint_every", "validate_every",
+        "loss_preset", "warmup_iterations", "image_skip", "degradation", "checkpoint_every", "validate_every",
         "resume", "nproc_per_node",
     ),
     "nipype": (
@@ -97,6 +97,7 @@ class Settings:
     val_subjects: list[str] | None = None
     loss_preset: str = "thesis"
     warmup_iterations: int = 0
+    image_skip: bool = False
     degradation: str | None = None
     checkpoint_every: int = 1000
     validate_every: int | None = None

@@ -56,6 +56,7 @@ def test_train_writes_checkpoint_and_model_card(train_bids, tmp_path, model):
     (["--model", "gan3p", "--patch-size", "64"], "smaller than --patch-size 64"),
     (["--model", "gan3p", "--patch-size", "15"], "patch_size must be even"),
     (["--model", "gan3p", "--degradation", "sr-boxx2"], "did you mean 'sr-box-x2'"),
+    (["--model", "motion-ddpm", "--image-skip"], "not to motion-ddpm"),
 ])
 def test_bad_training_requests_fail_before_training(train_bids, tmp_path, capsys, extra,
                                                     message):
@@ -66,3 +67,13 @@ def test_bad_training_requests_fail_before_training(train_bids, tmp_path, capsys
     assert code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "out" / "models").exists()
+
+
+@pytest.mark.slow
+def test_image_skip_reaches_the_checkpoint(train_bids, tmp_path):
+    from bids_enhance.models.checkpoint import load_checkpoint
+
+    assert _train(train_bids, tmp_path, "--model", "gan3p", "--val-subjects", "02",
+                  "--image-skip") == 0
+    model, _ = load_checkpoint(tmp_path / "out" / "models" / "gan3p" / "checkpoint.pt")
+    assert model.image_skip is True

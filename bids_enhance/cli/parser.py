@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "released-code (L1 + 0.01 L_perc + 0.005 L_adv)")
     g.add_argument("--warmup-iterations", dest="warmup_iterations", type=int, default=0,
                    metavar="N", help="pixel-loss-only iterations before adversarial training")
+    g.add_argument("--image-skip", dest="image_skip", action="store_true",
+                   help="the generator learns only the residual over trilinear upsampling of "
+                        "its input (faster convergence; not in the thesis)")
     g.add_argument("--degradation", metavar="PRESET",
                    help="degradation preset to train for (default per model)")
     g.add_argument("--checkpoint-every", dest="checkpoint_every", type=_positive_int,
@@ -495,6 +498,7 @@ def parse_args(argv: list[str] | None = None):
         val_subjects=opts.val_subjects,
         loss_preset=opts.loss_preset,
         warmup_iterations=opts.warmup_iterations,
+        image_skip=opts.image_skip,
         degradation=opts.degradation,
         checkpoint_every=opts.checkpoint_every,
         validate_every=opts.validate_every,

@@ -400,6 +400,11 @@ def _train_config(settings) -> dict:
             fields.update(generator={"features": 8, "growth": 4, "num_blocks": 1},
                           critic={"widths": [8, 16]},
                           feature_extractor={"widths": [8, 8, 16, 16]})
+    if settings.image_skip:
+        if settings.model == "motion-ddpm":
+            raise UsageError("--image-skip applies to the RRDB generator of gan3p, disgan and "
+                             "motion-gan, not to motion-ddpm")
+        fields.setdefault("generator", {})["image_skip"] = True
     try:
         return TrainConfig(**fields).to_dict()
     except (TypeError, ValueError) as exc:

@@ -437,11 +437,14 @@ def rrdb_forward_lean(model: RRDBGenerator, x: torch.Tensor) -> torch.Tensor:
                                          model.negative_slope))
         if out is None:
             if slab >= depth:
-                return y.float()
+                out = y.float()
+                break
             out = torch.empty((y.shape[0], y.shape[1], 2 * depth, *y.shape[3:]),
                               dtype=torch.float32, device=y.device)
         out[:, :, 2 * d0:2 * d1] = y[:, :, 2 * (d0 - lo):2 * (d0 - lo) + 2 * (d1 - d0)]
     assert out is not None
+    if model.image_skip:
+        out += model.image_residual(x).float()
     return out
 
 

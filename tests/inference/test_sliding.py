@@ -117,12 +117,18 @@ def test_scale_one_and_determinism():
     np.testing.assert_array_equal(a, b)
 
 
-def test_memory_lean_forward_equals_the_plain_forward():
+@pytest.mark.parametrize("image_skip", [False, True])
+def test_memory_lean_forward_equals_the_plain_forward(image_skip):
     model = tiny_generator(boost=3.0)
+    model.image_skip = image_skip
     x = torch.from_numpy(smooth_volume((61, 5, 4), seed=9))[None, None]
     assert rrdb_head_slab(model, 61) < 61  # the head really runs in several slabs
     with torch.inference_mode():
         np.testing.assert_allclose(rrdb_forward_lean(model, x), model(x), rtol=0, atol=1e-5)
+        small = x[:, :, :6]
+        assert rrdb_head_slab(model, 6) >= 6  # one slab: the early exit
+        np.testing.assert_allclose(rrdb_forward_lean(model, small), model(small), rtol=0,
+                                   atol=1e-5)
     thesis = RRDBGenerator()
     lean = activation_bytes(thesis, (128, 128, 128), scale=2)
     plain = activation_bytes_per_voxel(thesis, scale=2) * 128**3

@@ -17,6 +17,8 @@ TINY = dict(features=4, growth=4, num_blocks=1)
     ({"num_blocks": 0}, "num_blocks"),
     ({"negative_slope": -0.1}, "negative_slope"),
     ({"residual_scale": float("nan")}, "residual_scale"),
+    ({"image_skip": 1}, "image_skip"),
+    ({"image_skip": True, "out_channels": 2}, "image_skip"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
@@ -59,3 +61,23 @@ def test_bf16_autocast():
 def test_rejects_2d_input():
     with pytest.raises(ValueError, match="D, H, W"):
         RRDBGenerator(**TINY)(torch.zeros(1, 1, 4, 4))
+
+
+def test_image_skip_adds_the_box_geometry_trilinear_upsampling():
+    """With the network's own output zeroed, an ``image_skip`` generator returns the trilinear x2
+    upsampling of its input, and on a box-averaged linear ramp that is the ramp itself (HR voxel
+    j sits at LR coordinate j/2 − 0.25) away from the border."""
+    torch.manual_seed(0)
+    model = RRDBGenerator(image_skip=True, **TINY).eval()
+    with torch.no_grad():
+        model.conv_last.weight.zero_()
+        model.conv_last.bias.zero_()
+    hr = torch.arange(16, dtype=torch.float32).view(1, 1, 16, 1, 1).expand(1, 1, 16, 4, 6)
+    lr = torch.nn.functional.avg_pool3d(hr, 2)
+    with torch.no_grad():
+        out = model(lr)
+    assert out.shape == hr.shape
+    torch.testing.assert_close(out[:, :, 1:-1], hr[:, :, 1:-1], rtol=0, atol=1e-5)
+    plain = RRDBGenerator(**TINY)
+    assert not plain.image_skip and RRDBGenerator(scale=1, image_skip=True, **TINY)(lr).shape \
+        == lr.shape
