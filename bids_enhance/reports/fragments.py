@@ -312,6 +312,26 @@ def _generative_rows(step: Mapping) -> list[tuple[str, str]]:
     return rows
 
 
+def _step_table(index: int, name: str, step: dict, rows: list[tuple[str, str]], *,
+                params_label: str) -> str:
+    """One enhancement step's heading and key/value table: ``rows``, then the step's
+    parameters, device and run time."""
+    rows = list(rows)
+    params = step.get("Parameters") or {}
+    if params:
+        rows.append((params_label, "<br>".join(
+            f"<code>{_e(k)}</code> = {_format_parameter(v)}" for k, v in params.items())))
+    if step.get("Device"):
+        rows.append(("Device", f"<code>{_e(step['Device'])}</code>"))
+    elapsed = _finite(step.get("ElapsedSeconds"))
+    if elapsed is not None:
+        rows.append(("Run time", f"{elapsed:.1f} s"))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return (f'<h4 class="be-step">Step {index}: {_e(_STEP_NAMES.get(name, name))}</h4>'
+            f'<table class="be-table be-kv">{body}</table>')
+
+
+
 def _steps_html(steps: list) -> str:
     if not steps:
         return '<p class="be-warning">No enhancement step was recorded.</p>'
@@ -320,39 +340,17 @@ def _steps_html(steps: list) -> str:
         name = step.get("Step") or "step"
         if step.get("Model"):
             rows = [("Method", _e(step.get("Method") or "n/a")), *_generative_rows(step)]
-            params = step.get("Parameters") or {}
-            if params:
-                rows.append(("Inference", "<br>".join(
-                    f"<code>{_e(k)}</code> = {_format_parameter(v)}" for k, v in params.items())))
-            if step.get("Device"):
-                rows.append(("Device", f"<code>{_e(step['Device'])}</code>"))
-            elapsed = _finite(step.get("ElapsedSeconds"))
-            if elapsed is not None:
-                rows.append(("Run time", f"{elapsed:.1f} s"))
-            body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+            table = _step_table(index, name, step, rows, params_label="Inference")
             card = _model_card_html(step["Model"])
-            tables.append(
-                f'<h4 class="be-step">Step {index}: {_e(_STEP_NAMES.get(name, name))}</h4>'
-                f'<table class="be-table be-kv">{body}</table>'
-                + (f'<details open><summary>Model card</summary><table class="be-table be-kv '
-                   f'be-compact">{card}</table></details>' if card else ""))
+            tables.append(table + (
+                f'<details open><summary>Model card</summary><table class="be-table be-kv '
+                f'be-compact">{card}</table></details>' if card else ""))
             continue
         method = step.get("Method")
         rows = [("Method", _e(_METHOD_NAMES.get(str(method), method)) if method else "n/a")]
         if step.get("NoiseModel"):
             rows.append(("Noise model", _e(str(step["NoiseModel"]).capitalize())))
-        params = step.get("Parameters") or {}
-        if params:
-            rows.append(("Parameters", "<br>".join(
-                f"<code>{_e(k)}</code> = {_format_parameter(v)}" for k, v in params.items())))
-        if step.get("Device"):
-            rows.append(("Device", f"<code>{_e(step['Device'])}</code>"))
-        elapsed = _finite(step.get("ElapsedSeconds"))
-        if elapsed is not None:
-            rows.append(("Run time", f"{elapsed:.1f} s"))
-        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-        tables.append(f'<h4 class="be-step">Step {index}: {_e(_STEP_NAMES.get(name, name))}</h4>'
-                      f'<table class="be-table be-kv">{body}</table>')
+        tables.append(_step_table(index, name, step, rows, params_label="Parameters"))
     return "".join(tables)
 
 
