@@ -102,6 +102,10 @@ def receptive_radius(model: nn.Module) -> int:
     model = _unwrap(model)
     if isinstance(model, RRDBGenerator):
         _, _, blocks = _rrdb_dims(model)
+        if getattr(model, "space_to_depth", False):
+            # body (stem, RRDBs, trunk, upsampling conv) on the half grid: two fine voxels per
+            # coarse one, one more for the position inside a 2×2×2 cell, two fine head convs
+            return 2 * (15 * blocks + 3) + 3
         return 15 * blocks + 4
     radius = 0
     for module in model.modules():

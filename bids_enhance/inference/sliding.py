@@ -312,8 +312,12 @@ def plan_inference(model: nn.Module, shape: Sequence[int], *, scale: int,
                    blend: str = "gaussian", device: torch.device | str = "cpu",
                    mem_budget_gb: float | None = None, batch_size: int = 1,
                    precision: str = "auto", halo: int | str = "auto",
-                   channels_last: bool | None = None) -> InferencePlan:
+                   channels_last: bool | None = None, align: int = 1) -> InferencePlan:
     """Decide between whole-volume and patch inference and choose the patch size.
+
+    ``align``: patch cores and overlaps are multiples of it (so, on a shape that is one too,
+    every patch starts on a multiple of it): 2 for networks whose body runs on a half grid they
+    cut at even input voxels (``space_to_depth``), which patches at odd offsets would shift.
 
     Memory model (GB): fixed = mirror-padded input + output accumulator (float32, on the device)
     + :data:`~bids_enhance.inference.memory.FIXED_OVERHEAD_GB`; per forward =
@@ -380,11 +384,15 @@ def plan_inference(model: nn.Module, shape: Sequence[int], *, scale: int,
                 f"{'x'.join(map(str, shape))} volume: even {MIN_PATCH}^3 patches with a halo of "
                 f"{halo} voxels and batch size {batch_size} need about {need:.2f} GB; raise the "
                 "budget (--mem, or the GPU budget), lower the batch size or the halo")
+    if align > 1:
+        core = tuple(min(-(-c // align) * align, n) for c, n in zip(core, shape, strict=True))
     if core == shape:
         return InferencePlan(mode="whole", patch_size=None, overlap=(0, 0, 0), num_patches=1,
                              batch_size=1, estimated_gb=whole, **common)
     ov = tuple(0 if c >= n else min(int(round(overlap * c)), c - 1)
                for c, n in zip(core, shape, strict=True))
+    if align > 1:
+        ov = tuple(o // align * align for o in ov)
     num = math.prod(len(tile_starts(n, c, c - o)) for n, c, o in zip(shape, core, ov, strict=True))
     batch = min(batch_size, num)
     estimate = fixed + forward_gb(tuple(c + 2 * halo for c in core), batch)
@@ -499,10 +507,23 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     """
     data = _check_volume(volume)
     dev = resolve_device(device)
+    # a body on a half grid (space_to_depth) cuts 2×2×2 cells at even voxels: run on an even
+    # shape (edge-padded, cut off again) with even patch starts and an even halo, so patches
+    # cut the same cells as the whole volume and the result does not depend on the tiling
+    align = 2 if getattr(getattr(model, "_orig_mod", model), "space_to_depth", False) else 1
+    original_shape = data.shape
+    if align > 1:
+        extra = [(0, n % align) for n in data.shape]
+        if any(e for _, e in extra):
+            data = np.pad(data, extra, mode="edge")
+        if halo == "auto":
+            halo = default_halo(model)
+        if isinstance(halo, (int, np.integer)) and not isinstance(halo, bool) and halo % 2:
+            halo = int(halo) + 1
     plan = plan_inference(model, data.shape, scale=scale, patch_size=patch_size, overlap=overlap,
                           blend=blend, device=dev, mem_budget_gb=mem_budget_gb,
                           batch_size=batch_size, precision=precision, halo=halo,
-                          channels_last=channels_last)
+                          channels_last=channels_last, align=align)
     t0 = time.perf_counter()
     was_training = model.training
     net = _prepare_model(model, dev, plan.channels_last)
@@ -511,6 +532,8 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
             out = _run_plan(net, data, plan, dev)
     finally:
         model.train(was_training)
+    if out.shape != tuple(scale * n for n in original_shape):
+        out = np.ascontiguousarray(out[tuple(slice(0, scale * n) for n in original_shape)])
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bids_enhance.models._checks import check_float, check_int
-from bids_enhance.models.blocks import RRDB, VoxelShuffle
+from bids_enhance.models.blocks import RRDB, VoxelShuffle, VoxelUnshuffle
 
 __all__ = ["RRDBGenerator"]
 
@@ -36,12 +36,27 @@ class RRDBGenerator(nn.Module):
     beat cubic B-spline interpolation within 100 L1 iterations where the plain one was still
     below it after 400 (see docs/benchmarks/superres.md): short GPU budgets converge faster.
     Needs ``in_channels == out_channels``.
+
+    Compact variants (not in the thesis; the shipped CPU-trained weights use them):
+
+    ``hr_features`` (default ``features``) is the width of the high-resolution head: the
+    upsampling conv makes ``8·hr_features`` channels and ``conv_hr`` runs ``hr_features →
+    hr_features`` on the fine grid. At ``scale=2`` that head runs on 8× the voxels of the body,
+    so a narrow head (e.g. 8 of 32) cuts the generator's cost by about a third for almost no loss
+    (benchmarks/compact_sweep.py).
+
+    ``space_to_depth=True`` (``scale=1`` only) folds every 2×2×2 block of the input into 8
+    channels (voxel unshuffle) before the stem, runs the body on half the grid and shuffles back
+    up with the x2 head: the same network as the x2 super-resolution generator seen from the
+    fine grid. The body then costs an eighth and sees twice as far — what a scale-1 motion
+    corrector needs to reach the ghosts it removes.
     """
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, features: int = 64,
                  growth: int = 32, num_blocks: int = 3, scale: int = 2,
                  negative_slope: float = 0.2, residual_scale: float = 0.2,
-                 image_skip: bool = False) -> None:
+                 image_skip: bool = False, hr_features: int | None = None,
+                 space_to_depth: bool = False) -> None:
         super().__init__()
         in_channels = check_int("in_channels", in_channels)
         out_channels = check_int("out_channels", out_channels)
@@ -59,26 +74,46 @@ class RRDBGenerator(nn.Module):
             raise ValueError("image_skip needs in_channels == out_channels, got "
                              f"{in_channels} and {out_channels}")
         self.image_skip = image_skip
+        hr_features = features if hr_features is None else check_int("hr_features", hr_features)
+        if not isinstance(space_to_depth, bool):
+            raise ValueError(f"space_to_depth must be True or False, got {space_to_depth!r}")
+        if space_to_depth and self.scale != 1:
+            raise ValueError("space_to_depth is for scale 1 only (a scale-2 generator already "
+                             "runs its body on the coarse grid)")
+        self.space_to_depth = space_to_depth
+        self.hr_features = hr_features
+        # the body's grid is coarser than the output by this factor (2 for x2 and space_to_depth)
+        self.body_factor = 2 if (self.scale == 2 or space_to_depth) else 1
 
-        self.conv_first = nn.Conv3d(in_channels, features, 3, padding=1)
+        self.unshuffle: nn.Module = VoxelUnshuffle(2) if space_to_depth else nn.Identity()
+        stem_in = in_channels * (8 if space_to_depth else 1)
+        self.conv_first = nn.Conv3d(stem_in, features, 3, padding=1)
         self.body = nn.Sequential(*[
             RRDB(features=features, growth=growth, negative_slope=self.negative_slope,
                  residual_scale=residual_scale)
             for _ in range(num_blocks)])
         self.conv_body = nn.Conv3d(features, features, 3, padding=1)
         self.upsample: nn.Module
-        if self.scale == 2:
-            self.upsample = nn.Sequential(nn.Conv3d(features, 8 * features, 3, padding=1),
+        if self.body_factor == 2:
+            self.upsample = nn.Sequential(nn.Conv3d(features, 8 * hr_features, 3, padding=1),
                                           VoxelShuffle(2))
+        elif hr_features != features:
+            self.upsample = nn.Conv3d(features, hr_features, 1)
         else:
             self.upsample = nn.Identity()
-        self.conv_hr = nn.Conv3d(features, features, 3, padding=1)
-        self.conv_last = nn.Conv3d(features, out_channels, 3, padding=1)
+        self.conv_hr = nn.Conv3d(hr_features, hr_features, 3, padding=1)
+        self.conv_last = nn.Conv3d(hr_features, out_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5:
             raise ValueError(f"RRDBGenerator expects (B, C, D, H, W), got shape {tuple(x.shape)}")
-        feat = self.conv_first(x)
+        if self.space_to_depth and any(n % 2 for n in x.shape[2:]):
+            # odd sizes: replicate one plane at the far end, run, and cut it off again
+            size = x.shape[2:]
+            pad = [p for n in reversed(size) for p in (0, n % 2)]
+            out = self.forward(F.pad(x, pad, mode="replicate"))
+            return out[:, :, :size[0], :size[1], :size[2]]
+        feat = self.conv_first(self.unshuffle(x))
         feat = feat + self.conv_body(self.body(feat))
         feat = self.upsample(feat)
         out = self.conv_last(F.leaky_relu(self.conv_hr(feat), self.negative_slope))

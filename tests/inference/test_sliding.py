@@ -240,3 +240,24 @@ def test_cuda_bf16_patches_match_whole_and_cpu():
     assert np.abs(patches - whole).max() < 3e-2 * scale
     again = infer_volume(model, vol, scale=2, halo=8, device="cuda")
     np.testing.assert_array_equal(again, whole)
+
+
+def test_space_to_depth_patches_match_whole_with_its_receptive_radius():
+    """The scale-1 space_to_depth generator sees twice as far: its receptive radius (body on the
+    half grid) as halo makes patch inference match whole-volume inference."""
+    from bids_enhance.models.generator import RRDBGenerator
+
+    torch.manual_seed(0)
+    model = RRDBGenerator(features=4, growth=4, num_blocks=1, scale=1, space_to_depth=True,
+                          hr_features=4, image_skip=True).eval()
+    radius = receptive_radius(model)
+    assert radius == 2 * (15 + 3) + 3
+    vol = smooth_volume((21, 16, 19), seed=2)  # odd sizes: padded to even and cut again
+    whole = infer_volume(model, vol, scale=1, halo=radius)
+    assert whole.shape == vol.shape
+    for patch_size in (8, 7):  # an odd core is rounded up so every patch starts on an even voxel
+        report = {}
+        patches = infer_volume(model, vol, scale=1, halo=radius, patch_size=patch_size,
+                               report=report)
+        assert report["mode"] == "patches" and report["patch_size"] == [8, 8, 8]
+        np.testing.assert_allclose(patches, whole, rtol=0, atol=1e-5 * _range(whole))

@@ -81,3 +81,46 @@ def test_image_skip_adds_the_box_geometry_trilinear_upsampling():
     plain = RRDBGenerator(**TINY)
     assert not plain.image_skip and RRDBGenerator(scale=1, image_skip=True, **TINY)(lr).shape \
         == lr.shape
+
+
+@pytest.mark.parametrize(("kwargs", "argument"), [
+    ({"hr_features": 0}, "hr_features"),
+    ({"space_to_depth": 1, "scale": 1}, "space_to_depth"),
+    ({"space_to_depth": True, "scale": 2}, "space_to_depth"),
+])
+def test_compact_arguments_are_checked(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        RRDBGenerator(**{**TINY, **kwargs})
+
+
+def test_narrow_hr_head_has_fewer_parameters_and_same_shapes():
+    wide = RRDBGenerator(features=16, growth=8, num_blocks=1)
+    narrow = RRDBGenerator(features=16, growth=8, num_blocks=1, hr_features=4)
+    assert narrow.conv_hr.in_channels == 4 and narrow.upsample[0].out_channels == 32
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters())
+    assert narrow(torch.randn(1, 1, 5, 6, 7)).shape == (1, 1, 10, 12, 14)
+    # the default keeps the thesis layout (and old checkpoints' state dicts) unchanged
+    assert set(wide.state_dict()) == set(RRDBGenerator(features=16, growth=8,
+                                                       num_blocks=1).state_dict())
+
+
+@pytest.mark.parametrize("shape", [(8, 6, 10), (5, 7, 9)])
+def test_space_to_depth_keeps_size_and_runs_the_body_on_the_half_grid(shape):
+    model = RRDBGenerator(**TINY, scale=1, space_to_depth=True, hr_features=2, image_skip=True)
+    seen = []
+    model.conv_first.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[2:])))
+    x = torch.randn(1, 1, *shape)
+    y = model(x)
+    assert y.shape == x.shape
+    assert seen == [tuple((n + 1) // 2 for n in shape)]
+    assert model.conv_first.in_channels == 8
+
+
+def test_space_to_depth_with_zero_head_returns_the_input():
+    """image_skip at scale 1 adds the input: a network whose last conv is zero is the identity
+    (odd sizes included, where the input is padded and cropped again)."""
+    model = RRDBGenerator(**TINY, scale=1, space_to_depth=True, image_skip=True)
+    torch.nn.init.zeros_(model.conv_last.weight)
+    torch.nn.init.zeros_(model.conv_last.bias)
+    x = torch.randn(1, 1, 5, 6, 7)
+    assert torch.equal(model(x), x)
