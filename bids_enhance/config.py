@@ -32,7 +32,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "training": (
         "model", "model_name", "iterations", "patch_size", "batch_size", "val_subjects",
-        "loss_preset", "warmup_iterations", "image_skip", "degradation", "checkpoint_every", "validate_every",
+        "loss_preset", "warmup_iterations", "image_skip", "size", "degradation", "checkpoint_every", "validate_every",
         "resume", "nproc_per_node",
     ),
     "nipype": (
@@ -98,6 +98,7 @@ class Settings:
     loss_preset: str = "thesis"
     warmup_iterations: int = 0
     image_skip: bool = False
+    size: str = "thesis"
     degradation: str | None = None
     checkpoint_every: int = 1000
     validate_every: int | None = None

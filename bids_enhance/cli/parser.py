@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "released-code (L1 + 0.01 L_perc + 0.005 L_adv)")
     g.add_argument("--warmup-iterations", dest="warmup_iterations", type=int, default=0,
                    metavar="N", help="pixel-loss-only iterations before adversarial training")
+    g.add_argument("--size", choices=("thesis", "compact"), default="thesis",
+                   help="network sizes of the GAN models: thesis (64 features, 3 RRDBs; a GPU) "
+                        "or compact (1 RRDB of 32, narrow x2 head, image skip; what the shipped "
+                        "CPU-trained weights use)")
     g.add_argument("--image-skip", dest="image_skip", action="store_true",
                    help="the generator learns only the residual over trilinear upsampling of "
                         "its input (faster convergence; not in the thesis)")
@@ -499,6 +503,7 @@ def parse_args(argv: list[str] | None = None):
         loss_preset=opts.loss_preset,
         warmup_iterations=opts.warmup_iterations,
         image_skip=opts.image_skip,
+        size=opts.size,
         degradation=opts.degradation,
         checkpoint_every=opts.checkpoint_every,
         validate_every=opts.validate_every,

@@ -134,8 +134,12 @@ def _plugin_settings(settings) -> dict:
             "status_callback": _status_callback}
     if settings.mem_gb:
         args["memory_gb"] = settings.mem_gb
-    if settings.device != "cpu":
-        args["mp_context"] = "forkserver"  # never fork a process that may hold a CUDA context
+    generative = set(settings.enhance or ()) & {"superres", "superres-denoise", "motion"}
+    if settings.device != "cpu" or generative:
+        # never fork a process that may hold a CUDA context, nor one whose torch thread pool is
+        # running: the checkpoints are loaded and verified here before the workflow starts, and
+        # a forked worker then hangs in its first parallel torch op (OpenMP is not fork-safe)
+        args["mp_context"] = "forkserver"
     return {"plugin": "MultiProc", "plugin_args": args}
 
 
@@ -392,6 +396,14 @@ def _train_config(settings) -> dict:
         fields["loss_preset"] = settings.loss_preset
     if settings.degradation:
         fields["degradation"] = settings.degradation
+    size = getattr(settings, "size", "thesis")
+    if size != "thesis":
+        if settings.model == "motion-ddpm":
+            raise UsageError(f"--size {size} applies to the GAN models (gan3p, disgan, "
+                             "motion-gan), not to motion-ddpm")
+        from bids_enhance.models.registry import size_preset
+
+        fields.update(size_preset(size, settings.model))
     if settings.sloppy:  # tiny networks: smoke tests of the whole training path
         if settings.model == "motion-ddpm":
             fields["unet"] = {"features": 8, "channel_mults": [1, 2], "num_res_blocks": 1,

@@ -14,8 +14,8 @@ from bids_enhance.models.diffusion_unet import DiffusionUNet
 from bids_enhance.models.feature_extractor import ResNet10Features
 from bids_enhance.models.generator import RRDBGenerator
 
-__all__ = ["MODELS", "available_models", "build_model", "describe_arch", "model_class",
-           "registered_name"]
+__all__ = ["MODELS", "SIZES", "available_models", "build_model", "describe_arch", "model_class",
+           "registered_name", "size_preset"]
 
 MODELS: dict[str, type[nn.Module]] = {
     "rrdb_generator": RRDBGenerator,
@@ -24,6 +24,42 @@ MODELS: dict[str, type[nn.Module]] = {
     "wavelet_unet_critic": WaveletUNetCritic,
     "diffusion_unet": DiffusionUNet,
 }
+
+
+#: named network sizes (keyword arguments per network role) of the GAN tasks. ``thesis``: the
+#: classes' own defaults (METHODS.md: 64 features, 3 RRDBs; critic 64…512; ResNet-10 64…512).
+#: ``compact``: what the shipped CPU-trained default weights use, chosen by
+#: benchmarks/compact_sweep.py (docs/benchmarks/compact.md): one RRDB of 32 features (growth 16),
+#: a narrow 8-channel high-resolution head (the x2 head runs on 8× the voxels), the image skip,
+#: and critics/feature extractor a quarter as wide. The scale-1 motion generator of ``compact``
+#: folds 2×2×2 blocks into channels (``space_to_depth``) so that its body runs on the half grid
+#: and sees twice as far, with a second RRDB for a wider view.
+_COMPACT_GENERATOR = {"features": 32, "growth": 16, "num_blocks": 1, "hr_features": 8,
+                      "image_skip": True}
+_COMPACT = {"generator": _COMPACT_GENERATOR, "critic": {"widths": (16, 32, 64, 128)},
+            "feature_extractor": {"widths": (16, 32, 64, 128)}}
+SIZES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "thesis": {task: {"generator": {}, "critic": {}, "feature_extractor": {}}
+               for task in ("gan3p", "disgan", "motion-gan")},
+    "compact": {
+        "gan3p": _COMPACT,
+        "disgan": {**_COMPACT, "critic": {"widths": (16, 32, 64, 128)}},
+        "motion-gan": {**_COMPACT, "generator": {**_COMPACT_GENERATOR, "num_blocks": 2,
+                                                 "space_to_depth": True}},
+    },
+}
+
+
+def size_preset(size: str, task: str) -> dict[str, dict[str, Any]]:
+    """Network keyword arguments (``{"generator": {...}, "critic": {...},
+    "feature_extractor": {...}}``) of the named ``size`` for a GAN ``task`` (copies)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}{_did_you_mean(str(size), list(SIZES))} "
+                         f"Sizes: {', '.join(SIZES)}")
+    if task not in SIZES[size]:
+        raise ValueError(f"model size {size!r} has no preset for task {task!r} (tasks: "
+                         f"{', '.join(SIZES[size])})")
+    return {role: dict(kwargs) for role, kwargs in SIZES[size][task].items()}
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

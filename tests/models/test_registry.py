@@ -29,3 +29,21 @@ def test_build_and_describe():
     assert registered_name(model) == "rrdb_generator"
     assert describe_arch("rrdb_generator", {"scale": 2, "features": 4}) == \
         "rrdb_generator(features=4, scale=2)"
+
+
+def test_size_presets_build_for_every_gan_task():
+    from bids_enhance.models.registry import SIZES, size_preset
+
+    assert set(SIZES) == {"compact", "thesis"}
+    for task, scale in (("gan3p", 2), ("disgan", 2), ("motion-gan", 1)):
+        compact = size_preset("compact", task)
+        generator = build_model("rrdb_generator", scale=scale, **compact["generator"])
+        thesis = build_model("rrdb_generator", scale=scale, **size_preset("thesis", task)["generator"])
+        n = sum(p.numel() for p in generator.parameters())
+        assert n < sum(p.numel() for p in thesis.parameters()) / 3
+        assert compact["generator"]["image_skip"] is True
+    assert size_preset("compact", "motion-gan")["generator"]["space_to_depth"] is True
+    size_preset("compact", "gan3p")["generator"]["features"] = 1  # a copy
+    assert SIZES["compact"]["gan3p"]["generator"]["features"] == 32
+    with pytest.raises(ValueError, match="did you mean 'compact'"):
+        size_preset("compakt", "gan3p")
