@@ -256,12 +256,19 @@ class _Session:
             raise ValueError(f"cannot resume a {state.get('task')!r} run as task "
                              f"{t.config.task!r}")
         mismatches = resume_mismatches(state["config"], t.config.to_dict())
+        saved_warmup = state["config"].get("warmup_iterations", 0)
+        if int(state["iteration"]) <= min(saved_warmup, t.config.warmup_iterations):
+            # still inside both warm-ups: nothing computed so far depends on where it ends
+            mismatches = [m for m in mismatches if not m.startswith("warmup_iterations:")]
         if mismatches:
             raise ValueError("cannot resume with different settings (only "
                              "iterations, checkpoint_every, validate_every, log_every, device, "
-                             "compile may change): " + "; ".join(mismatches))
+                             "compile may change, and warmup_iterations while the run is "
+                             "still in its warm-up): " + "; ".join(mismatches))
         saved_anneal = state["config"].get("instance_noise_iterations")
-        if t.config.is_gan and saved_anneal != t.config.instance_noise_iterations:
+        in_warmup = int(state["iteration"]) <= min(saved_warmup, t.config.warmup_iterations)
+        if t.config.is_gan and saved_anneal != t.config.instance_noise_iterations and \
+                not in_warmup:  # an annealing that has started is not bent
             LOGGER.info("keeping the checkpoint's instance_noise_iterations=%s (not %s)",
                         saved_anneal, t.config.instance_noise_iterations)
             t.config.instance_noise_iterations = saved_anneal
@@ -312,8 +319,14 @@ class _Session:
 def fit(trainer: Trainer, stream: Any, *, out_dir: str | os.PathLike[str],
         evaluate: Evaluator | None = None, resume: str | os.PathLike[str] | None = None,
         normalisation: Any = None, training_command: str | Sequence[str] | None = None,
-        progress: bool | None = None) -> TrainingResult:
+        progress: bool | None = None, stop_at: int | None = None,
+        time_budget_s: float | None = None) -> TrainingResult:
     """Run ``trainer`` on batches of ``stream`` until ``trainer.config.iterations``.
+
+    ``stop_at`` (an iteration) and ``time_budget_s`` (seconds of this call) end the call early,
+    as an interruption would, but cleanly: a checkpoint is written at the iteration where it
+    stops, and a later call with ``resume`` continues exactly from there (the learning-rate
+    schedule still runs over ``iterations``). An early stop skips the final validation.
 
     ``stream.next_batch(B, rank=, world_size=)`` provides the batches
     (:class:`~bids_enhance.training.data.PairedPatchStream`); ``evaluate(model)`` (or
@@ -352,8 +365,10 @@ def fit(trainer: Trainer, stream: Any, *, out_dir: str | os.PathLike[str],
     t0 = time.perf_counter()
     validated_at = -1
     position = getattr(stream, "position", None)
+    end = cfg.iterations if stop_at is None else max(min(int(stop_at), cfg.iterations), start)
+    stopped_early = False
     try:
-        for iteration in range(start, cfg.iterations):
+        for iteration in range(start, end):
             if prefetch is not None:
                 position, source, target = prefetch.next()
             else:
@@ -373,12 +388,27 @@ def fit(trainer: Trainer, stream: Any, *, out_dir: str | os.PathLike[str],
                 validated_at = done
             if checkpoint_due:
                 session.save(done, session.previous_wall + time.perf_counter() - t0, position)
+            out_of_time = (time_budget_s is not None and done < cfg.iterations and
+                           time.perf_counter() - t0 >= time_budget_s)
+            if (done == end and end < cfg.iterations) or out_of_time:
+                stopped_early = True
+                if not checkpoint_due:
+                    flush()
+                    session.save(done, session.previous_wall + time.perf_counter() - t0,
+                                 position)
+                LOGGER.info("stopping at iteration %d of %d (%s); resume to continue", done,
+                            cfg.iterations, "time budget" if out_of_time else "stop_at")
+                end = done
+                break
         flush()
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         session_time = time.perf_counter() - t0
         metrics: dict[str, float] = {}
-        if evaluate is not None and validated_at != cfg.iterations:
+        if stopped_early:
+            if session.history:
+                metrics = {k: v for k, v in session.history[-1].items() if k != "iteration"}
+        elif evaluate is not None and validated_at != cfg.iterations:
             metrics = session.validate(evaluate, cfg.iterations, monitor)
         elif session.history:
             metrics = {k: v for k, v in session.history[-1].items() if k != "iteration"}
@@ -389,10 +419,10 @@ def fit(trainer: Trainer, stream: Any, *, out_dir: str | os.PathLike[str],
         if prefetch is not None:
             prefetch.close()
         monitor.close()
-    done_iters = cfg.iterations - start
+    done_iters = end - start
     main = ctx.is_main
     return TrainingResult(
-        task=cfg.task, iterations=cfg.iterations,
+        task=cfg.task, iterations=end,
         wall_time_s=session.previous_wall + session_time, session_time_s=session_time,
         iterations_per_s=done_iters / session_time if session_time > 0 else 0.0,
         device=str(ctx.device), world_size=ctx.world_size, precision=trainer.precision,
@@ -412,7 +442,8 @@ def train(volumes: Sequence[Any], *, config: TrainConfig, out_dir: str | os.Path
           val_volumes: Sequence[Any] | None = None, evaluate: Evaluator | None = None,
           resume: str | os.PathLike[str] | None = None, normalisation: Any = None,
           training_command: str | Sequence[str] | None = None, progress: bool | None = None,
-          context: DistributedContext | None = None) -> TrainingResult:
+          context: DistributedContext | None = None, stop_at: int | None = None,
+          time_budget_s: float | None = None) -> TrainingResult:
     """Train ``config.task`` on in-memory volumes; the one call the CLI and workflows need.
 
     Args:
@@ -431,6 +462,7 @@ def train(volumes: Sequence[Any], *, config: TrainConfig, out_dir: str | os.Path
         progress: force the tqdm bar on/off (default: when stderr is a terminal).
         context: a :class:`~bids_enhance.training.ddp.DistributedContext`; default
             :meth:`~bids_enhance.training.ddp.DistributedContext.from_env` (torchrun-aware).
+        stop_at, time_budget_s: end this call early but cleanly (see :func:`fit`).
     """
     from bids_enhance.training.data import PairedPatchStream, geometry_for
 
@@ -457,7 +489,7 @@ def train(volumes: Sequence[Any], *, config: TrainConfig, out_dir: str | os.Path
                              "function": "bids_enhance.image.intensity.normalise"}
         return fit(trainer, stream, out_dir=out_dir, evaluate=evaluate, resume=resume,
                    normalisation=normalisation, training_command=training_command,
-                   progress=progress)
+                   progress=progress, stop_at=stop_at, time_budget_s=time_budget_s)
     finally:
         if own_context:
             context.close()

@@ -104,6 +104,30 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, train
         assert ra[0] == rb[0] and ra[2:] == rb[2:]  # same values (elapsed time aside)
 
 
+def test_clean_early_stop_then_resume_is_bit_identical(tmp_path, train_volumes):
+    """stop_at (and a spent time budget) end a run with a checkpoint at that iteration; the
+    same run resumed from it ends exactly where an uninterrupted one does."""
+    cfg = tiny_config(iterations=5, checkpoint_every=100, log_every=100,
+                      instance_noise_iterations=5)
+    whole = train(train_volumes, config=cfg, out_dir=tmp_path / "whole", progress=False)
+    part = train(train_volumes, config=cfg, out_dir=tmp_path / "part", progress=False,
+                 stop_at=2)
+    assert part.iterations == 2
+    assert torch.load(state_path_for(part.checkpoint), weights_only=True)["iteration"] == 2
+    assert [int(r[0]) for r in _rows(part.losses_csv)[1:]] == [1, 2]
+    spent = train(train_volumes, config=cfg, out_dir=tmp_path / "part", progress=False,
+                  resume=tmp_path / "part", time_budget_s=0.0)
+    assert spent.iterations == 3  # one iteration, then the (zero) budget is spent
+    rest = train(train_volumes, config=cfg, out_dir=tmp_path / "part", progress=False,
+                 resume=tmp_path / "part")
+    assert rest.resumed_from == 3 and rest.iterations == 5
+    a = torch.load(state_path_for(whole.checkpoint), weights_only=True)
+    b = torch.load(state_path_for(rest.checkpoint), weights_only=True)
+    for role, state in a["trainer"]["modules"].items():
+        for key, value in state.items():
+            assert torch.equal(value, b["trainer"]["modules"][role][key]), (role, key)
+
+
 def test_inconsistent_resumes_are_refused(tmp_path, train_volumes):
     cfg = tiny_config(iterations=2, checkpoint_every=2, instance_noise_iterations=2)
     train(train_volumes, config=cfg, out_dir=tmp_path, progress=False)
@@ -162,3 +186,18 @@ def test_prefetcher_yields_the_same_batches_with_their_positions(train_volumes):
     with pytest.raises(RuntimeError, match="no patches"):
         pre.next()
     pre.close()
+
+
+def test_warmup_may_change_while_still_inside_it(tmp_path, train_volumes):
+    """A CPU run planned too long can be shortened: inside the warm-up its end (and the
+    annealing after it) may move; once the adversarial phase has begun it may not."""
+    cfg = tiny_config(iterations=8, warmup_iterations=6, checkpoint_every=2)
+    train(train_volumes, config=cfg, out_dir=tmp_path, progress=False, stop_at=2)
+    short = tiny_config(iterations=5, warmup_iterations=3, checkpoint_every=2)
+    result = train(train_volumes, config=short, out_dir=tmp_path, resume=tmp_path,
+                   progress=False, stop_at=4)
+    assert result.iterations == 4 and result.config["warmup_iterations"] == 3
+    assert result.config["instance_noise_iterations"] == 2  # follows the new plan
+    with pytest.raises(ValueError, match="warmup_iterations: checkpoint 3, now 2"):
+        train(train_volumes, config=tiny_config(iterations=5, warmup_iterations=2),
+              out_dir=tmp_path, resume=tmp_path, progress=False)
