@@ -14,6 +14,8 @@ Presets (:data:`PRESETS`):
 ``sr-nearest-x2``           every second voxel (the authors' released code)
 ``sr-thick-x2``             pairs of slices averaged along voxel axis 2
 ``sr-box-x2-rician``        box average, then Rician noise, σ ~ U(1 %, 5 %) of the robust max
+``sr-box-x2-rician-wide``   box average, then Rician noise, σ ~ U(1 %, 9 %) (what the shipped
+                            ``superres-denoise`` default is trained on)
 ``sr-box-x2-gaussian``      box average, then Gaussian noise, σ ~ U(1 %, 5 %)
 ``denoise-rician``          Rician noise only, σ ~ U(1 %, 5 %)
 ``noise-rician-3`` (6, 9)   Rician noise at exactly 3 % (6 %, 9 %) of the robust maximum (the
@@ -50,6 +52,8 @@ from bids_enhance.degrade.noise import NoiseMethod, RandomNoise
 
 #: noise level range (fraction of the robust maximum) of the noisy presets
 NOISE_FRACTION = (0.01, 0.05)
+#: the wider range of ``sr-box-x2-rician-wide`` (the denoising benchmark's levels 3/6/9 % inside)
+WIDE_NOISE_FRACTION = (0.01, 0.09)
 
 PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "sr-box-x2": (LowResolution(method=LowResMethod.BOX),),
@@ -58,6 +62,8 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "sr-thick-x2": (LowResolution(method=LowResMethod.THICK, axis=2),),
     "sr-box-x2-rician": (LowResolution(method=LowResMethod.BOX),
                          RandomNoise(method=NoiseMethod.RICIAN, fraction=NOISE_FRACTION)),
+    "sr-box-x2-rician-wide": (LowResolution(method=LowResMethod.BOX),
+                              RandomNoise(method=NoiseMethod.RICIAN, fraction=WIDE_NOISE_FRACTION)),
     "sr-box-x2-gaussian": (LowResolution(method=LowResMethod.BOX),
                            RandomNoise(method=NoiseMethod.GAUSSIAN, fraction=NOISE_FRACTION)),
     "denoise-rician": (RandomNoise(method=NoiseMethod.RICIAN, fraction=NOISE_FRACTION),),
