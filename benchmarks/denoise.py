@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path("/work/shared/data/t1_highres")
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "t1_highres"  # ../shared/data
 DEFAULT_VOLUMES = ("niivue_otsu_T1w_1mm", "niivue_T1wGd_brain_1mm", "arc2017_T1w_1mm")
 #: Volumes whose head mask is the brain (skull-stripped before publication).
 SKULL_STRIPPED = ("niivue_T1wGd_brain_1mm", "arc2017_T1w_1mm")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("/work/shared/data/t1_highres")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "t1_highres"  # ../shared/data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ trained checkpoints.
 
 Protocol (docs/benchmarks/superres.md, METHODS.md "Evaluation protocol"):
 
-- **Reference**: a real ≤ 1 mm T1w volume of ``/work/shared/data/t1_highres`` that no default
+- **Reference**: a real ≤ 1 mm T1w volume of ``../shared/data/t1_highres`` that no default
   model was trained on (held out: ``niivue_otsu_T1w_1mm``, ``arc2017_T1w_1mm``), cropped to
   even sizes.
 - **Input**: its 2×2×2 box average (:func:`bids_enhance.degrade.downsample`, method ``box``;
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path("/work/shared/data/t1_highres")
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "t1_highres"  # ../shared/data
 #: held out from every default model's training (benchmarks/train_default_weights.py)
 HELD_OUT = ("niivue_otsu_T1w_1mm", "arc2017_T1w_1mm")
 BASELINES = ("trilinear", "cubic", "kspace")

@@ -5,7 +5,7 @@ into ``bids_enhance/data/models/``.
 Two steps, on two machines:
 
 1. ``prep`` (CPU side, needs nibabel): convert the real T1w volumes of
-   ``/work/shared/data/t1_highres`` into compressed ``.npz`` files (raw voxel values in their
+   ``../shared/data/t1_highres`` (next to the checkout) into compressed ``.npz`` files (raw voxel values in their
    stored dtype, the affine, voxel sizes, source file and licence) plus ``manifest.json``, in a
    git-ignored folder small enough to carry to a GPU node (about 30 MB)::
 
@@ -52,6 +52,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -61,11 +62,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path("/work/shared/data/t1_highres")
+#: the project's shared data, found from the checkout (``<repo>/../shared/data``), never by an
+#: absolute path; ``BIDS_ENHANCE_SHARED_DATA`` overrides it
+SHARED_DATA = Path(os.environ.get("BIDS_ENHANCE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA_DIR = SHARED_DATA / "t1_highres"
 NPZ_DIR = ROOT / "benchmarks" / "results" / "t1_highres_npz"
 TRAINING = ("brainchop_T1w_1mm", "niivue_T1wGd_brain_1mm", "hanke_T1w_0.67mm")
 HELD_OUT = ("niivue_otsu_T1w_1mm", "arc2017_T1w_1mm")
-#: where each volume comes from (/work/shared/data/README.md); recorded in the model cards
+#: where each volume comes from (../shared/data/README.md); recorded in the model cards
 SOURCES = {
     "hanke_T1w_0.67mm": "datalad example-dicom-structural via CBICA/NiChart_Project test data "
                         "(licence not stated there)",
@@ -74,15 +78,18 @@ SOURCES = {
     "arc2017_T1w_1mm": "neurolabusc/allineate benchmark inputs (public-domain notice)",
     "niivue_T1wGd_brain_1mm": "niivue/niivue (figshare dataset per its README)",
 }
-MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2")
-TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan"}
-PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician"}
+MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan")
+TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
+         "motion_gan": "motion-gan"}
+PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion"}
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "disgan_x2": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
+    "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
+                  "generator (thesis), trained on TorchIO-simulated rigid motion",
 }
 SMOKE_NETWORKS = {"generator": {"features": 8, "growth": 4, "num_blocks": 1},
                   "critic": {"widths": [8, 16]},
@@ -183,15 +190,25 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
         task=task, iterations=iterations, warmup_iterations=warmup,
         instance_noise_iterations=max(adversarial, 1), batch_size=args.batch_size,
         patch_size=args.patch_size, degradation=PRESETS[task], seed=args.seed,
-        realisations=args.realisations if task == "disgan" else 1,
+        realisations=args.realisations if task in ("disgan", "motion-gan") else 1,
         samples_per_volume=args.samples_per_volume, queue_length=args.samples_per_volume,
         loss_preset=args.loss_preset, lr_schedule=args.lr_schedule, device=args.device,
-        compile=args.compile, checkpoint_every=max(iterations // 4, 1),
+        compile=args.compile,
+        checkpoint_every=args.checkpoint_every or max(iterations // 4, 1),
         validate_every=max(iterations // args.validations, 1), log_every=args.log_every,
         validation_crop=args.validation_crop)
+    if args.lr is not None:
+        fields["lr"] = args.lr
+    from bids_enhance.models.registry import size_preset
+
+    fields.update(size_preset(args.size, task))
     if args.smoke:
         fields.update({k: dict(v) for k, v in SMOKE_NETWORKS.items()})
-    fields.setdefault("generator", {})["image_skip"] = args.image_skip
+        if task == "motion-gan":
+            fields["generator"]["space_to_depth"] = args.size == "compact"
+    if args.image_skip is not None:
+        fields["generator"]["image_skip"] = args.image_skip
+    fields["generator"].setdefault("image_skip", True)
     return TrainConfig(**fields)
 
 
@@ -246,20 +263,50 @@ def _budget_iterations(rate: float, minutes: float, *, reserve_s: float) -> int:
     return max(int(rate * max(minutes * 60.0 - reserve_s, 5.0)), 10)
 
 
+def _init_generator(trainer, checkpoint: Path) -> None:
+    """Start the generator from another run's weights (same architecture): DISGAN from the
+    super-resolution generator, which already knows the x2 geometry, so that the CPU budget goes
+    to learning the noise rather than the upsampling again."""
+    from bids_enhance.models import read_checkpoint
+    from bids_enhance.training.engine import unwrap
+
+    payload = read_checkpoint(checkpoint)
+    net = unwrap(trainer.main_model)
+    mine = {k: v.shape for k, v in net.state_dict().items()}
+    theirs = {k: v.shape for k, v in payload["state_dict"].items()}
+    if mine != theirs:
+        raise SystemExit(f"--init-from {checkpoint}: its generator ({payload['arch_kwargs']}) "
+                         f"does not match this run's ({trainer.arch_kwargs})")
+    net.load_state_dict(payload["state_dict"])
+    LOGGER.info("generator initialised from %s (iteration %s, sha256 %s)", checkpoint,
+                (payload.get("extra") or {}).get("iteration"), payload["sha256"][:12])
+
+
 def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup: int,
               adversarial: int, resume: Path | None) -> dict:
     """Train (or continue) one model in ``<work>/<name>``; returns the TrainingResult dict."""
+    import torch
+
     from bids_enhance.training import build_trainer, fit
     from bids_enhance.training.ddp import DistributedContext
     from bids_enhance.training.validation import make_default_evaluator
 
     cfg = _config(name, args, iterations=iterations, warmup=warmup, adversarial=adversarial)
     out_dir = args.work / name
+    run_info = {"threads": args.threads or torch.get_num_threads(), "size": args.size,
+                "device": cfg.device, "command": sys.argv[1:]}
+    if resume is None and args.resume and (out_dir / "checkpoint_state.pt").is_file():
+        resume = out_dir / "checkpoint.pt"  # an interrupted run: continue it exactly
+        LOGGER.info("%s: resuming the interrupted run in %s", name, out_dir)
     if out_dir.exists() and resume is None:
         shutil.rmtree(out_dir)  # a fresh run: no stale checkpoint to be mistaken for this one
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "run_info.json").write_text(json.dumps(run_info, indent=2) + "\n")
     ctx = DistributedContext.from_env(cfg.device)
     try:
         trainer = build_trainer(cfg, context=ctx)
+        if resume is None and getattr(args, "init_from", None):
+            _init_generator(trainer, args.init_from)
         stream = _stream(train_vols, trainer.config)
         evaluate = make_default_evaluator(trainer, val_vols)
         command = ["python", "benchmarks/train_default_weights.py", *sys.argv[1:]]
@@ -271,7 +318,8 @@ def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup:
                      normalisation={"method": "robust-max-scale",
                                     "percentile": ROBUST_PERCENTILE,
                                     "function": "bids_enhance.image.intensity.normalise"},
-                     training_command=command, progress=False)
+                     training_command=command, progress=False, stop_at=args.stop_at,
+                     time_budget_s=None if args.max_minutes is None else 60 * args.max_minutes)
     finally:
         ctx.close()
     return result.to_dict()
@@ -279,8 +327,13 @@ def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup:
 
 def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str, seed: int,
                       crop: int | None) -> list[dict]:
-    """The model and the interpolation baselines on the whole held-out volumes, in the format of
-    :class:`bids_enhance.interfaces.training.CompareToReference` (for the model card)."""
+    """The model and its baselines on the whole held-out volumes, in the format of
+    :class:`bids_enhance.interfaces.training.CompareToReference` (for the model card).
+
+    x2 tasks: against trilinear, cubic B-spline and zero-filled k-space interpolation of the
+    degraded input; ``motion-gan``: against the motion-corrupted input itself (``corrupted``).
+    The degradation of each head is drawn from the seed and the head's name, so every model
+    and every rerun sees the same inputs."""
     from bids_enhance.degrade import degrade
     from bids_enhance.image.intensity import normalise
     from bids_enhance.image.mask import head_mask
@@ -294,26 +347,76 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
             data = _central_crop(npz["data"].astype(np.float32), crop)
             affine = npz["affine"].astype(np.float64)
         hr, _ = normalise(data[tuple(slice(0, n - n % 2) for n in data.shape)])
-        lr, lr_affine, _ = degrade(hr, affine, steps=PRESETS[task],
-                                   rng=numpy_generator(seed, "held-out", name))
+        degraded, lr_affine, records = degrade(hr, affine, steps=PRESETS[task],
+                                               rng=numpy_generator(seed, "held-out", name))
         mask = head_mask(hr)
-        out, out_affine, info = run_checkpoint(checkpoint, lr, lr_affine, device=device,
-                                               consistency="measure")
+        x2 = task != "motion-gan"
+        out, out_affine, info = run_checkpoint(checkpoint, degraded, lr_affine, device=device,
+                                               consistency="measure" if x2 else None)
         if out.shape != hr.shape or not np.allclose(out_affine, affine, atol=1e-5):
-            raise RuntimeError(f"{name}: the x2 output does not lie on the reference grid")
+            raise RuntimeError(f"{name}: the output does not lie on the reference grid")
         row = {"label": f"t1_highres/{name}.nii.gz",
                "protocol": "reference / its 99.9th percentile in the head mask; metrics in the "
                            "head mask; 3D SSIM (Gaussian σ 1.5)",
+               "degradation": {"preset": PRESETS[task], "records": records},
                "enhanced": evaluate(hr, out, mask=mask), "baselines": {},
-               "consistency_rmse_percent": info["consistency"]["rmse_percent"],
-               "inference_seconds": info.get("inference_seconds")}
-        for kind in ("trilinear", "cubic", "kspace"):
-            base, _ = upsample_baseline(lr, lr_affine, kind=kind, method="box")
-            row["baselines"][kind] = evaluate(hr, base, mask=mask)
-        LOGGER.info("held out %s: model PSNR %.2f dB, cubic %.2f dB", name,
-                    row["enhanced"]["psnr"], row["baselines"]["cubic"]["psnr"])
+               "inference_seconds": info.get("seconds")}
+        if x2:
+            row["consistency_rmse_percent"] = info["consistency"]["rmse_percent"]
+            for kind in ("trilinear", "cubic", "kspace"):
+                base, _ = upsample_baseline(degraded, lr_affine, kind=kind, method="box")
+                row["baselines"][kind] = evaluate(hr, base, mask=mask)
+            reference = "cubic"
+        else:
+            row["baselines"]["corrupted"] = evaluate(hr, degraded, mask=mask)
+            reference = "corrupted"
+        LOGGER.info("held out %s: model PSNR %.2f dB, %s %.2f dB", name,
+                    row["enhanced"]["psnr"], reference, row["baselines"][reference]["psnr"])
         comparisons.append(row)
     return comparisons
+
+
+def result_from_run(run_dir: Path, *, threads: int | None) -> dict:
+    """What :func:`~bids_enhance.training.fit` returns, rebuilt from a (possibly unfinished)
+    training directory: the checkpoint's iteration and config, the state's wall time and
+    validation history, the last logged losses — so that a checkpoint can be shipped whenever
+    it is good enough, and a run interrupted mid-way still gets an honest card."""
+    import csv
+
+    import torch
+
+    from bids_enhance.models import read_checkpoint
+
+    checkpoint = run_dir / "checkpoint.pt"
+    meta = read_checkpoint(checkpoint)
+    state = torch.load(run_dir / "checkpoint_state.pt", map_location="cpu", weights_only=True)
+    if state.get("checkpoint_sha256") != meta["sha256"]:
+        raise RuntimeError(f"{run_dir}: checkpoint.pt and checkpoint_state.pt do not belong "
+                           "together (an interrupted save?)")
+    extra = meta.get("extra") or {}
+    config = dict(extra.get("config") or {})
+    iteration = int(extra["iteration"])
+    final_losses: dict = {}
+    losses = run_dir / "losses.csv"
+    if losses.is_file():
+        with open(losses, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if int(float(row.get("iteration", 0))) <= iteration:
+                    final_losses = {k: float(v) for k, v in row.items()
+                                    if k not in ("iteration", "elapsed_s") and v not in ("", None)}
+    wall = float(state.get("wall_time_s", 0.0))
+    return {
+        "task": extra.get("task"), "iterations": iteration,
+        "planned_iterations": config.get("iterations"),
+        "wall_time_s": wall, "iterations_per_s": iteration / wall if wall > 0 else None,
+        "cpu_hours": wall * (threads or 1) / 3600.0 if config.get("device") == "cpu" else None,
+        "threads": threads, "device": config.get("device"), "world_size": extra.get("world_size", 1),
+        "precision": "fp32" if config.get("device") == "cpu" else config.get("precision"),
+        "seed": config.get("seed"), "config": config, "final_losses": final_losses,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": meta["sha256"],
+        "training_command": meta.get("training_command"),
+        "validation_history": list(state.get("history", [])),
+    }
 
 
 def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
@@ -332,18 +435,33 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
     sha = _sha256(dest / "checkpoint.pt")
     if sha != result["checkpoint_sha256"]:
         raise RuntimeError(f"{dest / 'checkpoint.pt'} changed while copying")
-    for extra in ("losses.csv", "validation.csv", "losses.png"):
+    from bids_enhance.training.monitor import _truncate, plot_history, read_csv
+
+    for extra in ("losses.csv", "validation.csv"):  # up to the shipped iteration only
         if (src / extra).is_file():
             shutil.copy2(src / extra, dest / extra)
+            _truncate(dest / extra, read_csv(dest / extra)[0], keep_through=result["iterations"])
+    if (dest / "losses.csv").is_file():
+        plot_history(dest / "losses.csv", dest / "losses.png",
+                     validation_csv=dest / "validation.csv"
+                     if (dest / "validation.csv").is_file() else None)
     origin = manifest.get("volumes", {})
     card = build_model_card(
         name=name, result=result, comparisons=comparisons,
         train_sources=[f"t1_highres/{v}.nii.gz — {SOURCES.get(v)}; sha256 "
                        f"{origin.get(v, {}).get('source_sha256')}" for v in TRAINING],
         val_sources=[f"t1_highres/{v}.nii.gz — {SOURCES.get(v)}" for v in HELD_OUT],
-        command=result.get("config", {}).get("command") or
+        command=result.get("training_command") or
         ["python", "benchmarks/train_default_weights.py", *sys.argv[1:]])
     card["description"] = DESCRIPTIONS[name]
+    card["size"] = args.size if hasattr(args, "size") else None
+    card["training"]["planned_iterations"] = result.get("planned_iterations")
+    card["training"]["threads"] = result.get("threads")
+    card["training"]["cpu_hours"] = result.get("cpu_hours")
+    if result.get("device") == "cpu":
+        import platform
+
+        card["training"]["machine"] = f"{platform.machine()} CPU, {os.cpu_count()} cores"
     card["software"]["bids_enhance"] = version
     card["smoke_test"] = bool(args.smoke)
     (dest / "model_card.json").write_text(dump_json(card))
@@ -355,25 +473,29 @@ def _summary(args, shipped: dict[str, dict]) -> None:
     from bids_enhance.utils import dump_json
 
     lines = ["# Default weights: training summary", "",
-             f"Command: `python benchmarks/train_default_weights.py {' '.join(sys.argv[1:])}`",
-             "", "| model | iterations | wall time (s) | it/s | held-out PSNR model / cubic (dB) "
-             "| gain over cubic (dB) | SSIM model / cubic |", "|---|---|---|---|---|---|---|"]
+             "Held-out heads, whole volume, METHODS.md protocol (head-mask PSNR/SSIM). Baseline: "
+             "cubic B-spline for the x2 models, the motion-corrupted input for motion_gan.", "",
+             "| model | iterations | CPU-hours | wall time (s) | it/s | held-out PSNR model / "
+             "baseline (dB) | mean gain (dB) | worst-head gain (dB) | SSIM model / baseline |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, info in shipped.items():
         ev = info["card"]["held_out_evaluation"]
+        t = info["card"]["training"]
         means = ev.get("mean", {})
-        gain = (ev.get("psnr_gain_over_cubic_db") or {}).get("mean")
+        base = "corrupted" if "corrupted" in means else "cubic"
+        gain = ev.get(f"psnr_gain_over_{base}_db") or {}
+        cpu = t.get("cpu_hours")
         lines.append(
-            f"| {name} | {info['card']['training']['iterations']} | "
-            f"{info['card']['training']['wall_time_s']:.0f} | "
-            f"{info['card']['training']['iterations_per_s']:.2f} | "
+            f"| {name} | {t['iterations']} | {'n/a' if cpu is None else f'{cpu:.2f}'} | "
+            f"{t['wall_time_s']:.0f} | {t['iterations_per_s'] or 0:.2f} | "
             f"{means.get('model', {}).get('psnr', float('nan')):.2f} / "
-            f"{means.get('cubic', {}).get('psnr', float('nan')):.2f} | "
-            f"{gain if gain is None else f'{gain:+.2f}'} | "
+            f"{means.get(base, {}).get('psnr', float('nan')):.2f} ({base}) | "
+            f"{gain.get('mean', float('nan')):+.2f} | {gain.get('min', float('nan')):+.2f} | "
             f"{means.get('model', {}).get('ssim', float('nan')):.4f} / "
-            f"{means.get('cubic', {}).get('ssim', float('nan')):.4f} |")
-    lines += ["", "Copy `ship/<name>/` to `bids_enhance/data/models/<name>/` (the `superres` "
-              "step loads `gan3p_x2`, `superres-denoise` loads `disgan_x2`; `gan3p_l1_x2` is "
-              "available with `--checkpoint superres=…`)."]
+            f"{means.get(base, {}).get('ssim', float('nan')):.4f} |")
+    lines += ["", "Training commands are in each model card. Copy `ship/<name>/` to "
+              "`bids_enhance/data/models/<name>/` (`bids_enhance.inference.weights."
+              "DEFAULT_MODELS` names the folder each step loads)."]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
     (args.out / "summary.json").write_text(dump_json({n: {"card": i["card"], "path": str(
         i["path"])} for n, i in shipped.items()}))
@@ -408,7 +530,6 @@ def train(args) -> int:
             shipped[name] = {"card": info["card"], "path": Path(info["path"])}
 
     for name in args.models:
-        task = TASKS[name]
         if args.iterations:
             total = args.iterations
         else:
@@ -437,25 +558,88 @@ def train(args) -> int:
             done = int(read_checkpoint(base)["extra"]["iteration"])
             iterations, warmup, adversarial = done + total, done, total
             resume = base
-            # continue in a copy, so gan3p_l1_x2's own directory stays as it was shipped
+            # continue in a copy, so gan3p_l1_x2's own directory stays as it was shipped; an
+            # interrupted adversarial run (a state past the L1 stage) is continued instead
             target = args.work / name
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(base.parent, target)
+            interrupted = (args.resume and (target / "checkpoint.pt").is_file() and
+                           int(read_checkpoint(target / "checkpoint.pt")["extra"]["iteration"])
+                           > done)
+            if not interrupted:
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.copytree(base.parent, target)
             resume = target / "checkpoint.pt"
         else:
-            warmup = int(round(args.disgan_warmup * total))
+            share = args.disgan_warmup if name == "disgan_x2" else args.motion_warmup
+            warmup = int(round(share * total))
             iterations, adversarial = total, max(total - warmup, 1)
         result = run_stage(name, args, train_vols, val_vols, iterations=iterations,
                            warmup=warmup, adversarial=adversarial, resume=resume)
-        comparisons = evaluate_held_out(args.work / name / "checkpoint.pt", task, args.npz_dir,
-                                        device=args.device, seed=args.seed, crop=crop)
-        dest = ship(name, result, comparisons, args, version, manifest)
-        card = json.loads((dest / "model_card.json").read_text())
-        shipped[name] = {"card": card, "path": dest}
-        _summary(args, shipped)
-        LOGGER.info("%s shipped to %s (sha256 %s)", name, dest, card["checkpoint"]["sha256"])
+        if args.no_ship or result["iterations"] < iterations:
+            LOGGER.info("%s trained to iteration %d (--no-ship: `ship` evaluates and packs it)",
+                        name, iterations)
+            continue
+        _ship_one(name, args, version, manifest, shipped, crop=crop,
+                  result=result_from_run(args.work / name, threads=args.threads))
     LOGGER.info("summary: %s", args.out / "summary.md")
+    return 0
+
+
+def _ship_one(name: str, args, version: str, manifest: dict, shipped: dict, *,
+              crop: int | None, result: dict) -> None:
+    comparisons = evaluate_held_out(args.work / name / "checkpoint.pt", TASKS[name],
+                                    args.npz_dir, device=args.device, seed=args.seed, crop=crop)
+    dest = ship(name, result, comparisons, args, version, manifest)
+    card = json.loads((dest / "model_card.json").read_text())
+    shipped[name] = {"card": card, "path": dest}
+    _summary(args, shipped)
+    LOGGER.info("%s (iteration %d) shipped to %s (sha256 %s)", name, result["iterations"],
+                dest, card["checkpoint"]["sha256"])
+
+
+def ship_runs(args) -> int:
+    """``ship``: evaluate the newest checkpoint of each named run in ``--work`` (finished or
+    still training) on the held-out heads and pack it into ``<out>/ship/<name>/``."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    version = _package_version()
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stdout),
+                                  logging.FileHandler(args.out / "ship.log")], force=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    manifest_path = args.npz_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    shipped: dict[str, dict] = {}
+    summary_file = args.out / "summary.json"
+    if summary_file.is_file():
+        for name, info in json.loads(summary_file.read_text()).items():
+            shipped[name] = {"card": info["card"], "path": Path(info["path"])}
+    for name in args.models:
+        run_dir = args.work / name
+        if not (run_dir / "checkpoint_state.pt").is_file():
+            LOGGER.error("%s: no training run in %s", name, run_dir)
+            return 2
+        info_file = run_dir / "run_info.json"
+        run_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        threads = args.train_threads or run_info.get("threads") or 1
+        # hold the files still while they are read: a running trainer replaces them atomically
+        snapshot = Path(args.out) / "snapshots" / name
+        if snapshot.exists():
+            shutil.rmtree(snapshot)
+        snapshot.mkdir(parents=True)
+        for f in ("checkpoint.pt", "checkpoint_state.pt", "losses.csv", "validation.csv"):
+            if (run_dir / f).is_file():
+                shutil.copy2(run_dir / f, snapshot / f)
+        result = result_from_run(snapshot, threads=threads)
+        work, args.work = args.work, snapshot.parent
+        args.size = run_info.get("size", args.size)
+        try:
+            _ship_one(name, args, version, manifest, shipped, crop=args.crop, result=result)
+        finally:
+            args.work = work
     return 0
 
 
@@ -488,11 +672,33 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
     t.add_argument("--disgan-warmup", type=float, default=0.3,
                    help="share of DISGAN's iterations spent in the L1 warm-up")
+    t.add_argument("--motion-warmup", type=float, default=0.6,
+                   help="share of the motion GAN's iterations spent in the L1 warm-up")
+    t.add_argument("--size", choices=("compact", "thesis"), default="thesis",
+                   help="network sizes (bids_enhance.models.registry.SIZES): thesis on a GPU, "
+                        "compact for the CPU-trained shipped weights")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
+    t.add_argument("--checkpoint-every", type=int, default=None,
+                   help="iterations between checkpoints (default: a quarter of the run); on the "
+                        "CPU pick a few minutes' worth: an interrupted run resumes from the last")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue an interrupted run found in --work (same settings) instead of "
+                        "starting again")
+    t.add_argument("--init-from", type=Path, default=None,
+                   help="start the generator from this checkpoint.pt (same architecture; e.g. "
+                        "DISGAN from the gan3p_l1_x2 generator); recorded in the card's command")
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time budget of this command per model: stop cleanly (checkpoint "
+                        "written) when it is spent; the same command later resumes the run")
+    t.add_argument("--stop-at", type=int, default=None,
+                   help="stop cleanly at this iteration (as an interruption would); resume later")
+    t.add_argument("--no-ship", action="store_true",
+                   help="train only; `ship` evaluates and packs the checkpoint later")
     t.add_argument("--validations", type=int, default=5, help="validations during each stage")
     t.add_argument("--validation-crop", type=int, default=96)
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    t.add_argument("--image-skip", action=argparse.BooleanOptionalAction, default=True,
+    t.add_argument("--image-skip", action=argparse.BooleanOptionalAction, default=None,
                    help="generator learns the residual over trilinear x2 (RRDBGenerator "
                         "image_skip): converges much faster in a short GPU budget")
     t.add_argument("--crop", type=int, default=None,
@@ -501,10 +707,29 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=20251127)
     t.add_argument("--smoke", action="store_true",
                    help="tiny networks, 64³ crops, CPU: proves the script runs end to end")
+    sh = sub.add_parser("ship", help="evaluate the newest checkpoint of runs in --work (also "
+                        "while they train) on the held-out heads and pack them with model cards")
+    sh.add_argument("--npz-dir", type=Path, default=NPZ_DIR)
+    sh.add_argument("--out", type=Path,
+                    default=ROOT / "benchmarks" / "results" / "default_weights")
+    sh.add_argument("--work", type=Path, default=None, help="default <out>/runs")
+    sh.add_argument("--models", nargs="+", choices=MODELS, required=True)
+    sh.add_argument("--device", default="cpu")
+    sh.add_argument("--threads", type=int, default=None, help="threads for the evaluation")
+    sh.add_argument("--train-threads", type=int, default=None,
+                    help="threads the training used (for the card's CPU-hours; default: the "
+                         "run's run_info.json, else 1)")
+    sh.add_argument("--size", default="compact")
+    sh.add_argument("--crop", type=int, default=None)
+    sh.add_argument("--seed", type=int, default=20251127)
     args = parser.parse_args(argv)
     if args.command == "prep":
         prep(args.data_dir, args.out)
         return 0
+    if args.command == "ship":
+        args.work = args.work or args.out / "runs"
+        args.smoke = False
+        return ship_runs(args)
     args.work = args.work or args.out / "runs"
     if args.smoke:
         args.device = "cpu" if args.device == "cuda" else args.device

@@ -28,7 +28,7 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
 
-def test_smoke_run_ships_verified_model_folders(tmp_path):
+def _npz(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import train_default_weights as tdw
 
@@ -37,10 +37,16 @@ def test_smoke_run_ships_verified_model_folders(tmp_path):
     for i, name in enumerate((*tdw.TRAINING, *tdw.HELD_OUT)):
         data = (phantom((36, 40, 34), noise=2.0, seed=i) * 3).astype(np.int16)
         np.savez_compressed(npz / f"{name}.npz", data=data, affine=np.diag([1.0, 1, 1, 1]))
+    return npz
+
+
+def test_smoke_run_ships_verified_model_folders(tmp_path):
+    npz = _npz(tmp_path)
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-c", BLOCKED_RUN, str(ROOT / "benchmarks/train_default_weights.py"),
          "train", "--smoke", "--iterations", "2", "--validations", "1", "--threads", "1",
+         "--models", "gan3p_l1_x2", "gan3p_x2", "disgan_x2",
          "--npz-dir", str(npz), "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT),
                                                        "PATH": "/usr/bin:/bin"}, check=False)
@@ -58,8 +64,45 @@ def test_smoke_run_ships_verified_model_folders(tmp_path):
     gan = json.loads((ship / "gan3p_x2" / "model_card.json").read_text())
     assert gan["training"]["iterations"] == 4  # 2 L1 + 2 adversarial, resumed
     superres = resolve_model("superres", directory=ship)
-    assert superres.origin == "default" and superres.summary["name"] == "gan3p_x2"
+    assert superres.origin == "default" and superres.summary["name"] == "gan3p_l1_x2"
     assert resolve_model("superres-denoise", directory=ship).task == "disgan"
     assert "matplotlib is not installed" in proc.stdout
     summary = (out / "summary.md").read_text()
     assert "| gan3p_l1_x2 | 2 |" in summary and "| disgan_x2 | 2 |" in summary
+
+
+def test_compact_cpu_run_resumes_and_ships_mid_run(tmp_path):
+    """The CPU path of the shipped weights: compact motion GAN, train with --no-ship, interrupt
+    (a shorter run), continue exactly from the checkpoint, and `ship` a checkpoint into a card
+    with CPU-hours and the gain over the corrupted input."""
+    npz = _npz(tmp_path)
+    out = tmp_path / "out"
+    script = str(ROOT / "benchmarks/train_default_weights.py")
+    common = ["--smoke", "--size", "compact", "--models", "motion_gan", "--threads", "1",
+              "--validations", "1", "--checkpoint-every", "2", "--npz-dir", str(npz),
+              "--out", str(out), "--no-ship"]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run([sys.executable, script, "train", "--iterations", "6", "--stop-at",
+                            "4", *common],
+                           capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    run = out / "runs" / "motion_gan"
+    assert json.loads((run / "run_info.json").read_text())["size"] == "compact"
+    assert "stopping at iteration 4 of 6" in first.stdout + first.stderr
+    # the same command again continues from iteration 4 instead of restarting
+    second = subprocess.run([sys.executable, script, "train", "--iterations", "6", *common],
+                            capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming motion-gan from iteration 4" in second.stdout + second.stderr
+    shipped = subprocess.run([sys.executable, script, "ship", "--models", "motion_gan",
+                              "--npz-dir", str(npz), "--out", str(out)],
+                             capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert shipped.returncode == 0, shipped.stdout[-3000:] + shipped.stderr[-3000:]
+    card = json.loads((out / "ship" / "motion_gan" / "model_card.json").read_text())
+    assert card["training"]["iterations"] == 6 and card["training"]["cpu_hours"] > 0
+    assert card["size"] == "compact"
+    assert "space_to_depth" in json.dumps(card["training"]["config"]["generator"])
+    assert set(card["held_out_evaluation"]["mean"]) == {"model", "corrupted"}
+    assert "psnr_gain_over_corrupted_db" in card["held_out_evaluation"]
+    model = resolve_model("motion", directory=out / "ship")
+    assert model.task == "motion-gan"

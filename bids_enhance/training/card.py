@@ -48,6 +48,11 @@ def summarise_comparisons(comparisons: Sequence[dict[str, Any]]) -> dict[str, An
                  for c in comparisons if "cubic" in c.get("baselines", {})]
         summary["psnr_gain_over_cubic_db"] = {"mean": float(np.mean(gains)),
                                               "min": float(np.min(gains))}
+    if "corrupted" in baselines and comparisons:
+        gains = [c["enhanced"]["psnr"] - c["baselines"]["corrupted"]["psnr"]
+                 for c in comparisons if "corrupted" in c.get("baselines", {})]
+        summary["psnr_gain_over_corrupted_db"] = {"mean": float(np.mean(gains)),
+                                                  "min": float(np.min(gains))}
     if comparisons:
         summary["protocol"] = comparisons[0].get("protocol")
     return summary
@@ -119,6 +124,10 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"{_fmt(t['loss_preset'])} | {_fmt(t['device'])} | {_fmt(t['world_size'])} | "
         f"{_fmt(t['precision'])} | {_fmt(t['wall_time_s'], 1)} s | "
         f"{_fmt(t['iterations_per_s'], 2)} | {_fmt(t['seed'])} |", "",
+        *([f"CPU time: {t['cpu_hours']:.2f} CPU-hours ({_fmt(t.get('threads'))} thread(s) on "
+           f"{t.get('machine', 'a CPU')}); {_fmt(t['iterations'])} of "
+           f"{_fmt(t.get('planned_iterations'))} planned iterations.", ""]
+          if t.get("cpu_hours") is not None else []),
         "![Loss curves](losses.png)", "",
         "## Held-out evaluation", "",
     ]
@@ -140,6 +149,10 @@ def render_markdown(card: dict[str, Any]) -> str:
         if "psnr_gain_over_cubic_db" in ev:
             gain = ev["psnr_gain_over_cubic_db"]
             lines += ["", f"PSNR gain over cubic B-spline: mean {gain['mean']:+.2f} dB, "
+                          f"worst image {gain['min']:+.2f} dB."]
+        if "psnr_gain_over_corrupted_db" in ev:
+            gain = ev["psnr_gain_over_corrupted_db"]
+            lines += ["", f"PSNR gain over the corrupted input: mean {gain['mean']:+.2f} dB, "
                           f"worst image {gain['min']:+.2f} dB."]
     else:
         lines.append("No held-out images were evaluated.")
