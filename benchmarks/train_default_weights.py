@@ -469,6 +469,27 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
     return dest
 
 
+def _curve(folder: Path, name: str, threads: int) -> list[str]:
+    """Markdown table of the validation during training (central crops of the held-out heads)
+    against iterations and CPU time: where the curve flattens, more CPU stops paying."""
+    from bids_enhance.training.monitor import read_csv
+
+    header, rows = read_csv(folder / "validation.csv")
+    lheader, lrows = read_csv(folder / "losses.csv")
+    if not rows or "psnr_gain" not in header or not lrows:
+        return []
+    elapsed = {int(r[0]): r[lheader.index("elapsed_s")] for r in lrows}
+    out = [f"Validation of `{name}` during training (central 96³ of the held-out heads; "
+           "baseline as above):", "", "| iteration | CPU-minutes | PSNR (dB) | gain (dB) |",
+           "|---|---|---|---|"]
+    for r in rows:
+        it = int(r[0])
+        minutes = elapsed.get(it, float("nan")) * threads / 60.0
+        out.append(f"| {it} | {minutes:.0f} | {r[header.index('psnr')]:.2f} | "
+                   f"{r[header.index('psnr_gain')]:+.2f} |")
+    return out
+
+
 def _summary(args, shipped: dict[str, dict]) -> None:
     from bids_enhance.utils import dump_json
 
@@ -493,6 +514,9 @@ def _summary(args, shipped: dict[str, dict]) -> None:
             f"{gain.get('mean', float('nan')):+.2f} | {gain.get('min', float('nan')):+.2f} | "
             f"{means.get('model', {}).get('ssim', float('nan')):.4f} / "
             f"{means.get(base, {}).get('ssim', float('nan')):.4f} |")
+    for name, info in shipped.items():
+        lines += ["", *_curve(Path(info["path"]), name,
+                              info["card"]["training"].get("threads") or 1)]
     lines += ["", "Training commands are in each model card. Copy `ship/<name>/` to "
               "`bids_enhance/data/models/<name>/` (`bids_enhance.inference.weights."
               "DEFAULT_MODELS` names the folder each step loads)."]
