@@ -21,8 +21,11 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	$(PY) -m bids_enhance.demo $(DEMO_DIR)/bids
-	$(VENV)/bin/bids_enhance $(DEMO_DIR)/bids $(DEMO_DIR)/out participant \
+	$(VENV)/bin/bids_enhance $(DEMO_DIR)/bids $(DEMO_DIR)/out participant --participant-label 01 02 \
 		-w $(DEMO_DIR)/work --nprocs $(NPROCS) --omp-nthreads $(NPROCS) --random-seed 42
+	$(VENV)/bin/bids_enhance $(DEMO_DIR)/bids $(DEMO_DIR)/out participant --participant-label 03 \
+		--enhance superres -w $(DEMO_DIR)/work --nprocs $(NPROCS) --omp-nthreads $(NPROCS) \
+		--random-seed 42
 	$(VENV)/bin/bids_enhance $(DEMO_DIR)/bids $(DEMO_DIR)/out group
 	@echo
 	@echo "Reports:"

@@ -7,6 +7,9 @@ Two participants show what users meet in practice:
 - ``sub-01``: float32, RAS, Rician noise at 3 % of the robust maximum.
 - ``sub-02``: two sessions, int16 with a scaling factor, LPS orientation, Rician noise at 6 %;
   in ``ses-2`` the qform is also 2 mm off the sform (the app uses the sform and reports it).
+- ``sub-03`` (``python -m bids_enhance.demo``; ``lowres=True``): the template box-averaged to
+  twice the voxel size (2 mm) with Rician noise at 1 %, for the x2 super-resolution step
+  (``make demo`` runs ``--enhance superres`` on it with the shipped weights).
 
 The tests use the same builder at a coarse voxel size so they run in seconds.
 """
@@ -29,6 +32,8 @@ DEMO_IMAGES = (
     ("02", "1", 0.06, "int16-lps"),
     ("02", "2", 0.06, "int16-lps-qformshift"),
 )
+#: the low-resolution subject of the demo: (subject, noise fraction); voxels twice as large
+DEMO_LOWRES = ("03", 0.01)
 
 
 def template(voxel_size: float = 1.0) -> nib.Nifti1Image:
@@ -66,15 +71,29 @@ def _store(data: np.ndarray, affine: np.ndarray, storage: str) -> nib.Nifti1Imag
     return img
 
 
+def _box_x2(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """2×2×2 box average with the exact x2 geometry (METHODS.md): what an acquisition at twice
+    the voxel size records of the same head."""
+    data = img.get_fdata(dtype=np.float32)
+    data = data[tuple(slice(0, n - n % 2) for n in data.shape)]
+    x, y, z = (n // 2 for n in data.shape)
+    low = data.reshape(x, 2, y, 2, z, 2).mean(axis=(1, 3, 5))
+    affine = img.affine @ np.array([[2, 0, 0, 0.5], [0, 2, 0, 0.5], [0, 0, 2, 0.5],
+                                    [0, 0, 0, 1]], dtype=np.float64)
+    return nib.Nifti1Image(low.astype(np.float32), affine)
+
+
 def make_demo_dataset(root: Path | str, *, voxel_size: float = 1.0, seed: int = 0,
-                      images: tuple = DEMO_IMAGES) -> Path:
-    """Write the demo BIDS dataset under ``root`` and return ``root``."""
+                      images: tuple = DEMO_IMAGES, lowres: bool = False) -> Path:
+    """Write the demo BIDS dataset under ``root`` and return ``root``; ``lowres`` adds
+    ``sub-03`` at twice the voxel size (:data:`DEMO_LOWRES`)."""
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     base = template(voxel_size)
     clean = base.get_fdata(dtype=np.float32)
     rng = np.random.default_rng(seed)
-    subjects = sorted({sub for sub, *_ in images})
+    subjects = sorted({sub for sub, *_ in images} | ({DEMO_LOWRES[0]} if lowres else set()))
     atomic_write_text(root / "dataset_description.json", json.dumps({
         "Name": "bids_enhance demo: MNI152 T1 with simulated Rician noise",
         "BIDSVersion": "1.10.0",
@@ -106,6 +125,21 @@ def make_demo_dataset(root: Path | str, *, voxel_size: float = 1.0, seed: int = 
             "SimulatedNoise": {"Distribution": "Rician", "FractionOfRobustMax": fraction,
                                "Sigma": round(float(sigma), 4), "Seed": seed},
         }, indent=2) + "\n")
+    if lowres:
+        subject, fraction = DEMO_LOWRES
+        low = _box_x2(base)
+        low_data = low.get_fdata(dtype=np.float32)
+        sigma = sigma_from_fraction(low_data, fraction)
+        noisy = add_rician_noise(low_data, sigma=sigma, rng=rng)
+        path = root / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz"
+        with atomic_path(path) as tmp:
+            nib.save(_store(noisy, low.affine, "float32"), tmp)
+        atomic_write_text(path.with_name(f"sub-{subject}_T1w.json"), json.dumps({
+            "SimulatedNoise": {"Distribution": "Rician", "FractionOfRobustMax": fraction,
+                               "Sigma": round(float(sigma), 4), "Seed": seed},
+            "SimulatedLowResolution": {"Method": "2x2x2 box average of the template",
+                                       "VoxelSize": [2 * voxel_size] * 3},
+        }, indent=2) + "\n")
     return root
 
 
@@ -115,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="folder to create")
     parser.add_argument("--voxel-size", type=float, default=1.0, help="mm (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-lowres", dest="lowres", action="store_false",
+                        help="leave out sub-03, the 2 mm subject for super-resolution")
     args = parser.parse_args(argv)
-    root = make_demo_dataset(args.output, voxel_size=args.voxel_size, seed=args.seed)
+    root = make_demo_dataset(args.output, voxel_size=args.voxel_size, seed=args.seed,
+                             lowres=args.lowres)
     print(root)
     return 0
 
