@@ -53,7 +53,7 @@ STEP_TASKS: dict[str, tuple[str, ...]] = {
 }
 #: folder (under the models dir) of each step's default weights
 DEFAULT_MODELS: dict[str, str] = {
-    "superres": "gan3p_x2",
+    "superres": "gan3p_l1_x2",
     "superres-denoise": "disgan_x2",
     "motion": "motion_gan",
 }
@@ -128,6 +128,10 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
         "held_out_psnr": None,
         "held_out_psnr_cubic": None,
         "psnr_gain_over_cubic_db": None,
+        "held_out_psnr_corrupted": None,
+        "size": None,
+        "training_device": None,
+        "cpu_hours": None,
         "training_command": meta.get("training_command"),
     }
     if isinstance(out["training_command"], list):
@@ -150,6 +154,10 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
             "held_out_psnr_cubic": (means.get("cubic") or {}).get("psnr"),
             "psnr_gain_over_cubic_db": (evaluation.get("psnr_gain_over_cubic_db") or {})
             .get("mean"),
+            "held_out_psnr_corrupted": (means.get("corrupted") or {}).get("psnr"),
+            "size": card.get("size"),
+            "training_device": training.get("device"),
+            "cpu_hours": training.get("cpu_hours"),
             "training_command": card.get("command") or out["training_command"],
         })
     if out["description"] is None and out["task"]:

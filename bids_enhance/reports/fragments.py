@@ -279,12 +279,21 @@ def _model_card_html(model: Mapping) -> str:
         data.append(f"{int(card['held_out_images'])} held out")
     if card.get("iterations") is not None:
         data.append(f"{int(card['iterations'])} iterations")
+    if card.get("cpu_hours") is not None:
+        data.append(f"{float(card['cpu_hours']):.1f} CPU-hours")
+    elif card.get("training_device"):
+        data.append(f"on {_e(card['training_device'])}")
+    if card.get("size"):
+        data.append(f"size <code>{_e(card['size'])}</code>")
     if data:
         rows.append(("Training", ", ".join(data)))
     if card.get("held_out_psnr") is not None:
         text = f"PSNR {float(card['held_out_psnr']):.1f} dB"
         if card.get("held_out_psnr_cubic") is not None:
             text += f" (cubic B-spline {float(card['held_out_psnr_cubic']):.1f} dB)"
+        elif card.get("held_out_psnr_corrupted") is not None:
+            text += (f" (the motion-corrupted input "
+                     f"{float(card['held_out_psnr_corrupted']):.1f} dB)")
         rows.append(("Held-out quality", text))
     if card.get("created"):
         rows.append(("Created", _e(card["created"])))

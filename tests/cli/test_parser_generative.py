@@ -84,12 +84,12 @@ def test_no_default_weights_error_says_how_to_get_a_model(capsys, tiny_bids, tmp
 def test_default_weights_are_used_and_a_tampered_file_is_refused(capsys, tiny_bids, tmp_path,
                                                                  monkeypatch):
     folder = tmp_path / "shipped"
-    sha = save_tiny_generator(folder / "gan3p_x2" / "checkpoint.pt")
-    write_model_card(folder / "gan3p_x2", name="gan3p_x2", sha256=sha)
+    sha = save_tiny_generator(folder / "gan3p_l1_x2" / "checkpoint.pt")
+    write_model_card(folder / "gan3p_l1_x2", name="gan3p_l1_x2", sha256=sha)
     monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
     s = parse_args(_args(tiny_bids, tmp_path, "--enhance", "superres"))
     assert s.models["superres"]["origin"] == "default"
-    weights = folder / "gan3p_x2" / "checkpoint.pt"
+    weights = folder / "gan3p_l1_x2" / "checkpoint.pt"
     weights.write_bytes(weights.read_bytes()[:-1] + b"!")
     code, last = _error(capsys, _args(tiny_bids, tmp_path, "--enhance", "superres"))
     assert code == 2 and str(weights) in last and "sha256" in last

@@ -16,10 +16,10 @@ from tests.generative_helpers import save_tiny_generator, write_model_card
 
 @pytest.fixture
 def models(tmp_path, monkeypatch):
-    """A models folder with default gan3p_x2 weights, selected through the environment."""
+    """A models folder with default gan3p_l1_x2 weights, selected through the environment."""
     folder = tmp_path / "models"
-    sha = save_tiny_generator(folder / "gan3p_x2" / "checkpoint.pt")
-    write_model_card(folder / "gan3p_x2", name="gan3p_x2", sha256=sha)
+    sha = save_tiny_generator(folder / "gan3p_l1_x2" / "checkpoint.pt")
+    write_model_card(folder / "gan3p_l1_x2", name="gan3p_l1_x2", sha256=sha)
     monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
     return folder, sha
 
@@ -36,18 +36,18 @@ def test_default_weights_are_verified_and_described(models):
     folder, sha = models
     model = resolve_model("superres")
     assert model.origin == "default" and model.sha256 == sha
-    assert model.path == str(folder / "gan3p_x2" / "checkpoint.pt")
+    assert model.path == str(folder / "gan3p_l1_x2" / "checkpoint.pt")
     assert model.lowres_method == "box" and model.degradation == "sr-box-x2"
     assert model.task == "gan3p" and model.architecture.startswith("rrdb_generator(")
     summary = model.summary
-    assert summary["name"] == "gan3p_x2" and summary["training_images"] == 1
+    assert summary["name"] == "gan3p_l1_x2" and summary["training_images"] == 1
     assert summary["held_out_psnr"] == 30.5 and summary["held_out_psnr_cubic"] == 31.0
     assert model.to_dict()["card"].endswith("model_card.json")
 
 
 def test_tampered_default_weights_are_refused_with_one_line_naming_the_file(models):
     folder, _ = models
-    weights = folder / "gan3p_x2" / "checkpoint.pt"
+    weights = folder / "gan3p_l1_x2" / "checkpoint.pt"
     weights.write_bytes(weights.read_bytes() + b"\0")
     with pytest.raises(ModelSelectionError) as info:
         resolve_model("superres")
@@ -67,7 +67,7 @@ def test_no_default_weights_says_how_to_train_and_pass_one(tmp_path):
 
 
 def test_a_card_naming_a_missing_file_is_reported(tmp_path):
-    write_model_card(tmp_path / "gan3p_x2", name="gan3p_x2", sha256="0" * 64)
+    write_model_card(tmp_path / "gan3p_l1_x2", name="gan3p_l1_x2", sha256="0" * 64)
     with pytest.raises(ModelSelectionError, match="is missing"):
         resolve_model("superres", directory=tmp_path)
 

@@ -124,3 +124,16 @@ def test_sidecar_entry_of_a_generative_step_is_in_input_units(tmp_path):
     assert _resolution([info]).startswith("x2 super-resolution: 1 × 1 × 1 mm voxels (source "
                                           "2 × 2 × 2 mm)")
     assert _resolution([{"voxel_size_in": [1, 1, 1], "voxel_size_out": [1, 1, 1]}]) is None
+
+
+def test_model_card_rows_say_cpu_training_and_the_motion_baseline():
+    from bids_enhance.reports.fragments import iqm_table_html
+
+    card = {"description": "motion", "training_images": 3, "held_out_images": 2,
+            "iterations": 2400, "cpu_hours": 0.84, "training_device": "cpu", "size": "compact",
+            "held_out_psnr": 27.1, "held_out_psnr_cubic": None,
+            "held_out_psnr_corrupted": 26.2}
+    step = dict(STEP, Step="motion", Model=dict(STEP["Model"], ModelCard=card))
+    text = iqm_table_html({"EnhancementSteps": [step]})
+    assert "2400 iterations, 0.8 CPU-hours, size <code>compact</code>" in text
+    assert "PSNR 27.1 dB (the motion-corrupted input 26.2 dB)" in text
