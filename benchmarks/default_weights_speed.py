@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Whole-head CPU time and peak memory of the shipped default weights, as a user runs them.
+
+For each shipped step, one child process (so that its memory peak is its own) loads the
+verified default checkpoint and runs :func:`bids_enhance.inference.run_checkpoint` — the call
+the participant workflow makes — on a whole real 1 mm head: ``superres`` and
+``superres-denoise`` on its 2×2×2 box average (``niivue_otsu_T1w_1mm``: 176×238×169 → LR
+88×119×84 → x2 176×238×168, about the 90×108×90 → 180×216×180 of a 2 mm acquisition), ``motion``
+on the 1 mm head itself. Wall time covers loading, normalisation, inference and, for x2, the
+consistency measurement; peak memory is the child's maximum resident set size.
+
+    python benchmarks/train_default_weights.py prep      # once: the .npz volumes
+    python benchmarks/default_weights_speed.py --threads 2
+
+Writes ``benchmarks/results/default_weights_speed.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+HEAD = "niivue_otsu_T1w_1mm"
+
+
+def worker(step: str, npz_dir: Path, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from bids_enhance.degrade import degrade
+    from bids_enhance.inference import run_checkpoint
+    from bids_enhance.inference.weights import resolve_model
+
+    with np.load(npz_dir / f"{HEAD}.npz") as npz:
+        data = npz["data"].astype(np.float32)
+        affine = npz["affine"].astype(np.float64)
+    data = data[tuple(slice(0, n - n % 2) for n in data.shape)]
+    if step == "motion":
+        volume, vol_affine = data, affine
+    else:
+        volume, vol_affine, _ = degrade(data, affine, steps="sr-box-x2", rng=0)
+    model = resolve_model(step)
+    t0 = time.perf_counter()
+    out, _, info = run_checkpoint(model.path, volume, vol_affine, expected_sha256=model.sha256,
+                                  consistency=None if step == "motion" else "measure")
+    seconds = time.perf_counter() - t0
+    return {"step": step, "model": Path(model.path).parent.name, "input_shape": list(volume.shape),
+            "output_shape": list(out.shape), "seconds": seconds,
+            "mode": info.get("mode"), "threads": threads,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import train_default_weights as tdw
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", nargs="+", default=["superres", "motion"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--npz-dir", type=Path, default=tdw.NPZ_DIR)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.npz_dir, args.threads)))
+        return 0
+    rows = []
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    for step in args.steps:
+        proc = subprocess.run([sys.executable, __file__, "--worker", step, "--threads",
+                               str(args.threads), "--npz-dir", str(args.npz_dir)],
+                              capture_output=True, text=True, env=env, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+    lines = [f"`python benchmarks/default_weights_speed.py --threads {args.threads}` on "
+             f"{machine}, {os.cpu_count()} cores, torch CPU, {args.threads} thread(s); "
+             f"head: {HEAD}.", "",
+             "| step | model | input | output | mode | seconds | peak memory (GiB) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['step']} | {r['model']} | {'×'.join(map(str, r['input_shape']))} | "
+                     f"{'×'.join(map(str, r['output_shape']))} | {r['mode']} | "
+                     f"{r['seconds']:.1f} | {r['peak_rss_gib']:.2f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "default_weights_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / "default_weights_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
