@@ -297,6 +297,15 @@ def demo_run(installed) -> dict:
     _run([*(prefix or []), exe, bids, out, "participant", "--participant-label", "01",
           "--bids-database-dir", db, "--skip-bids-validation", "--nprocs", "1", "--sloppy",
           "--random-seed", "1", "-w", run_dir / "work"], cwd=run_dir, env=task_env)
+    # 2b. The shipped superres weights travel inside the wheel and run on the demo's sub-03
+    # (the template at twice the voxel size; 6 mm here, as 12 mm leaves too few voxels for the
+    # image-quality metrics).
+    bids_sr = run_dir / "bids-sr"
+    _run([installed["python"], "-m", "bids_enhance.demo", bids_sr, "--voxel-size", "3"],
+         cwd=run_dir, env=env)
+    _run([exe, bids_sr, out, "participant", "--participant-label", "03", "--enhance", "superres",
+          "--skip-bids-validation", "--nprocs", "1", "--random-seed", "1",
+          "-w", run_dir / "work-sr"], cwd=run_dir, env=env)
     # 3. The group level.
     _run([exe, bids, out, "group"], cwd=run_dir, env=env)
     return {"out": out, "read_only": prefix is not None}
@@ -306,6 +315,9 @@ def test_demo_runs_from_the_wheel(demo_run):
     out = demo_run["out"]
     assert (out / "sub-01/anat/sub-01_desc-denoised_T1w.nii.gz").is_file()
     assert (out / "sub-01/anat/sub-01_desc-denoised_T1w.json").is_file()
+    sidecar = json.loads((out / "sub-03/anat/sub-03_res-x2_desc-superres_T1w.json").read_text())
+    model = sidecar["EnhancementSteps"][0]["Model"]
+    assert model["Origin"] == "default" and "site-packages" in model["Checkpoint"]
     # The report needs the spec, template and CSS from the package data; the methods text the
     # bibliography.
     report = (out / "sub-01.html").read_text()
