@@ -525,33 +525,43 @@ def _summary(args, shipped: dict[str, dict]) -> None:
         i["path"])} for n, i in shipped.items()}))
 
 
-def train(args) -> int:
+def _setup(args, log_name: str) -> tuple[str, dict, dict[str, dict]]:
+    """What `train` and `ship` share: the package version, logging to ``<out>/<log_name>``,
+    torch threads, the data manifest and the models an earlier invocation already shipped
+    (one per command, collected in ``summary.json``)."""
     import torch
 
     sys.path.insert(0, str(ROOT))
     version = _package_version()
     args.out.mkdir(parents=True, exist_ok=True)
-    args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         handlers=[logging.StreamHandler(sys.stdout),
-                                  logging.FileHandler(args.out / "train.log")], force=True)
+                                  logging.FileHandler(args.out / log_name)], force=True)
     if args.threads:
         torch.set_num_threads(args.threads)
+    manifest_path = args.npz_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    shipped: dict[str, dict] = {}
+    summary_file = args.out / "summary.json"
+    if summary_file.is_file():
+        for name, info in json.loads(summary_file.read_text()).items():
+            shipped[name] = {"card": info["card"], "path": Path(info["path"])}
+    return version, manifest, shipped
+
+
+def train(args) -> int:
+    import torch
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    version, manifest, shipped = _setup(args, "train.log")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         LOGGER.error("--device %s but no CUDA device is visible", args.device)
         return 2
-    manifest_path = args.npz_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     crop = args.crop or (64 if args.smoke else None)
     train_vols = load_volumes(args.npz_dir, TRAINING, crop=crop)
     val_vols = load_volumes(args.npz_dir, HELD_OUT, crop=crop)
     LOGGER.info("bids_enhance %s, torch %s, device %s; training on %s; held out %s", version,
                 torch.__version__, args.device, ", ".join(TRAINING), ", ".join(HELD_OUT))
-    shipped: dict[str, dict] = {}
-    summary_file = args.out / "summary.json"
-    if summary_file.is_file():  # models shipped by an earlier invocation (one per command)
-        for name, info in json.loads(summary_file.read_text()).items():
-            shipped[name] = {"card": info["card"], "path": Path(info["path"])}
 
     for name in args.models:
         if args.iterations:
@@ -562,10 +572,10 @@ def train(args) -> int:
                                 adversarial=10**6)
             phase = "l1" if name == "gan3p_l1_x2" else "adversarial"
             rate = probe_throughput(train_vols, probe_cfg, phase=phase)
-            if name == "disgan_x2":  # warm-up steps are faster: weight the two phases
+            if name in ("disgan_x2", "motion_gan"):  # warm-up steps are faster: weight both
                 l1_rate = probe_throughput(train_vols, _config(
                     name, args, iterations=10**6, warmup=10**6, adversarial=1), phase="l1")
-                w = args.disgan_warmup
+                w = args.disgan_warmup if name == "disgan_x2" else args.motion_warmup
                 rate = 1.0 / (w / l1_rate + (1 - w) / rate)
             total = _budget_iterations(rate, args.budget_min, reserve_s=args.reserve_s)
         resume = None
@@ -624,23 +634,7 @@ def _ship_one(name: str, args, version: str, manifest: dict, shipped: dict, *,
 def ship_runs(args) -> int:
     """``ship``: evaluate the newest checkpoint of each named run in ``--work`` (finished or
     still training) on the held-out heads and pack it into ``<out>/ship/<name>/``."""
-    import torch
-
-    sys.path.insert(0, str(ROOT))
-    version = _package_version()
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(sys.stdout),
-                                  logging.FileHandler(args.out / "ship.log")], force=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    manifest_path = args.npz_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    shipped: dict[str, dict] = {}
-    summary_file = args.out / "summary.json"
-    if summary_file.is_file():
-        for name, info in json.loads(summary_file.read_text()).items():
-            shipped[name] = {"card": info["card"], "path": Path(info["path"])}
+    version, manifest, shipped = _setup(args, "ship.log")
     for name in args.models:
         run_dir = args.work / name
         if not (run_dir / "checkpoint_state.pt").is_file():

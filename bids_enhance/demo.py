@@ -71,6 +71,11 @@ def _store(data: np.ndarray, affine: np.ndarray, storage: str) -> nib.Nifti1Imag
     return img
 
 
+def _noise_record(fraction: float, sigma: float, seed: int) -> dict:
+    return {"Distribution": "Rician", "FractionOfRobustMax": fraction,
+            "Sigma": round(float(sigma), 4), "Seed": seed}
+
+
 def _box_x2(img: nib.Nifti1Image) -> nib.Nifti1Image:
     """2×2×2 box average with the exact x2 geometry (METHODS.md): what an acquisition at twice
     the voxel size records of the same head."""
@@ -87,7 +92,6 @@ def make_demo_dataset(root: Path | str, *, voxel_size: float = 1.0, seed: int = 
                       images: tuple = DEMO_IMAGES, lowres: bool = False) -> Path:
     """Write the demo BIDS dataset under ``root`` and return ``root``; ``lowres`` adds
     ``sub-03`` at twice the voxel size (:data:`DEMO_LOWRES`)."""
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     base = template(voxel_size)
@@ -122,9 +126,7 @@ def make_demo_dataset(root: Path | str, *, voxel_size: float = 1.0, seed: int = 
         with atomic_path(path) as tmp:
             nib.save(img, tmp)
         atomic_write_text(path.with_name(f"{stem}_T1w.json"), json.dumps({
-            "SimulatedNoise": {"Distribution": "Rician", "FractionOfRobustMax": fraction,
-                               "Sigma": round(float(sigma), 4), "Seed": seed},
-        }, indent=2) + "\n")
+            "SimulatedNoise": _noise_record(fraction, sigma, seed)}, indent=2) + "\n")
     if lowres:
         subject, fraction = DEMO_LOWRES
         low = _box_x2(base)
@@ -135,8 +137,7 @@ def make_demo_dataset(root: Path | str, *, voxel_size: float = 1.0, seed: int = 
         with atomic_path(path) as tmp:
             nib.save(_store(noisy, low.affine, "float32"), tmp)
         atomic_write_text(path.with_name(f"sub-{subject}_T1w.json"), json.dumps({
-            "SimulatedNoise": {"Distribution": "Rician", "FractionOfRobustMax": fraction,
-                               "Sigma": round(float(sigma), 4), "Seed": seed},
+            "SimulatedNoise": _noise_record(fraction, sigma, seed),
             "SimulatedLowResolution": {"Method": "2x2x2 box average of the template",
                                        "VoxelSize": [2 * voxel_size] * 3},
         }, indent=2) + "\n")

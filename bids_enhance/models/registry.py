@@ -43,7 +43,7 @@ SIZES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
                for task in ("gan3p", "disgan", "motion-gan")},
     "compact": {
         "gan3p": _COMPACT,
-        "disgan": {**_COMPACT, "critic": {"widths": (16, 32, 64, 128)}},
+        "disgan": _COMPACT,  # same widths for the wavelet U-Net critic
         "motion-gan": {**_COMPACT, "generator": {**_COMPACT_GENERATOR, "num_blocks": 2,
                                                  "space_to_depth": True}},
     },

@@ -257,8 +257,9 @@ class _Session:
                              f"{t.config.task!r}")
         mismatches = resume_mismatches(state["config"], t.config.to_dict())
         saved_warmup = state["config"].get("warmup_iterations", 0)
-        if int(state["iteration"]) <= min(saved_warmup, t.config.warmup_iterations):
-            # still inside both warm-ups: nothing computed so far depends on where it ends
+        # still inside both warm-ups: nothing computed so far depends on where it ends
+        in_warmup = int(state["iteration"]) <= min(saved_warmup, t.config.warmup_iterations)
+        if in_warmup:
             mismatches = [m for m in mismatches if not m.startswith("warmup_iterations:")]
         if mismatches:
             raise ValueError("cannot resume with different settings (only "
@@ -266,7 +267,6 @@ class _Session:
                              "compile may change, and warmup_iterations while the run is "
                              "still in its warm-up): " + "; ".join(mismatches))
         saved_anneal = state["config"].get("instance_noise_iterations")
-        in_warmup = int(state["iteration"]) <= min(saved_warmup, t.config.warmup_iterations)
         if t.config.is_gan and saved_anneal != t.config.instance_noise_iterations and \
                 not in_warmup:  # an annealing that has started is not bent
             LOGGER.info("keeping the checkpoint's instance_noise_iterations=%s (not %s)",
@@ -405,10 +405,7 @@ def fit(trainer: Trainer, stream: Any, *, out_dir: str | os.PathLike[str],
             torch.cuda.synchronize(ctx.device)
         session_time = time.perf_counter() - t0
         metrics: dict[str, float] = {}
-        if stopped_early:
-            if session.history:
-                metrics = {k: v for k, v in session.history[-1].items() if k != "iteration"}
-        elif evaluate is not None and validated_at != cfg.iterations:
+        if evaluate is not None and validated_at != cfg.iterations and not stopped_early:
             metrics = session.validate(evaluate, cfg.iterations, monitor)
         elif session.history:
             metrics = {k: v for k, v in session.history[-1].items() if k != "iteration"}
