@@ -134,6 +134,25 @@ def test_rerun_reuses_the_work_directory(run_once, capsys):
     assert target.read_bytes() == before
 
 
+def test_rerun_restores_deleted_outputs(run_once):
+    # The sinks always run (nipype would skip them as cached): a rerun restores an image, a
+    # sidecar or a reportlet that was deleted, or an image killed before its rename.
+    out, bids, tmp = run_once["out"], run_once["bids"], run_once["tmp"]
+    anat = out / "sub-01" / "anat"
+    lost = [anat / "sub-01_desc-denoised_T1w.nii.gz", anat / "sub-01_desc-preproc_T1w.json",
+            *(out / "sub-01" / "figures").glob("sub-01_desc-residual_T1w.svg")]
+    assert len(lost) == 3
+    kept = {path: path.read_bytes() for path in [*lost, anat / "sub-01_desc-denoised_T1w.json"]}
+    for path in lost:
+        path.unlink()
+    argv = [str(bids), str(out), "participant", "-w", str(tmp / "work"), "--nprocs", "2",
+            "--random-seed", "5", "--sloppy", "--fmriprep-compat", "--participant-label", "01",
+            "--skip-bids-validation"]
+    assert main(argv) == 0
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert not list(out.rglob(".tmp-*"))
+
+
 def test_bad_images_fail_alone_with_one_line_and_exit_1(tmp_path, capsys):
     bids = write_bids(tmp_path / "bids", {
         "sub-01/anat/sub-01_T1w.nii.gz": phantom(noise=4.0),

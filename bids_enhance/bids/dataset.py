@@ -1,5 +1,10 @@
 """Dataset-level files of the derivatives: dataset_description.json, .bidsignore,
-descriptions.tsv."""
+descriptions.tsv.
+
+Runs writing into one output directory at the same time (one per participant) update these
+files by read-modify-write; each update holds the dataset's lock (:data:`LOCK_NAME`, a hidden
+file, which the BIDS validator ignores like every dot-file) so that no run loses another's
+rows, and is written atomically so that no reader sees a partial file."""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ import csv
 import io
 import json
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from bids_enhance.utils import atomic_write_text
+from bids_enhance.utils import atomic_write_text, file_lock
 
 CODE_URL = "https://github.com/bids-enhance/bids_enhance"
 BIDS_VERSION = "1.10.0"
 #: Set in the Docker/Apptainer images (``GeneratedBy.Container``).
 CONTAINER_TYPE_ENV = "BIDS_ENHANCE_CONTAINER_TYPE"
 CONTAINER_TAG_ENV = "BIDS_ENHANCE_CONTAINER_TAG"
+#: Lock file, in the output directory, of the updates of its dataset-level files.
+LOCK_NAME = ".bids_enhance.lock"
 
 #: Patterns as the BIDS validator (bids-validator-deno 2+) matches them: "**/figures" hides every
 #: subject's figures folder, where "figures/" or "sub-*/figures/" do not.
@@ -58,15 +66,14 @@ def generated_by() -> list[dict]:
     return [entry]
 
 
+def dataset_lock(output_dir: Path | str) -> AbstractContextManager[Path]:
+    """The lock (:func:`~bids_enhance.utils.file_lock`) of ``output_dir``'s dataset files."""
+    return file_lock(Path(output_dir) / LOCK_NAME)
+
+
 def write_dataset_description(output_dir: Path, bids_dir: Path) -> Path:
     """Write ``dataset_description.json`` (keeps a prior file's extra keys, refreshes ours)."""
     path = Path(output_dir) / "dataset_description.json"
-    desc: dict = {}
-    if path.exists():
-        try:
-            desc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            desc = {}
     source_desc: dict = {}
     try:
         source_desc = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
@@ -77,7 +84,7 @@ def write_dataset_description(output_dir: Path, bids_dir: Path) -> Path:
         source = {"DOI": source_desc["DatasetDOI"]}
     if source_desc.get("Name"):
         source["Version"] = str(source_desc.get("BIDSVersion", ""))
-    desc.update({
+    ours = {
         "Name": "bids_enhance: enhanced anatomical images",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
@@ -86,15 +93,25 @@ def write_dataset_description(output_dir: Path, bids_dir: Path) -> Path:
         "DatasetLinks": {"raw": Path(bids_dir).absolute().as_uri()},
         "HowToAcknowledge": "Cite the methods listed in logs/CITATION.md.",
         "License": source_desc.get("License", "See the source dataset's licence."),
-    })
-    return atomic_write_text(path, json.dumps(desc, indent=2) + "\n")
+    }
+    with dataset_lock(output_dir):
+        desc: dict = {}
+        if path.exists():
+            try:
+                desc = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                desc = {}
+        desc.update(ours)
+        return atomic_write_text(path, json.dumps(desc, indent=2) + "\n")
 
 
 def write_bidsignore(output_dir: Path) -> Path:
+    """Write ``.bidsignore`` (keeps a prior file's lines, adds :data:`BIDSIGNORE`)."""
     path = Path(output_dir) / ".bidsignore"
-    existing = path.read_text().splitlines() if path.exists() else []
-    lines = list(dict.fromkeys([*existing, *BIDSIGNORE]))
-    return atomic_write_text(path, "\n".join(lines) + "\n")
+    with dataset_lock(output_dir):
+        existing = path.read_text().splitlines() if path.exists() else []
+        lines = list(dict.fromkeys([*existing, *BIDSIGNORE]))
+        return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def write_descriptions(output_dir: Path,
@@ -105,15 +122,17 @@ def write_descriptions(output_dir: Path,
     if not isinstance(labels, dict):
         labels = {label: DESCRIPTIONS[label] for label in labels}
     path = Path(output_dir) / "descriptions.tsv"
-    rows: dict[str, str] = {}
-    if path.exists():
-        with open(path, newline="") as fobj:
-            rows = {r["desc_id"]: r["description"] for r in csv.DictReader(fobj, delimiter="\t")}
-    for label, description in labels.items():
-        rows[f"desc-{label}"] = description
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(["desc_id", "description"])
-    for label in sorted(rows):
-        writer.writerow([label, rows[label]])
-    return atomic_write_text(path, buffer.getvalue())
+    with dataset_lock(output_dir):
+        rows: dict[str, str] = {}
+        if path.exists():
+            with open(path, newline="") as fobj:
+                rows = {r["desc_id"]: r["description"]
+                        for r in csv.DictReader(fobj, delimiter="\t")}
+        for label, description in labels.items():
+            rows[f"desc-{label}"] = description
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+        writer.writerow(["desc_id", "description"])
+        for label in sorted(rows):
+            writer.writerow([label, rows[label]])
+        return atomic_write_text(path, buffer.getvalue())

@@ -54,8 +54,10 @@ def collect_images(layout, *, participant_label: list[str] | None = None,
                    filters: dict[str, dict[str, Any]] | None = None) -> dict[str, list[Path]]:
     """Anatomical images to process, per subject label (sorted, reproducible).
 
-    Raises :class:`BIDSInputError` when a requested participant does not exist, when a
-    participant has no matching image, or when two files would give the same output name.
+    Raises :class:`BIDSInputError` when a requested participant does not exist or has no
+    matching image, when no participant has one, or when two files would give the same output
+    name. Participants that were not asked for by label and have no matching image (e.g. an
+    ``emptyroom`` subject) are skipped with a warning.
     """
     available = sorted(layout.get_subjects())
     if not available:
@@ -91,13 +93,17 @@ def collect_images(layout, *, participant_label: list[str] | None = None,
     result: dict[str, list[Path]] = {}
     what = "/".join(suffixes)
     where = f" in session(s) {', '.join(session_label)}" if session_label else ""
+    matching = " matching the --bids-filter-file" if filters else ""
+    skipped = []
     for subject in subjects:
         files = sorted(set(found.get(subject, [])))
         if not files:
-            raise BIDSInputError(
-                f"no {what} image found for participant {subject}{where}"
-                f"{' matching the --bids-filter-file' if filters else ''} "
-                f"(looked for anat/sub-{subject}_*_{{{','.join(suffixes)}}}.nii[.gz])")
+            if participant_label:  # asked for by label: that is an error
+                raise BIDSInputError(
+                    f"no {what} image found for participant {subject}{where}{matching} "
+                    f"(looked for anat/sub-{subject}_*_{{{','.join(suffixes)}}}.nii[.gz])")
+            skipped.append(subject)  # e.g. ds000117's sub-emptyroom: as fMRIPrep, skip it
+            continue
         stems: dict[str, Path] = {}
         for path in files:
             stem = path.name.removesuffix(".gz").removesuffix(".nii")
@@ -107,4 +113,12 @@ def collect_images(layout, *, participant_label: list[str] | None = None,
                     "remove one of them")
             stems[stem] = path
         result[subject] = files
+    if skipped:
+        LOGGER.warning("Skipping participant(s) without a %s image%s%s: %s", what, where,
+                       matching, ", ".join(skipped))
+    if not result:
+        raise BIDSInputError(
+            f"no {what} image found in {layout.root}{where}{matching} (looked for "
+            f"sub-*/[ses-*/]anat/sub-*_{{{','.join(suffixes)}}}.nii[.gz] in "
+            f"{len(subjects)} participant(s))")
     return result

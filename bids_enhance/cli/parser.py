@@ -316,6 +316,35 @@ def _check_choices(parser: argparse.ArgumentParser, opts: argparse.Namespace) ->
                              f"{', '.join(map(str, action.choices))}")
 
 
+#: Config-file keys in the units of the run's TOML record (GB), not of the command line (MB).
+_GB_KEYS = ("mem_gb", "gpu_mem_gb")
+
+
+def _check_file_values(parser: argparse.ArgumentParser, path: Path, values: dict) -> None:
+    """Give a config file's values the checks of the command line (argparse only converts
+    string defaults): ``nprocs = 0`` or ``mem_gb = -5`` are refused, not run."""
+    actions = {a.dest: a for a in parser._actions}
+    for key, value in list(values.items()):
+        action = actions.get(key)
+        if value is None or action is None:
+            continue
+        try:
+            if key in _GB_KEYS:
+                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                    raise argparse.ArgumentTypeError("must be a number of GB above zero")
+                continue
+            convert = action.type
+            if convert is None or convert in (str, Path) or isinstance(value, Path):
+                continue
+            if isinstance(value, bool) and convert in (int, float, _positive_int):
+                raise argparse.ArgumentTypeError("must be a number")
+            items = value if isinstance(value, list) else [value]
+            converted = [convert(str(v)) for v in items]
+            values[key] = converted if isinstance(value, list) else converted[0]
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+            parser.error(f"--config-file {path}: {key} = {value!r}: {exc}")
+
+
 def _parse_checkpoints(parser: argparse.ArgumentParser, values: list[str] | None,
                        chain: list[str]) -> dict[str, str]:
     """``--checkpoint [STEP=]PATH`` values → {step: path}."""
@@ -392,6 +421,7 @@ def parse_args(argv: list[str] | None = None):
         for key in ("bids_dir", "work_dir", "use_plugin", "bids_database_dir", "resume"):
             if from_file.get(key) is not None:
                 from_file[key] = Path(from_file[key])
+        _check_file_values(parser, opts.config_file, from_file)
         # action="append" would add the command line's values to the file's: keep them apart
         file_checkpoints = from_file.pop("checkpoint", None)
         # Options given on the command line win over the file: re-parse with the file's values
@@ -410,6 +440,11 @@ def parse_args(argv: list[str] | None = None):
         parser.error(f"{bids_dir} is not a BIDS dataset: dataset_description.json is missing")
     if output_dir.resolve() == bids_dir.resolve():
         parser.error(f"the output directory {output_dir} must not be the BIDS directory; "
+                     f"use e.g. {bids_dir / 'derivatives' / 'bids_enhance'}")
+    if (opts.analysis_level != "group" and _is_within(output_dir, bids_dir)
+            and not _is_within(output_dir, bids_dir / "derivatives")):
+        parser.error(f"the output directory {output_dir} is inside the BIDS directory but not "
+                     "under derivatives/, so a later run would read its images as inputs; "
                      f"use e.g. {bids_dir / 'derivatives' / 'bids_enhance'}")
     work_dir = (opts.work_dir or Path.cwd() / "work").expanduser().absolute()
     if _is_within(work_dir, bids_dir):

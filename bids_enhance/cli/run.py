@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = parse_args(argv)  # exits 2 with one sentence on bad arguments
     _setup_logging(settings.verbose)
+    existed = settings.output_dir.exists()
     try:
         if settings.analysis_level == "group":
             return run_group(settings)
@@ -40,12 +41,70 @@ def main(argv: list[str] | None = None) -> int:
             return run_train(settings)
         return run_participant(settings)
     except UsageError as exc:
+        _remove_if_empty(settings.output_dir, existed)
         print(f"bids_enhance: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # disk full, read-only or permission denied outside the workflow
+        _remove_if_empty(settings.output_dir, existed)
+        print(f"bids_enhance: error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("bids_enhance: interrupted; no partial file was left under a final name",
-              file=sys.stderr)
+        _stop_workers()
+        print("bids_enhance: interrupted; no partial file was left under a final name "
+              "(rerun the same command to continue)", file=sys.stderr)
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """``<file>: <reason>`` in one line (``[Errno 28] No space left …`` without the number)."""
+    reason = exc.strerror or str(exc)
+    where = exc.filename or ""
+    return f"{where}: {reason}" if where else reason
+
+
+def _remove_if_empty(path: Path, existed: bool) -> None:
+    """A refused run leaves nothing behind: remove the output directory it created, if it
+    holds nothing but empty folders."""
+    import shutil
+
+    if existed or not path.is_dir():
+        return
+    if any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _worker_initializer(cwd: str) -> None:
+    """nipype's MultiProc worker set-up, and Ctrl-C left to the main process: it stops the
+    workers itself (:func:`_stop_workers`), so no worker prints a traceback."""
+    import signal
+
+    from nipype.pipeline.plugins import multiproc
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a forked worker inherits the patched module; a forkserver worker imports it afresh
+    getattr(multiproc, "_nipype_process_initializer", multiproc.process_initializer)(cwd)
+
+
+def _install_worker_initializer() -> None:
+    from nipype.pipeline.plugins import multiproc
+
+    if not hasattr(multiproc, "_nipype_process_initializer"):
+        multiproc._nipype_process_initializer = multiproc.process_initializer
+    multiproc.process_initializer = _worker_initializer
+
+
+def _stop_workers() -> None:
+    """Terminate the worker processes of an interrupted run (they ignore SIGINT)."""
+    import multiprocessing
+
+    # the pool reports its terminated workers through nipype's callbacks: not the user's news
+    logging.getLogger("concurrent.futures").disabled = True
+    for child in multiprocessing.active_children():
+        try:
+            child.terminate()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,7 +133,7 @@ def validate_bids(bids_dir: Path, output_dir: Path, run_uuid: str, *,
     import json
     import subprocess
 
-    from bids_enhance.utils import find_executable
+    from bids_enhance.utils import atomic_write_text, find_executable
 
     exe = find_executable("bids-validator-deno")
     if exe is None:
@@ -86,7 +145,7 @@ def validate_bids(bids_dir: Path, output_dir: Path, run_uuid: str, *,
     LOGGER.info("Validating %s with the BIDS validator", bids_dir)
     proc = subprocess.run([exe, str(bids_dir), "--ignoreWarnings", "--format", "json"],
                           capture_output=True, text=True, timeout=3600, check=False)
-    report.write_text(proc.stdout or proc.stderr)
+    atomic_write_text(report, proc.stdout or proc.stderr)
     try:
         issues = json.loads(proc.stdout)["issues"]["issues"]
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -108,6 +167,17 @@ def validate_bids(bids_dir: Path, output_dir: Path, run_uuid: str, *,
         elif not top.startswith("sub-") or top[4:] in subjects:
             blocking.append(issue)
     if blocking:
+        # name first what concerns the images we would process (their own folders), then the
+        # dataset's top-level files, then the subjects' other modalities
+        folders = {image.rsplit("/", 1)[0] + "/" for image in images}
+
+        def rank(issue: dict) -> int:
+            location = issue.get("location") or "/"
+            if any(location.startswith(folder) for folder in folders):
+                return 0
+            return 1 if not location.strip("/").startswith("sub-") else 2
+
+        blocking.sort(key=rank)
         first = blocking[0]
         raise UsageError(
             f"{bids_dir} is not valid BIDS: {first.get('code')} at {first.get('location') or '/'}"
@@ -214,31 +284,35 @@ def run_participant(settings) -> int:
     from bids_enhance.utils import remove_stale_temporaries
 
     out = settings.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    stale = remove_stale_temporaries(out)
-    if stale:
-        LOGGER.info("Removed %d temporary file(s) an interrupted run left behind", len(stale))
-
-    try:
+    try:  # nothing is created before the inputs and the settings are known to be usable
         layout = make_layout(settings.bids_dir, database_dir=settings.bids_database_dir)
         subjects = collect_images(layout, participant_label=settings.participant_label,
                                   session_label=settings.session_label,
                                   suffixes=settings.suffix, filters=settings.bids_filters)
     except BIDSInputError as exc:
         raise UsageError(str(exc)) from None
+    planned = planned_outputs(settings, subjects)
+    plugin = _plugin_settings(settings)
     n_images = sum(len(v) for v in subjects.values())
     LOGGER.info("Found %d image(s) of %d participant(s): %s", n_images, len(subjects),
                 ", ".join(subjects))
+
+    check_writable(out, "output directory")
+    stale = remove_stale_temporaries(out)
+    if stale:
+        LOGGER.info("Removed %d temporary file(s) an interrupted run left behind", len(stale))
     if not (settings.skip_bids_validation or settings.reports_only):
         validate_bids(settings.bids_dir, out, settings.run_uuid, subjects=subjects)
 
     if settings.reports_only:
         return _reports(settings, subjects, run_uuid=_latest_run_uuid(settings, subjects))
 
-    write_dataset_description(out, settings.bids_dir)
-    write_bidsignore(out)
+    check_writable(settings.work_dir, "work directory")
     _configure_nipype(settings)  # before building: nodes copy the configuration
     workflow = build_workflow(settings, subjects)
+    check_memory(workflow, settings, plugin)
+    write_dataset_description(out, settings.bids_dir)
+    write_bidsignore(out)
     _write_boilerplate(out, workflow)
     if settings.boilerplate_only:
         LOGGER.info("Wrote the methods text to %s", out / "logs")
@@ -250,27 +324,156 @@ def run_participant(settings) -> int:
         settings.dump_toml(log_dir / "bids_enhance.toml")
 
     _set_crash_dirs(workflow, settings, subjects)
-    plugin = _plugin_settings(settings)
+    _install_worker_initializer()
     LOGGER.info("Running %s with the %s plugin (work directory %s)", workflow.name,
                 plugin["plugin"], settings.work_dir)
-    try:
-        workflow.run(**plugin)
-    except Exception as exc:  # nipype raises after finishing what it could
-        LOGGER.debug("nipype reported: %s", exc)
+    error: Exception | None = None
+    with subject_locks(settings.work_dir / workflow.name, subjects):
+        try:
+            workflow.run(**plugin)
+        except Exception as exc:  # nipype raises after finishing what it could
+            error = exc
 
-    failed = 0
+    causes = []
     for subject in subjects:
         for crash, message in crash_messages(settings.log_dir(subject)):
-            failed += 1
-            LOGGER.error("sub-%s: %s (details: %s)", subject, message, crash)
+            causes.append(f"sub-{subject}: {message} (details: {crash})")
+    if error is not None and not causes:  # the run itself failed, not one of its nodes
+        causes.append(f"the workflow did not run: {_one_line(error)}")
+    missing = [(source, target) for source, target in planned.items() if not target.exists()]
+    if not causes:  # an output is missing although nothing reported a failure
+        causes += [f"{source.name}: no output was written ({target.name} is missing)"
+                   for source, target in missing]
+    for cause in causes:
+        LOGGER.error(cause)
     write_descriptions(out, _descriptions(settings))
     status = _reports(settings, subjects, run_uuid=settings.run_uuid)
-    if failed:
-        LOGGER.error("%d node(s) failed; the other images were processed. Outputs: %s",
-                     failed, out)
+    if causes:
+        written = len(planned) - len(missing)
+        LOGGER.error("%d of %d image(s) written%s. Outputs: %s", written, len(planned),
+                     "; rerun the same command to retry the others (finished steps are reused)"
+                     if written < len(planned) else "; a report step failed", out)
         return EXIT_FAILED
-    LOGGER.info("Done: outputs in %s", out)
+    LOGGER.info("Done: %d image(s) written; outputs in %s", len(planned), out)
     return status
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def planned_outputs(settings, subjects: dict[str, list[Path]]) -> dict[Path, Path]:
+    """The final image each input will be written to; two inputs never share one."""
+    from bids_enhance.bids.naming import derivative_path
+    from bids_enhance.workflows.enhance import X2_RES_LABEL, is_x2, output_desc
+
+    simulated = settings.simulate is not None
+    desc = output_desc(settings.enhance, simulated=simulated)
+    res = X2_RES_LABEL if is_x2(settings.enhance) and not simulated else None
+    planned: dict[Path, Path] = {}
+    owners: dict[Path, Path] = {}
+    for images in subjects.values():
+        for source in images:
+            target = derivative_path(settings.output_dir, source, desc=desc, res=res,
+                                     extension=".nii.gz")
+            if target in owners:
+                raise UsageError(f"{source} and {owners[target]} would both be written to "
+                                 f"{target.name}; select one of them (--bids-filter-file)")
+            owners[target] = source
+            planned[source] = target
+    return planned
+
+
+#: Less free space than this on the output or work directory's disk is refused up front.
+MIN_FREE_BYTES = 64 * 1024 ** 2
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Create ``path`` if needed and prove it writable with room to spare (exit 2 if not)."""
+    import os
+    import shutil
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=path)
+        try:
+            os.write(fd, b"bids_enhance")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        raise UsageError(f"the {what} {path} is not writable: {exc.strerror or exc}") from None
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"the {what} {path} is on a full disk ({free / 1024 ** 2:.0f} MB free); "
+                         "free some space or choose another")
+
+
+def check_memory(workflow, settings, plugin: dict) -> None:
+    """Refuse a ``--mem`` budget below what the largest step needs: MultiProc would wait for
+    it forever. Generative inference adapts its patch size to the budget (down to 0.5 GB)."""
+    if settings.mem_gb is None or plugin["plugin"] not in {"MultiProc", "Linear"}:
+        return
+    from nipype.pipeline.engine import Workflow
+
+    def nodes(wf, path=()):
+        for node in wf._graph.nodes():
+            if isinstance(node, Workflow):
+                yield from nodes(node, (*path, node.name.removesuffix("_wf")))
+            else:
+                yield " ".join((*path, node.name)), node
+
+    need, where = 0.0, ""
+    for name, node in nodes(workflow):
+        mem = min(float(node.mem_gb), 0.5) if node.name == "enhance" else float(node.mem_gb)
+        if mem > need:
+            need, where = mem, name
+    if settings.mem_gb < need:
+        given = (f"{settings.mem_gb * 1000:.0f} MB" if settings.mem_gb < 1
+                 else f"{settings.mem_gb:.3g} GB")
+        raise UsageError(f"--mem {given} is less than the {need:.2f} GB the largest step "
+                         f"needs ({where}); give at least --mem {need:.2f}G")
+
+
+class subject_locks:  # noqa: N801 - a context manager used like a function
+    """Hold one lock file per subject in the work directory for the run: a second run on the
+    same work directory and subject waits for the first (then reuses its results) instead of
+    both writing the same node folders."""
+
+    def __init__(self, root: Path, subjects) -> None:
+        self.paths = [Path(root) / f".sub-{s}.lock" for s in sorted(subjects)]
+        self.handles: list = []
+
+    def __enter__(self):
+        import fcntl
+        import os
+        import socket
+
+        for path in self.paths:  # in sorted order: two runs never deadlock
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")  # noqa: SIM115 - held until __exit__
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "another run"
+                LOGGER.warning("%s: waiting for %s, which is using this work directory for "
+                               "the same participant", path.stem.lstrip("."), owner)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            self.handles.append(handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.close()  # releases the lock
+        self.handles = []
 
 
 def _descriptions(settings) -> dict[str, str]:
@@ -349,7 +552,9 @@ def run_train(settings) -> int:
     LOGGER.info("Training %s on %d image(s) of %s; held out: %s", settings.model,
                 sum(map(len, train_images.values())), ", ".join(train_images),
                 ", ".join(val_images))
-    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    plugin = _plugin_settings(settings)
+    check_writable(settings.output_dir, "output directory")
+    check_writable(settings.work_dir, "work directory")
     log_dir = settings.output_dir / "logs" / settings.run_uuid
     log_dir.mkdir(parents=True, exist_ok=True)
     settings.dump_toml(log_dir / "bids_enhance.toml")
@@ -367,16 +572,25 @@ def run_train(settings) -> int:
     workflow.config["execution"]["crashfile_format"] = "txt"
     for node in workflow._get_all_nodes():
         node.config = dict(workflow.config)
+    error: Exception | None = None
+    _install_worker_initializer()
     try:
-        workflow.run(**_plugin_settings(settings))
-    except Exception as exc:
-        LOGGER.debug("nipype reported: %s", exc)
-    crashes = crash_messages(log_dir)
-    for crash, message in crashes:
-        LOGGER.error("training: %s (details: %s)", message, crash)
-    if crashes:
+        workflow.run(**plugin)
+    except Exception as exc:  # nipype raises after finishing what it could
+        error = exc
+    causes = [f"training: {message} (details: {crash})"
+              for crash, message in crash_messages(log_dir)]
+    if error is not None and not causes:
+        causes.append(f"training: the workflow did not run: {_one_line(error)}")
+    model_dir = settings.output_dir / "models" / settings.model_name
+    if not causes and not (model_dir / "checkpoint.pt").is_file():
+        causes.append(f"training: no model was written ({model_dir / 'checkpoint.pt'} is "
+                      "missing)")
+    for cause in causes:
+        LOGGER.error(cause)
+    if causes:
         return EXIT_FAILED
-    LOGGER.info("Model and model card: %s", settings.output_dir / "models" / settings.model_name)
+    LOGGER.info("Model and model card: %s", model_dir)
     return EXIT_OK
 
 

@@ -1,16 +1,20 @@
 """Header and data sanitising: fix and report what can be fixed, fail loudly on what cannot.
 
 Fixed (and reported): qform/sform disagreement or a missing one, a singleton 4th (or higher)
-dimension, NaN/Inf voxels, integer data with scaling factors (applied), any orientation (kept as
-is: outputs have the input's orientation and world alignment).
+dimension, NaN/Inf voxels, negative voxels (set to 0 here, the one place where bids_enhance
+clips them: MR magnitude images are non-negative, and the Rician filters and the trained models
+assume so), integer data with scaling factors (applied), any orientation (kept as is: outputs
+have the input's orientation and world alignment).
 Refused (:class:`ImageInputError`, one line naming the file and the problem): unreadable,
-truncated or corrupt files, non-NIfTI files, 2D images or single slices, true 4D series, empty or
-all-constant images, a non-invertible or non-finite voxel-to-world affine.
+truncated or corrupt files, headers whose dimensions cannot fit in the file (checked before any
+data is read), non-NIfTI files, 2D images or single slices, true 4D series, empty, all-constant
+or entirely non-positive images, a non-invertible or non-finite voxel-to-world affine.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,9 @@ import numpy as np
 MIN_EXTENT = 8
 #: Tolerance (mm) when comparing the qform and sform affines.
 AFFINE_ATOL = 1e-3
+#: Largest ratio of uncompressed to compressed size that deflate (gzip) can reach (258-byte
+#: matches coded in 2 bits), so a ``.nii.gz`` of ``n`` bytes holds at most ``n × 1032`` bytes.
+MAX_DEFLATE_RATIO = 1032
 
 
 class ImageInputError(ValueError):
@@ -63,7 +70,40 @@ def load_image(path: Path | str) -> nib.Nifti1Image:
         raise ImageInputError(path, f"cannot read the file as NIfTI ({_reason(exc)})") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ImageInputError(path, f"is a {type(img).__name__}, not a NIfTI image")
+    _check_header_size(img, path)
     return img
+
+
+def _size_text(nbytes: int) -> str:
+    power = min(int(math.log(nbytes, 1024)), 3) if nbytes >= 1024 else 0
+    if power == 0:
+        return f"{nbytes} bytes"
+    return f"{nbytes / 1024 ** power:.3g} {('KiB', 'MiB', 'GiB')[power - 1]}"
+
+
+def _check_header_size(img: nib.Nifti1Image, path: Path) -> None:
+    """Refuse a header whose dimensions need more data than the file can hold (a corrupt header
+    or a truncated file), before anything tries to allocate that much memory."""
+    shape = tuple(int(s) for s in img.shape)
+    dtype = img.header.get_data_dtype()
+    voxels = math.prod(shape)
+    needed = voxels * dtype.itemsize
+    size = path.stat().st_size
+    with open(path, "rb") as fobj:
+        magic = fobj.read(2)
+    if magic == b"\x1f\x8b":  # gzip
+        capacity, where = size * MAX_DEFLATE_RATIO, "gzip file, even at maximal compression"
+    elif path.name.endswith(".nii"):
+        capacity, where = size - int(img.header.get_data_offset()), "file"
+    else:  # other compressions (bz2, zstd) have no useful bound
+        return
+    if needed > capacity:
+        gib = needed / 2**30
+        gib_text = f"{gib:,.0f}" if gib >= 10 else f"{gib:.3g}"
+        raise ImageInputError(
+            path, f"implausible image header: dimensions {'×'.join(map(str, shape))} ({voxels:,} "
+                  f"voxels, {gib_text} GiB of {dtype} data) cannot fit in the "
+                  f"{_size_text(size)} of this {where} (corrupt header or truncated file)")
 
 
 def _reason(exc: BaseException) -> str:
@@ -75,6 +115,11 @@ def _read_data(img: nib.Nifti1Image, path: Path | str) -> np.ndarray:
     try:
         # get_fdata applies scl_slope/scl_inter (NIfTI rules: 0 or NaN slope = no scaling).
         return np.asarray(img.get_fdata(dtype=np.float32))
+    except MemoryError:
+        voxels = math.prod(int(s) for s in img.shape)
+        raise ImageInputError(path, f"not enough memory to read the image data "
+                                    f"({'×'.join(map(str, img.shape))} = {voxels:,} voxels, "
+                                    f"{voxels * 4 / 2**30:.3g} GiB as float32)") from None
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
         raise ImageInputError(path, f"the image data are truncated or corrupt "
                                     f"({_reason(exc)})") from None
@@ -104,6 +149,22 @@ def _fix_shape(data: np.ndarray, path: Path | str, fixes: list[str]) -> np.ndarr
                   f"(shape {'×'.join(map(str, data.shape))}); expected a 3D volume with at least "
                   f"{MIN_EXTENT} voxels per axis")
     return data
+
+
+def _clip_negative(data: np.ndarray, path: Path | str, fixes: list[str]) -> np.ndarray:
+    """Set negative voxels to 0 and say so (the only place where bids_enhance clips them)."""
+    negative = data < 0
+    count = int(negative.sum())
+    if not count:
+        return data
+    low = float(data.min())
+    if not (data > 0).any():
+        raise ImageInputError(path, f"every voxel is zero or negative (minimum {low:.6g}); "
+                                    "expected a magnitude image with positive intensities")
+    fixes.append(f"clipped {count} negative voxel(s) to 0 (minimum {low:.6g}; "
+                 f"{100 * count / data.size:.3g} % of the voxels): magnitude images are "
+                 "non-negative")
+    return np.where(negative, np.float32(0), data)
 
 
 def _fix_affine(img: nib.Nifti1Image, path: Path | str, fixes: list[str]) -> tuple[np.ndarray, int]:
@@ -157,6 +218,7 @@ def sanitise_image(img: nib.Nifti1Image, *, path: Path | str | None = None
             raise ImageInputError(path, "every voxel is NaN or infinite")
         data = np.where(finite, data, 0.0)
         fixes.append(f"set {bad} NaN/infinite voxel(s) to 0")
+    data = _clip_negative(data, path, fixes)
     lo, hi = float(data.min()), float(data.max())
     if lo == hi:
         raise ImageInputError(path, f"image contains no signal (every voxel is {lo:g})")

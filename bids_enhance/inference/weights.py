@@ -251,7 +251,11 @@ def _check_fits(step: str, meta: dict[str, Any], path: Path) -> str | None:
             f"{' or '.join(map(repr, expected_tasks))} models{hint}")
     if step not in X2_STEPS:
         return None
-    method, axis = lowres_method_of(meta.get("degradation"))
+    try:
+        method, axis = lowres_method_of(meta.get("degradation"))
+    except ValueError as exc:  # a hand-made record, e.g. an unknown low-resolution method
+        raise ModelSelectionError(f"checkpoint {path} has a malformed 'degradation' entry: "
+                                  f"{exc}") from None
     if method is not None and method.value == "thick":
         raise ModelSelectionError(
             f"checkpoint {path} was trained for one-axis thick slices (axis {axis}), which an x2 "

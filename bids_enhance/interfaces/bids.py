@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -41,17 +42,23 @@ class DerivativesDataSink(SimpleInterface):
 
     Every source entity is kept (no collisions between echoes, parts, runs …), ``desc``/``res``
     labels are validated, a ``res-`` output must say what its label means (``Resolution``), and
-    ``SkullStripped`` is always present. The image is first written under a hidden temporary name
+    ``SkullStripped`` is always present. Files are first written under hidden temporary names
     and renamed when complete, so an interrupted run never leaves a partial file under a final
-    name.
+    name; an image and its sidecar are one unit: the sidecar is renamed first and the image
+    last, so a reader that finds an image finds its sidecar.
+
+    The sink always runs, even when nipype finds its inputs unchanged (copying is cheap, as
+    fMRIPrep's sinks do): a rerun thus restores an output that was deleted, or an image an
+    interrupted run left without its sidecar.
     """
 
     input_spec = _DerivativesDataSinkInputSpec
     output_spec = _DerivativesDataSinkOutputSpec
+    _always_run = True
 
     def _run_interface(self, runtime):
         from bids_enhance.bids.naming import derivative_path, figure_path, split_extension
-        from bids_enhance.utils import atomic_copy, atomic_write_text, dump_json
+        from bids_enhance.utils import atomic_copy, atomic_paths, dump_json
 
         inputs = self.inputs
         desc = inputs.desc if isdefined(inputs.desc) else None
@@ -76,9 +83,10 @@ class DerivativesDataSink(SimpleInterface):
             raise ValueError(f"{out_file.name}: a res-{res} output needs a 'Resolution' "
                              "description in its metadata")
         meta.setdefault("SkullStripped", False)
-        atomic_copy(inputs.in_file, out_file)
         out_meta = out_file.with_name(out_file.name.removesuffix(ext) + ".json")
-        atomic_write_text(out_meta, dump_json(meta))
+        with atomic_paths(out_meta, out_file) as (tmp_meta, tmp_file):  # the image last
+            tmp_meta.write_text(dump_json(meta), encoding="utf-8")
+            shutil.copyfile(inputs.in_file, tmp_file)
         self._results.update(out_file=str(out_file), out_meta=str(out_meta))
         return runtime
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import re
+import reprlib
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePath
@@ -44,8 +46,8 @@ from bids_enhance import __version__
 from bids_enhance.models.registry import build_model, describe_arch, model_class
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "CheckpointError",
-           "load_checkpoint", "read_checkpoint", "save_checkpoint", "save_torch_atomic",
-           "sha256_file"]
+           "load_checkpoint", "read_checkpoint", "safe_load_failure", "save_checkpoint",
+           "save_torch_atomic", "sha256_file"]
 
 CHECKPOINT_FORMAT = "bids_enhance.checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -223,6 +225,84 @@ def save_torch_atomic(obj: Any, path: Path) -> None:
 # reading
 # ---------------------------------------------------------------------------------------------
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+#: sentences of torch's messages that advise loading the file unsafely
+_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|trust", re.IGNORECASE)
+
+
+def safe_load_failure(exc: BaseException) -> str:
+    """A short one-line reason why ``torch.load(..., weights_only=True)`` refused a file.
+
+    torch's own message advises retrying with ``weights_only=False`` or allowlisting the
+    offending class; both run code from the file, which is unsafe for a file of unknown origin,
+    so that advice is dropped and only the cause is kept.
+    """
+    text = _ANSI_ESCAPE.sub("", str(exc))
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|\Z)", text, re.DOTALL)
+    text = " ".join((detail.group(1) if detail else text).split())
+    found = re.match(r"Unsupported global: GLOBAL (\S+) was not an allowed global", text)
+    if found:
+        return f"it holds a pickled Python object ({found.group(1)}), which is never unpickled"
+    found = re.match(r"Unsupported operand (\d+)", text)
+    if found:
+        return f"unsupported pickle opcode {found.group(1)}"
+    sentences = [part for part in re.split(r"(?<=[.!?])\s+", text)
+                 if part and not _UNSAFE_ADVICE.search(part)]
+    reason = sentences[0].rstrip(". ") if sentences else ""
+    return (reason or type(exc).__name__)[:200]
+
+
+def _kind(value: Any) -> str:
+    """``"a list ([1, 2])"``: the type and a short repr of a value found in a checkpoint."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name} ({reprlib.repr(value)})"
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _check_entries(payload: dict[str, Any], path: Path) -> None:
+    """Refuse, with one line, entries of the wrong type (a hand-made or foreign file) before
+    anything uses them."""
+    def refuse(key: str, found: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} has a malformed {key!r} entry: {found}, "
+                               f"expected {expected}")
+
+    name = payload["arch_name"]
+    if not isinstance(name, str):
+        raise refuse("arch_name", _kind(name), "a registered model name (str)")
+    kwargs = payload["arch_kwargs"]
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise refuse("arch_kwargs", _kind(kwargs), "a dict of keyword arguments with str keys")
+    for key, value in kwargs.items():
+        if not _is_plain(value):
+            raise refuse("arch_kwargs", f"{key!r} is {_kind(value)}",
+                         "plain data (str, int, float, bool, None, lists, dicts)")
+    for entry in ("state_dict", "ema_state_dict"):
+        state = payload.get(entry)
+        if state is None and entry == "ema_state_dict":
+            continue
+        if not isinstance(state, dict):
+            raise refuse(entry, _kind(state), "a dict {parameter name: tensor}")
+        for key, value in state.items():
+            if not isinstance(key, str):
+                raise refuse(entry, f"has the key {_kind(key)}", "parameter names (str)")
+            if not isinstance(value, Tensor):
+                raise refuse(entry, f"{key!r} is {_kind(value)}", "a tensor")
+    extra = payload.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise refuse("extra", _kind(extra), "a dict or None")
+
+
 def read_checkpoint(path: str | os.PathLike[str], *, expected_sha256: str | None = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict (plus ``"sha256"`` and ``"path"``), after checking the file's
@@ -241,10 +321,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_sha256: str | None
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError (non-plain content), RuntimeError (not a zip) …
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(
-            f"{path} is not a readable bids_enhance checkpoint (only tensors and plain data are "
-            f"loaded, nothing is unpickled): {type(exc).__name__}: {first}") from None
+            f"{path}: not a bids_enhance checkpoint (cannot be read as a safe torch checkpoint "
+            f"of tensors and plain data: {safe_load_failure(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a bids_enhance checkpoint (no "
                               f"format={CHECKPOINT_FORMAT!r} entry)")
@@ -257,6 +336,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_sha256: str | None
     for key in ("arch_name", "arch_kwargs", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"{path} lacks the {key!r} entry")
+    _check_entries(payload, path)
     payload["sha256"] = digest
     payload["path"] = str(path)
     return payload
@@ -291,7 +371,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, expected_arch: str | None =
                                   f"{describe_arch(expected_arch or name, dict(expected_kwargs))}")
     try:
         model = build_model(name, **kwargs)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} holds {held}, which this version "
                               f"({__version__}) cannot build: {exc}") from None
     has_ema = payload.get("ema_state_dict") is not None

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from bids_enhance.models import CheckpointError, read_checkpoint, save_checkpoint
-from bids_enhance.models.checkpoint import save_torch_atomic
+from bids_enhance.models.checkpoint import safe_load_failure, save_torch_atomic
 from bids_enhance.training.base import Trainer
 from bids_enhance.training.config import TrainConfig, resume_mismatches
 from bids_enhance.training.ddp import DistributedContext
@@ -243,8 +243,9 @@ class _Session:
         try:
             state = torch.load(state_file, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{state_file} is not a readable training state: "
-                                  f"{type(exc).__name__}: {exc}") from None
+            raise CheckpointError(f"{state_file}: not a bids_enhance training state (cannot be "
+                                  f"read as a safe torch file of tensors and plain data: "
+                                  f"{safe_load_failure(exc)})") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{state_file} is not a bids_enhance training state")
         if state.get("checkpoint_sha256") != payload["sha256"]:

@@ -39,6 +39,22 @@ def test_unknown_participant_and_empty_selection_are_errors(tiny_bids):
         collect_images(layout, participant_label=["01"], suffixes=["FLAIR"])
 
 
+def test_a_participant_without_the_suffix_is_skipped_unless_asked_for(tiny_bids, caplog):
+    """ds000117's sub-emptyroom has no T1w: skipped with a warning, as fMRIPrep does."""
+    (tiny_bids / "sub-emptyroom" / "meg").mkdir(parents=True)
+    (tiny_bids / "sub-emptyroom" / "meg" / "sub-emptyroom_scans.tsv").write_text("filename\n")
+    layout = make_layout(tiny_bids)
+    with caplog.at_level("WARNING"):
+        found = collect_images(layout)
+    assert set(found) == {"01", "02"}
+    assert "Skipping participant(s) without a T1w image" in caplog.text
+    assert "emptyroom" in caplog.text
+    with pytest.raises(BIDSInputError, match="no T1w image found for participant emptyroom"):
+        collect_images(layout, participant_label=["emptyroom", "01"])
+    with pytest.raises(BIDSInputError, match="no FLAIR image found in .*3 participant"):
+        collect_images(layout, suffixes=["FLAIR"])
+
+
 def test_phase_images_are_skipped_unless_asked_for(tmp_path):
     root = write_bids(tmp_path / "bids", {
         "sub-01/anat/sub-01_part-mag_T1w.nii.gz": phantom(),

@@ -1,4 +1,5 @@
 import gzip
+import re
 
 import nibabel as nib
 import numpy as np
@@ -134,3 +135,95 @@ def test_non_finite_affine_fails(tmp_path):
     nib.save(nib.Nifti1Image(hdr_img.get_fdata(), None, hdr_img.header), bad)
     with pytest.raises(ImageInputError):
         load_and_sanitise(bad)
+
+
+def test_negative_voxels_are_clipped_to_zero_and_counted(tmp_path):
+    data = _volume()
+    data[0, 0, :3] = [-1.5, -40.0, -0.25]  # e.g. ringing of a sinc interpolation
+    img, report = load_and_sanitise(_save(tmp_path, nib.Nifti1Image(data, np.eye(4))))
+    out = img.get_fdata()
+    assert out.min() == 0.0
+    np.testing.assert_array_equal(out[0, 0, :3], 0.0)
+    np.testing.assert_allclose(out[data >= 0], data[data >= 0], rtol=1e-6)
+    (fix,) = [f for f in report.fixes if "negative" in f]
+    assert fix.startswith("clipped 3 negative voxel(s) to 0 (minimum -40;")
+    assert report.to_dict()["Fixes"] == report.fixes
+
+
+def test_negative_scaled_integers_are_clipped_after_scaling(tmp_path):
+    raw = np.full((12, 12, 12), 100, np.int16)
+    raw[0, 0, 0] = 2  # 2 * 1.0 - 5 = -3 once the scaling is applied
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(1.0, -5.0)
+    out, report = load_and_sanitise(_save(tmp_path, img))
+    assert out.get_fdata()[0, 0, 0] == 0.0
+    assert any(f.startswith("clipped 1 negative voxel(s) to 0 (minimum -3;") for f in report.fixes)
+
+
+def test_an_image_without_positive_voxels_is_refused(tmp_path):
+    data = -_volume()
+    path = _save(tmp_path, nib.Nifti1Image(data, np.eye(4)))
+    with pytest.raises(ImageInputError, match="every voxel is zero or negative") as info:
+        load_and_sanitise(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def _write_huge_header(path, cls=nib.Nifti1Image, dims=(30000, 30000, 30000), gz=False):
+    """A NIfTI whose header claims ``dims`` followed by only 1000 voxels of data."""
+    header = cls(np.ones((8, 8, 8), np.int16), np.eye(4)).header.copy()
+    header.set_data_shape(dims)
+    offset = header.single_vox_offset  # 352 (NIfTI-1) or 544 (NIfTI-2): no extensions
+    header.set_data_offset(offset)
+    raw = header.binaryblock.ljust(offset, b"\0") + np.ones(1000, np.int16).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+@pytest.mark.parametrize(("cls", "dims", "name"), [
+    (nib.Nifti1Image, (30000, 30000, 30000), "sub-01_T1w.nii"),
+    (nib.Nifti1Image, (30000, 30000, 30000), "sub-01_T1w.nii.gz"),
+    (nib.Nifti2Image, (100000, 100000, 100000), "sub-01_T1w.nii"),
+    (nib.Nifti1Image, (64, 64, 64), "sub-01_T1w.nii"),  # plausible dims, 1000 voxels of data
+])
+def test_header_dimensions_that_cannot_fit_in_the_file_are_refused_before_reading(
+        tmp_path, monkeypatch, cls, dims, name):
+    path = _write_huge_header(tmp_path / name, cls, dims, gz=name.endswith(".gz"))
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were read")
+
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "__array__", no_data)
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "_get_scaled", no_data)
+    with pytest.raises(ImageInputError, match="implausible image header") as info:
+        load_and_sanitise(path)
+    message = str(info.value)
+    n = int(np.prod(dims, dtype=np.float64))
+    assert message.startswith(f"{path}: implausible image header: dimensions "
+                              f"{'×'.join(map(str, dims))} ({n:,} voxels, ")
+    assert "GiB of int16 data" in message and "\n" not in message
+    assert ("gzip file" in message) == name.endswith(".gz")
+    # the CLI keeps the innermost "SomethingError: message" line of a nipype crash file
+    crash_line = f"bids_enhance.image.sanitize.ImageInputError: {message}"
+    match = re.match(r"^\s*([\w.]*(?:Error|Exception|Exit)\w*): (.+)$", crash_line)
+    assert match and "implausible image header" in match.group(2)
+
+
+def test_gzip_bound_accepts_highly_compressible_real_data(tmp_path):
+    data = np.zeros((96, 96, 96), np.float32)  # compresses ~1000:1, yet is a valid file
+    data[40:56, 40:56, 40:56] = 1.0
+    path = _save(tmp_path, nib.Nifti1Image(data, np.eye(4)))
+    assert path.stat().st_size * 100 < data.nbytes
+    img, _ = load_and_sanitise(path)
+    assert img.shape == data.shape
+
+
+def test_out_of_memory_while_reading_is_one_line_not_unknown(tmp_path, monkeypatch):
+    path = _save(tmp_path, nib.Nifti1Image(_volume(), np.eye(4)))
+
+    def oom(self, *args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(nib.Nifti1Image, "get_fdata", oom)
+    with pytest.raises(ImageInputError, match=r"not enough memory to read the image data "
+                                              r"\(16×18×20 = 5,760 voxels"):
+        load_and_sanitise(path)

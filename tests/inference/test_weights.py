@@ -117,8 +117,32 @@ def test_thick_slice_models_and_missing_files_are_refused(tmp_path):
     with pytest.raises(ModelSelectionError, match="folder without"):
         resolve_model("superres", tmp_path / "empty")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelSelectionError, match="not a readable bids_enhance checkpoint"):
+    with pytest.raises(ModelSelectionError, match="junk.pt: not a bids_enhance checkpoint") as info:
         resolve_model("superres", tmp_path / "junk.pt")
+    assert "weights_only" not in str(info.value)
+
+
+@pytest.mark.parametrize(("entries", "match"), [
+    ({"arch_kwargs": ["features", 4]}, r"malformed 'arch_kwargs' entry: a list"),
+    ({"arch_kwargs": "scale=2"}, r"malformed 'arch_kwargs' entry: a str \('scale=2'\)"),
+    ({"state_dict": [1.0, 2.0]}, r"malformed 'state_dict' entry: a list"),
+    ({"state_dict": {"conv_first.weight": "x"}}, r"'conv_first.weight' is a str \('x'\), "
+                                                 "expected a tensor"),
+    ({"extra": "gan3p"}, r"malformed 'extra' entry: a str"),
+    ({"degradation": {"records": [{"kind": "lowres", "method": "bogus"}]}},
+     r"malformed 'degradation' entry: method must be one of"),
+])
+def test_hand_made_checkpoints_of_the_wrong_types_get_one_line(tmp_path, entries, match):
+    import torch
+
+    path = tmp_path / "hand_made.pt"
+    save_tiny_generator(path)
+    raw = torch.load(path, weights_only=True)
+    raw.update(entries)
+    torch.save(raw, path)
+    with pytest.raises(ModelSelectionError, match=match) as info:
+        resolve_model("superres", path)
+    assert str(info.value).startswith(f"checkpoint {path} ") and "\n" not in str(info.value)
 
 
 def test_motion_accepts_scale_one_generators(tmp_path):

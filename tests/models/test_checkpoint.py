@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import collections
+import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -95,11 +98,12 @@ class _Evil:
 def test_pickled_objects_are_never_unpickled(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"format": "bids_enhance.checkpoint", "payload": _Evil()}, path)
-    with pytest.raises(CheckpointError, match="nothing is unpickled"):
+    with pytest.raises(CheckpointError, match=r"holds a pickled Python object "
+                                              r"\((builtins\.)?print\), which is never unpickled"):
         load_checkpoint(path)
     assert "pwned" not in capsys.readouterr().out
     (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="cannot be read as a safe torch checkpoint"):
         read_checkpoint(tmp_path / "plain.pkl")
     torch.save({"a": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a bids_enhance checkpoint"):
@@ -166,3 +170,94 @@ def test_checkpoints_get_umask_permissions_not_mkstemps_0600(tmp_path):
     mode = stat.S_IMODE((tmp_path / "shared" / "state.pt").stat().st_mode)
     assert mode == 0o644
     assert [p.name for p in (tmp_path / "shared").iterdir()] == ["state.pt"]
+
+
+class _Ordered(collections.OrderedDict):
+    """A class torch's safe loader does not know (any class of the writer's code base)."""
+
+
+def _garbage(kind: str, path):
+    if kind == "random bytes":
+        path.write_bytes(np.random.default_rng(3).bytes(4096))
+    elif kind == "a truncated torch file":
+        torch.save({"a": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+    elif kind == "a pickle of a plain dict":
+        path.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    else:
+        value = {"class": _Ordered(a=1), "function": os.path.join}[kind]
+        torch.save({"format": "bids_enhance.checkpoint", "arch_kwargs": value}, path)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("random bytes", "unsupported pickle opcode"),
+    ("a truncated torch file", "PytorchStreamReader failed reading zip archive"),
+    ("a pickle of a plain dict", "unsupported pickle opcode"),
+    ("class", r"holds a pickled Python object \([\w.]*_Ordered\), which is never unpickled"),
+    ("function", r"holds a pickled Python object \(posixpath.join\), which is never unpickled"),
+])
+def test_unreadable_files_get_one_line_without_unsafe_advice(tmp_path, kind, reason):
+    path = tmp_path / "garbage.pt"
+    _garbage(kind, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a bids_enhance checkpoint (cannot be read as a safe "
+                              "torch checkpoint")
+    assert re.search(reason, message) and message.endswith(")")
+    assert "\n" not in message and "\x1b" not in message
+    for advice in ("weights_only", "safe_globals", "trust"):
+        assert advice not in message.lower()
+
+
+def _forge(tmp_path, checkpoint, **entries):
+    raw = torch.load(checkpoint, weights_only=True)
+    raw.update(entries)
+    path = tmp_path / "forged.pt"
+    torch.save(raw, path)
+    return path
+
+
+_STATE = "a dict {parameter name: tensor}"
+
+
+@pytest.mark.parametrize(("entries", "expected"), [
+    ({"arch_kwargs": [4, 4, 1, 2]}, "'arch_kwargs' entry: a list ([4, 4, 1, 2]), expected a dict"),
+    ({"arch_kwargs": [["features", 4]]}, "'arch_kwargs' entry: a list"),
+    ({"arch_kwargs": "features=4"}, "'arch_kwargs' entry: a str ('features=4'), expected a dict"),
+    ({"arch_kwargs": 4}, "'arch_kwargs' entry: an int (4), expected a dict"),
+    ({"arch_kwargs": None}, "'arch_kwargs' entry: None, expected a dict"),
+    ({"arch_kwargs": {1: 2}}, "'arch_kwargs' entry: a dict ({1: 2}), expected a dict of keyword "
+                              "arguments with str keys"),
+    ({"arch_kwargs": {**TINY_GENERATOR, "features": torch.tensor(4)}},
+     "'arch_kwargs' entry: 'features' is a Tensor"),
+    ({"arch_name": 5}, "'arch_name' entry: an int (5), expected a registered model name"),
+    ({"state_dict": [1, 2]}, f"'state_dict' entry: a list ([1, 2]), expected {_STATE}"),
+    ({"state_dict": "weights"}, f"'state_dict' entry: a str ('weights'), expected {_STATE}"),
+    ({"state_dict": None}, f"'state_dict' entry: None, expected {_STATE}"),
+    ({"state_dict": {"conv_first.weight": 1.0}},
+     "'state_dict' entry: 'conv_first.weight' is a float (1.0), expected a tensor"),
+    ({"state_dict": {"conv_first.weight": [[0.5]]}},
+     "'state_dict' entry: 'conv_first.weight' is a list ([[0.5]]), expected a tensor"),
+    ({"state_dict": {3: torch.zeros(1)}}, "'state_dict' entry: has the key an int (3)"),
+    ({"ema_state_dict": [torch.zeros(1)]}, "'ema_state_dict' entry: a list"),
+    ({"extra": ["task", "gan3p"]}, "'extra' entry: a list"),
+])
+def test_entries_of_the_wrong_type_get_a_one_line_refusal(tmp_path, tiny_generator_checkpoint,
+                                                           entries, expected):
+    path = _forge(tmp_path, tiny_generator_checkpoint[0], **entries)
+    for load in (load_checkpoint, read_checkpoint):
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+        message = str(info.value)
+        assert message.startswith(f"checkpoint {path} has a malformed ")
+        assert expected in message and "\n" not in message
+
+
+def test_arguments_the_network_rejects_by_type_are_refused(tmp_path, tiny_generator_checkpoint):
+    path = _forge(tmp_path, tiny_generator_checkpoint[0],
+                  arch_kwargs={**TINY_GENERATOR, "features": [4]})
+    with pytest.raises(CheckpointError,
+                       match=r"holds rrdb_generator\(features=\[4\].*cannot build"):
+        load_checkpoint(path)

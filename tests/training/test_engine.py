@@ -4,6 +4,7 @@ interruption, refusal of inconsistent resumes."""
 from __future__ import annotations
 
 import csv
+import os
 
 import pytest
 import torch
@@ -143,6 +144,11 @@ def test_inconsistent_resumes_are_refused(tmp_path, train_volumes):
     torch.save(payload, state)
     with pytest.raises(CheckpointError, match="do not belong together"):
         train(train_volumes, config=cfg, out_dir=tmp_path, resume=tmp_path, progress=False)
+    torch.save({"format": "x", "payload": os.path.join}, state)  # a global: never unpickled
+    with pytest.raises(CheckpointError, match=r"not a bids_enhance training state \(cannot be "
+                                              r"read as a safe torch file") as info:
+        train(train_volumes, config=cfg, out_dir=tmp_path, resume=tmp_path, progress=False)
+    assert "weights_only" not in str(info.value).lower() and "\n" not in str(info.value)
     state.unlink()
     with pytest.raises(FileNotFoundError, match="checkpoint_state.pt is missing"):
         train(train_volumes, config=cfg, out_dir=tmp_path, resume=tmp_path, progress=False)
