@@ -233,3 +233,31 @@ def test_two_runs_on_one_work_directory_and_participant_both_succeed(one_subject
         assert run.returncode == 0, err
     assert (tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-denoised_T1w.json").exists()
     assert (tmp_path / "out" / "sub-01.html").exists()
+
+
+def test_the_validator_refusal_names_errors_of_the_images_to_process_first(tmp_path,
+                                                                           monkeypatch):
+    """The first error of any modality was named; a user processing T1w images needs those
+    of their own folders first (then the dataset's top-level files, then other modalities)."""
+    import json
+    import types
+
+    from bids_enhance.cli.run import UsageError, validate_bids
+
+    bids = write_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": phantom()})
+    issues = [{"severity": "error", "code": "EVENTS_TSV_MISSING",
+               "location": "/sub-01/func/sub-01_task-rest_bold.nii.gz"},
+              {"severity": "error", "code": "README_MISSING", "location": "/README"},
+              {"severity": "error", "code": "SIDECAR_KEY_REQUIRED",
+               "location": "/sub-01/anat/sub-01_T2w.json"},
+              {"severity": "error", "code": "NOT_INCLUDED", "location": "/sub-02/x.txt"}]
+    output = json.dumps({"issues": {"issues": issues}})
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: types.SimpleNamespace(
+        stdout=output, stderr="", returncode=16))
+    monkeypatch.setattr("bids_enhance.utils.find_executable", lambda name: "/bin/true")
+    with pytest.raises(UsageError) as exc:
+        validate_bids(bids, tmp_path / "out", "run1",
+                      subjects={"01": [bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"]})
+    message = str(exc.value)
+    assert "SIDECAR_KEY_REQUIRED at /sub-01/anat/sub-01_T2w.json and 2 more error(s)" in message
+    assert (tmp_path / "out" / "logs" / "bids-validator_run1.json").read_text() == output
