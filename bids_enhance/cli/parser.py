@@ -100,8 +100,15 @@ def _device(value: str) -> str:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line with a pointer to ``--help``, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bids_enhance",
         description=(
             f"bids_enhance {__version__}: denoise, super-resolve and motion-correct 3D "

@@ -24,7 +24,7 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s",
                         datefmt="%y%m%d-%H:%M:%S", stream=sys.stderr, force=True)
     LOGGER.setLevel(level)
-    for name in ("matplotlib", "PIL", "bids"):
+    for name in ("matplotlib", "PIL", "bids", "bidsschematools"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -213,23 +213,137 @@ def _plugin_settings(settings) -> dict:
     return {"plugin": "MultiProc", "plugin_args": args}
 
 
-def _status_callback(node, status: str) -> None:
-    """One progress line per finished enhancement and per written image (MultiProc/Linear)."""
-    parts = node.fullname.split(".")
-    where = " ".join(p.removesuffix("_wf") for p in parts[1:3]) if len(parts) > 3 else node.name
-    if status == "exception":
-        LOGGER.warning("%s: %s failed (details at the end)", where, node.name)
-    elif status == "end" and node.name in {"denoise", "enhance", "ds_image"}:
-        try:
-            result = node.result
-            seconds = float(getattr(result.runtime, "duration", 0.0) or 0.0)
-            out = result.outputs.out_file if node.name == "ds_image" else None
-        except Exception:  # the callback must never break a run
+class Progress:
+    """What the terminal says while a workflow runs: one line per finished enhancement and per
+    written image, whether a step was reused from the work directory, and a heartbeat line
+    (elapsed time, what is running) at growing intervals while long steps run, so that the
+    first run is never silent for minutes and a cluster job's log is not flooded."""
+
+    #: Seconds before the first heartbeat; each next one waits twice as long, up to the maximum.
+    FIRST_HEARTBEAT_S = 30.0
+    MAX_HEARTBEAT_S = 300.0
+
+    def __init__(self) -> None:
+        import threading
+
+        self.names: dict[tuple[str, str], str] = {}
+        self.running: dict[str, tuple[str, float]] = {}
+        self.started = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- naming -------------------------------------------------------------------------------
+    def set_images(self, subjects: dict[str, list[Path]]) -> None:
+        """Map the workflow names of every image back to its BIDS name (``sub-02_ses-1_T1w``)."""
+        from bids_enhance.bids.naming import image_id
+
+        self.names = {(f"sub_{subject}_wf", f"{image_id(path)}_wf"):
+                      path.name.removesuffix(".gz").removesuffix(".nii")
+                      for subject, paths in subjects.items() for path in paths}
+
+    def where(self, node) -> str:
+        parts = node.fullname.split(".")
+        if len(parts) > 3 and (parts[1], parts[2]) in self.names:
+            return self.names[(parts[1], parts[2])]
+        if len(parts) > 2 and parts[1].startswith("sub_"):
+            return "sub-" + parts[1].removeprefix("sub_").removesuffix("_wf")
+        return node.name
+
+    # -- the nipype status callback ------------------------------------------------------------
+    def __call__(self, node, status: str) -> None:
+        import time
+
+        try:  # the callback must never break a run
+            key = node.fullname
+            if status == "start":
+                with self._lock:
+                    self.running[key] = (f"{self.where(node)} {node.name}", time.monotonic())
+                return
+            with self._lock:
+                self.running.pop(key, None)
+            if status == "exception":
+                LOGGER.warning("%s: %s failed (details at the end)", self.where(node), node.name)
+            elif status == "end" and node.name in {"denoise", "enhance", "ds_image"}:
+                self._finished(node)
+        except Exception:  # noqa: BLE001
             return
-        if out:
-            LOGGER.info("%s: wrote %s", where, out)
+
+    def _finished(self, node) -> None:
+        from datetime import datetime
+
+        result = node.result
+        runtime = result.runtime
+        seconds = float(getattr(runtime, "duration", 0.0) or 0.0)
+        if node.name == "ds_image":
+            LOGGER.info("%s: wrote %s", self.where(node), result.outputs.out_file)
+            return
+        ended = getattr(runtime, "endTime", None)
+        reused = False
+        if ended:
+            try:
+                reused = datetime.fromisoformat(str(ended)).timestamp() < self.started
+            except ValueError:
+                reused = False
+        if reused:
+            LOGGER.info("%s: %s reused from the work directory (it took %.1f s in an earlier "
+                        "run)", self.where(node), node.name, seconds)
         else:
-            LOGGER.info("%s: %s finished in %.1f s", where, node.name, seconds)
+            LOGGER.info("%s: %s finished in %.1f s", self.where(node), node.name, seconds)
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    def __enter__(self):
+        import threading
+        import time
+
+        self.started = time.time()
+        self.running.clear()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="bids_enhance-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def _beat(self) -> None:
+        import time
+
+        wait = self.FIRST_HEARTBEAT_S
+        while not self._stop.wait(wait):
+            now = time.monotonic()
+            with self._lock:
+                running = sorted(self.running.values(), key=lambda item: item[1])
+            if running:
+                what = ", ".join(f"{label} ({_duration(now - since)})"
+                                 for label, since in running[:4])
+                more = f" and {len(running) - 4} more" if len(running) > 4 else ""
+                LOGGER.info("still running after %s: %s%s", _duration(time.time() - self.started),
+                            what, more)
+            wait = min(wait * 2, self.MAX_HEARTBEAT_S)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+#: The status callback of the participant and train levels.
+PROGRESS = Progress()
+
+
+def _status_callback(node, status: str) -> None:
+    PROGRESS(node, status)
 
 
 def _configure_nipype(settings) -> None:
@@ -328,7 +442,8 @@ def run_participant(settings) -> int:
     LOGGER.info("Running %s with the %s plugin (work directory %s)", workflow.name,
                 plugin["plugin"], settings.work_dir)
     error: Exception | None = None
-    with subject_locks(settings.work_dir / workflow.name, subjects):
+    PROGRESS.set_images(subjects)
+    with subject_locks(settings.work_dir / workflow.name, subjects), PROGRESS:
         try:
             workflow.run(**plugin)
         except Exception as exc:  # nipype raises after finishing what it could
@@ -574,10 +689,11 @@ def run_train(settings) -> int:
         node.config = dict(workflow.config)
     error: Exception | None = None
     _install_worker_initializer()
-    try:
-        workflow.run(**plugin)
-    except Exception as exc:  # nipype raises after finishing what it could
-        error = exc
+    with PROGRESS:
+        try:
+            workflow.run(**plugin)
+        except Exception as exc:  # nipype raises after finishing what it could
+            error = exc
     causes = [f"training: {message} (details: {crash})"
               for crash, message in crash_messages(log_dir)]
     if error is not None and not causes:
