@@ -174,7 +174,9 @@ def _no_default_message(step: str, directory: Path) -> str:
     return (f"--enhance {step} needs a trained model, but bids_enhance {__version__} ships no "
             f"default weights for it yet (looked for {directory / DEFAULT_MODELS[step] / CARD_NAME}"
             f"); train one with `bids_enhance BIDS_DIR OUT train --model {task}` and pass it "
-            f"with --checkpoint {step}=OUT/models/{task}/checkpoint.pt")
+            f"with --checkpoint {step}=OUT/models/{task}/checkpoint.pt"
+            + ("; or use `--enhance denoise superres` (PRI-NLM, then the shipped x2 model)"
+               if step == "superres-denoise" else ""))
 
 
 def _locate(step: str, given: str | os.PathLike[str] | None, directory: Path
