@@ -30,6 +30,8 @@ demo: $(VENV)/.installed
 	@echo
 	@echo "Reports:"
 	@ls -1 $(abspath $(DEMO_DIR))/out/sub-*.html $(abspath $(DEMO_DIR))/out/group_*.html
+	@echo
+	@echo "Open them in a browser. To run bids_enhance yourself: source $(VENV)/bin/activate"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -35,6 +35,7 @@ from bids_enhance.classical.prinlm import prinlm
 __all__ = [
     "METHODS",
     "NOISE_MODELS",
+    "REFERENCES",
     "denoise",
     "estimate_noise_pseudo_residual",
     "estimate_noise_sigma",
@@ -44,6 +45,17 @@ __all__ = [
 
 #: Methods understood by :func:`denoise`.
 METHODS: tuple[str, ...] = ("prinlm", "sanlm", "odct3d")
+
+#: What to cite for each method of :data:`METHODS` and each noise estimator (the
+#: ``sigma_estimator`` of :func:`denoise`'s record): keys of ``bids_enhance/data/boilerplate.bib``,
+#: the bibliography of the methods text (``logs/CITATION.md``), the method's own paper first.
+REFERENCES: dict[str, tuple[str, ...]] = {
+    "prinlm": ("manjon2012", "buades2005", "coupe2008"),
+    "sanlm": ("manjon2010", "coupe2008"),
+    "odct3d": ("manjon2012",),
+    "coupe2010": ("coupe2010", "koay2006"),
+    "user": (),
+}
 
 #: Keyword arguments of the method functions that :func:`denoise` sets itself.
 _RESERVED = ("volume", "sigma", "noise_model", "device")

@@ -754,6 +754,8 @@ def _train_config(settings) -> dict:
 
 
 def build_workflow(settings, subjects):
+    import shlex
+
     from bids_enhance.workflows.base import init_bids_enhance_wf
 
     seeds = {str(p): settings.seed_for(Path(p).relative_to(settings.bids_dir).as_posix())
@@ -766,6 +768,7 @@ def build_workflow(settings, subjects):
         sloppy=settings.sloppy, simulate=settings.simulate,
         fmriprep_compat=settings.fmriprep_compat, models=settings.models,
         consistency=settings.consistency, mem_budget_gb=inference_budget_gb(settings),
+        command_line=shlex.join(["bids_enhance", *settings.argv]), run_id=settings.run_uuid,
         base_dir=settings.work_dir)
 
 

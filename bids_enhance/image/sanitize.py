@@ -1,7 +1,8 @@
 """Header and data sanitising: fix and report what can be fixed, fail loudly on what cannot.
 
-Fixed (and reported): qform/sform disagreement or a missing one, a singleton 4th (or higher)
-dimension, NaN/Inf voxels, negative voxels (set to 0 here, the one place where bids_enhance
+Fixed (and reported): qform/sform disagreement or a missing one, a header without spatial
+units (millimetres assumed, as everywhere in BIDS), a singleton 4th (or higher) dimension,
+NaN/Inf voxels, negative voxels (set to 0 here, the one place where bids_enhance
 clips them: MR magnitude images are non-negative, and the Rician filters and the trained models
 assume so), integer data with scaling factors (applied), any orientation (kept as is: outputs
 have the input's orientation and world alignment).
@@ -195,6 +196,17 @@ def _fix_affine(img: nib.Nifti1Image, path: Path | str, fixes: list[str]) -> tup
     return affine, code
 
 
+def _units(header, fixes: list[str]) -> tuple[str, str]:
+    """The header's ``(space, time)`` units; millimetres and seconds where it has none."""
+    xyz, t = header.get_xyzt_units()
+    if xyz != "unknown":
+        return xyz, t
+    fixes.append("the header gives no unit for the voxel sizes (xyzt_units unknown); set "
+                 "millimetres" + (" and seconds" if t == "unknown" else "")
+                 + ", the units BIDS uses")
+    return "mm", ("sec" if t == "unknown" else t)
+
+
 def sanitise_image(img: nib.Nifti1Image, *, path: Path | str | None = None
                    ) -> tuple[nib.Nifti1Image, SanitiseReport]:
     """Return a clean float32 3D NIfTI (input intensity scale, input affine) and a report."""
@@ -228,6 +240,8 @@ def sanitise_image(img: nib.Nifti1Image, *, path: Path | str | None = None
     out = nib.Nifti1Image(data.astype(np.float32), affine, header=out_header)
     out.set_data_dtype(np.float32)
     out.header.set_slope_inter(None, None)
+    xyz_unit, t_unit = _units(header, fixes)
+    out.header.set_xyzt_units(xyz=xyz_unit, t=t_unit)
     out.set_sform(affine, code)
     out.set_qform(affine, code, strip_shears=True)
     qform_back = out.get_qform()

@@ -111,13 +111,25 @@ class _BuildSidecarOutputSpec(TraitedSpec):
 
 
 class BuildSidecar(SimpleInterface):
-    """Collect provenance into one sidecar: sources, method, parameters, noise, IQMs, versions."""
+    """Collect provenance into one sidecar: sources, method, parameters, noise, IQMs, versions.
+
+    Every step entry cites its method (``References``); the noise σ is recorded by the step that
+    estimated it (``NoiseSigma``, input units); a metric without a finite value is ``null`` with
+    its reason in the ``NotAvailable`` map of its group (see :mod:`bids_enhance.bids.provenance`).
+    What identifies the run (``CommandLine``, ``RunId``) is added by the sinks, so that this
+    node's result, and the reportlets made from it, stay cached across runs.
+    """
 
     input_spec = _BuildSidecarInputSpec
     output_spec = _BuildSidecarOutputSpec
 
     def _run_interface(self, runtime):
         from bids_enhance.bids.naming import bids_uri
+        from bids_enhance.bids.provenance import (
+            NOT_AVAILABLE,
+            iqm_reasons,
+            reference_metric_reasons,
+        )
         from bids_enhance.utils import dump_json, software_versions
 
         inputs = self.inputs
@@ -141,15 +153,21 @@ class BuildSidecar(SimpleInterface):
         resolution = _resolution(steps)
         if resolution:
             meta["Resolution"] = resolution
-        sigmas = [s["sigma"] * scale for s in steps if s.get("sigma") is not None]
-        if sigmas:
-            meta["EstimatedNoiseSigma"] = sigmas[0]
         if isdefined(inputs.iqms):
-            meta["QualityMetrics"] = json.loads(Path(inputs.iqms).read_text())
+            iqms = json.loads(Path(inputs.iqms).read_text())
+            reasons = {when: iqm_reasons(values) for when, values in iqms.items()
+                       if isinstance(values, dict)}
+            if any(reasons.values()):
+                iqms[NOT_AVAILABLE] = {when: r for when, r in reasons.items() if r}
+            meta["QualityMetrics"] = iqms
         if isdefined(inputs.simulation):
             meta.update(json.loads(Path(inputs.simulation).read_text()))
         if isdefined(inputs.reference_metrics):
-            meta["ReferenceMetrics"] = json.loads(Path(inputs.reference_metrics).read_text())
+            comparison = json.loads(Path(inputs.reference_metrics).read_text())
+            reasons = reference_metric_reasons(comparison)
+            if reasons:
+                comparison[NOT_AVAILABLE] = reasons
+            meta["ReferenceMetrics"] = comparison
         out_file = Path(runtime.cwd) / "sidecar.json"
         out_file.write_text(dump_json(meta))
         self._results["out_file"] = str(out_file)
@@ -187,7 +205,11 @@ def _consistency(record: dict | None, scale: float) -> dict | None:
 
 
 def _generative_entry(info: dict, scale: float) -> dict:
-    card = dict(info.get("model_card") or {})
+    from bids_enhance.bids.provenance import NOT_AVAILABLE, consistency_reasons
+
+    # what the card does not record (e.g. a motion baseline of a super-resolution model) is left
+    # out rather than written as null
+    card = {k: v for k, v in (info.get("model_card") or {}).items() if v is not None}
     entry = {
         "Step": info.get("step"),
         "Method": card.get("description") or info.get("model"),
@@ -201,9 +223,10 @@ def _generative_entry(info: dict, scale: float) -> dict:
             "Weights": info.get("weights"),
             "ModelCard": card,
         },
+        # a parameter that does not apply (patch_size in "whole" mode) is left out
         "Parameters": {k: info[k] for k in ("method", "mode", "patch_size", "overlap", "blend",
                                             "halo", "precision", "batch_size", "steps", "eta",
-                                            "consistency_mode") if k in info},
+                                            "consistency_mode") if info.get(k) is not None},
         "Device": info.get("device"),
         "ElapsedSeconds": info.get("seconds"),
         "ShapeIn": info.get("shape_in"),
@@ -217,7 +240,18 @@ def _generative_entry(info: dict, scale: float) -> dict:
         if "consistency_projected" in info:
             entry["ConsistencyErrorAfterProjection"] = _consistency(
                 info["consistency_projected"], scale)
+        reasons = {key: consistency_reasons(entry.get(key))
+                   for key in ("ConsistencyError", "ConsistencyErrorAfterProjection")}
+        if any(reasons.values()):
+            entry[NOT_AVAILABLE] = {key: r for key, r in reasons.items() if r}
+    entry["References"] = _references(info)
     return entry
+
+
+def _references(info: dict) -> list[dict]:
+    from bids_enhance.bids.provenance import references, step_reference_keys
+
+    return references(step_reference_keys(info))
 
 
 def _step_entry(info: dict, scale: float) -> dict:
@@ -231,9 +265,10 @@ def _step_entry(info: dict, scale: float) -> dict:
         "Device": info.get("device"),
         "ElapsedSeconds": info.get("elapsed_s"),
     }
-    if info.get("sigma") is not None:
+    if info.get("sigma") is not None:  # the one record of σ: the noise of this step's input
         entry["NoiseSigma"] = float(info["sigma"]) * scale
         entry["NoiseSigmaEstimator"] = info.get("sigma_estimator")
+    entry["References"] = _references(info)
     return entry
 
 

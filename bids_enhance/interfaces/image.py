@@ -109,6 +109,8 @@ class DenormalizeIntensity(SimpleInterface):
         header = ref.header.copy()
         if data.shape != ref.shape:  # a super-resolved image: the enhancer set the geometry
             header = img.header.copy()
+            if header.get_xyzt_units()[0] == "unknown":  # the units, though, are the input's
+                header.set_xyzt_units(*ref.header.get_xyzt_units())
         out = nib.Nifti1Image(data.astype(np.float32), img.affine, header)
         out.set_data_dtype(np.float32)
         out_file = _out_path(self.inputs.in_file, "denorm", runtime.cwd)

@@ -19,10 +19,23 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
+from nireports.interfaces.reporting.base import SimpleBeforeAfterRPT
 
 
 class _ReportOutputSpec(TraitedSpec):
     out_report = File(exists=True, desc="the reportlet")
+
+
+class BeforeAfterRPT(SimpleBeforeAfterRPT):
+    """nireports' before/after SVG, animated without hovering
+    (:func:`bids_enhance.reports.figures.animate_flicker`)."""
+
+    def _generate_report(self):
+        from bids_enhance.reports.figures import animate_flicker
+
+        super()._generate_report()
+        out = Path(self._out_report)
+        out.write_text(animate_flicker(out.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 class _ResidualMosaicInputSpec(BaseInterfaceInputSpec):
@@ -30,6 +43,9 @@ class _ResidualMosaicInputSpec(BaseInterfaceInputSpec):
                      desc="image before enhancement (input intensity scale)")
     in_after = File(exists=True, mandatory=True,
                     desc="image after enhancement, on the grid of in_before, same scale")
+    steps = InputMultiObject(traits.Str, desc="the enhancement steps that ran, in order (the "
+                                              "figure's legend says how to read it for them); "
+                                              "default: denoising")
 
 
 class ResidualMosaicRPT(SimpleInterface):
@@ -42,8 +58,11 @@ class ResidualMosaicRPT(SimpleInterface):
         import nibabel as nib
         import numpy as np
 
+        from bids_enhance.reports.captions import Chain, residual_legend
         from bids_enhance.reports.figures import plot_residual_mosaic
 
+        legend = (residual_legend(Chain(steps=tuple(self.inputs.steps)))
+                  if isdefined(self.inputs.steps) else None)
         before = nib.as_closest_canonical(nib.load(self.inputs.in_before))
         after = nib.as_closest_canonical(nib.load(self.inputs.in_after))
         if before.shape[:3] != after.shape[:3] or not np.allclose(before.affine, after.affine,
@@ -55,7 +74,7 @@ class ResidualMosaicRPT(SimpleInterface):
         plot_residual_mosaic(
             before.get_fdata(dtype=np.float32).reshape(before.shape[:3]),
             after.get_fdata(dtype=np.float32).reshape(after.shape[:3]),
-            out, zooms=before.header.get_zooms()[:3], affine=before.affine)
+            out, zooms=before.header.get_zooms()[:3], affine=before.affine, legend=legend)
         self._results["out_report"] = str(out)
         return runtime
 

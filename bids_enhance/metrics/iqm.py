@@ -42,6 +42,7 @@ Differences from MRIQC, on purpose:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -63,6 +64,7 @@ __all__ = [
     "snr",
     "snr_dietrich",
     "tissue_masks",
+    "undefined_reason",
 ]
 
 logger = logging.getLogger(__name__)
@@ -434,3 +436,61 @@ def compute_iqms(volume: np.ndarray, *, head_mask: np.ndarray | None = None,
     out["n_head"] = float(head.sum())
     out["n_frame"] = float(frame.sum())
     return out
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _is_zero(value) -> bool:
+    try:
+        return float(value) == 0.0
+    except (TypeError, ValueError):
+        return False
+
+
+def undefined_reason(key: str, iqms: Mapping[str, float | None]) -> str:
+    """Why IQM ``key`` of ``iqms`` has no finite value, as a short phrase for reports.
+
+    ``iqms`` is a :func:`compute_iqms` result or its strict-JSON form (non-finite values as
+    ``None``, as in the image sidecars); the reason is read from the other values of the same
+    dict (mask sizes, background and tissue statistics) and falls back to what makes the metric
+    undefined in general when those are absent.
+    """
+    def get(name: str) -> float | None:
+        value = iqms.get(name)
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        return number if np.isfinite(number) else None
+
+    n_air = get("n_air")
+    if key == "snr_dietrich" or key.startswith("snrd_"):
+        if n_air is not None and n_air < _MIN_AIR_VOXELS:
+            return (f"too little air around the head to measure its noise ({int(n_air)} "
+                    f"voxels, fewer than {_MIN_AIR_VOXELS})")
+        if _is_zero(iqms.get("summary_bg_mad")):
+            return ("no noise left in the air around the head (zero background); Dietrich's "
+                    "SNR divides by it")
+        return "needs noise in the air around the head: none to measure (zeroed background)"
+    if key == "fber":
+        if _is_zero(iqms.get("summary_bg_median")):
+            return "the background outside the head is zero, so the energy ratio is infinite"
+        if n_air is not None and n_air == 0:
+            return "no background outside the head to compare with"
+        return "infinite when the background is zero, undefined without background"
+    if key.startswith("snr_"):
+        tissues = [key.removeprefix("snr_")] if key != "snr_total" else list(TISSUES)
+        flat = [t.upper() for t in tissues if _is_zero(iqms.get(f"summary_{t}_stdv"))]
+        if flat:
+            return f"no variation left in {', '.join(flat)} (standard deviation 0): infinite"
+        return "infinite when a tissue has no variation left"
+    if key in ("cjv", "cnr"):
+        wm, gm = get("summary_wm_median"), get("summary_gm_median")
+        if wm is not None and gm is not None and wm == gm:
+            return "WM and GM have the same median intensity (no contrast)"
+        return ("no noise left in WM, GM and the air" if key == "cnr"
+                else "WM and GM have the same median intensity (no contrast)")
+    if key in ("efc", "wm2max"):
+        return "the image is zero everywhere"
+    return "not a finite number"

@@ -16,6 +16,10 @@ nireports' :class:`~nireports.assembler.report.Report` reads our specification
   does not escape tracebacks and relies on Bootstrap's JavaScript; ours reads nipype's
   plain-text crash files (``crash-*.txt``; pickled ones are never loaded), shows each error's
   one-line message first with the traceback folded, and lists the figures that are missing.
+* **Captions.** Reportlets with ``captions: <kind>`` get a subtitle and description built from
+  the steps that ran on their image (:mod:`bids_enhance.reports.captions`; the chain is read
+  from the image's IQM reportlet, else from the subject summary); the specification's own text
+  is the fallback when neither says.
 * **Methods.** ``custom: boilerplate`` shows ``logs/CITATION.html`` (written by
   :mod:`bids_enhance.reports.boilerplate`), with the Markdown and BibTeX folded below.
 
@@ -36,6 +40,7 @@ from nireports.assembler.report import Report, SubReport
 from nireports.assembler.reportlet import Reportlet
 
 from bids_enhance.bids.naming import BIDSNameError, parse_bids_name, split_extension
+from bids_enhance.reports.captions import Chain, caption
 from bids_enhance.utils import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -262,7 +267,7 @@ class SubjectReport(Report):
     def _reportlet(self, cfg, index, filters, metadata, out_dir):
         newest_only = cfg.get("newest_only", False)
         cfg = {k: copy.deepcopy(v) for k, v in cfg.items()
-               if k not in {"missing", "newest_only", "optional"}}
+               if k not in {"missing", "newest_only", "optional", "captions"}}
         if newest_only and "bids" in cfg:
             # Subject-level reportlets are named after the first suffix of the run: a run over
             # other suffixes leaves an older one behind. Show the newest only.
@@ -299,6 +304,7 @@ class SubjectReport(Report):
             entities, combos = [], [()]
         reportlets: list = []
         seen: set[tuple] = set()
+        subject_chain = self._subject_chain(index, filters)
         for combo in combos:
             query = dict(zip(entities, combo, strict=True))
             group = [h for h in hits
@@ -307,6 +313,7 @@ class SubjectReport(Report):
             self.image_names.extend(n for n in names if n not in self.image_names)
             seen.update(_image_key(n) for n in names)
             title = ", ".join(names)
+            chain = _image_chain(group) or subject_chain
             members, missing = [], []
             for cfg in cfgs:
                 cfg = copy.deepcopy(cfg)
@@ -317,6 +324,8 @@ class SubjectReport(Report):
                         continue  # only some images have it (e.g. super-resolution)
                     missing.append(cfg.get("missing") or cfg.get("subtitle") or "a figure")
                 else:
+                    if cfg.get("captions") and chain is not None:
+                        rlet.subtitle, rlet.description = caption(cfg["captions"], chain)
                     members.append(rlet)
             if missing:
                 items = "".join(f"<li>{m}</li>" for m in missing)
@@ -369,6 +378,15 @@ class SubjectReport(Report):
         if not items:
             return ""
         return f'<div class="be-crash-list">Error in this image:<ul>{"".join(items)}</ul></div>'
+
+    def _subject_chain(self, index: FigureIndex, filters) -> Chain | None:
+        """The chain of steps the newest subject summary names (``data-steps``), if any."""
+        summaries = index.get(**filters, desc="summary", extension=".html")
+        if not summaries:
+            return None
+        summary = max(summaries, key=lambda f: (Path(f.path).stat().st_mtime, f.path))
+        return Chain.from_html(Path(summary.path).read_text(encoding="utf-8",
+                                                            errors="replace"))
 
     def _expected_images(self, index: FigureIndex, filters) -> dict[tuple, str]:
         """Images the subject summary lists (``data-image`` attributes), by identity."""
@@ -478,6 +496,17 @@ class SubjectReport(Report):
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
         atomic_write_text(self.out_filename, text)
         return 0
+
+
+def _image_chain(group: list[FigureFile]) -> Chain | None:
+    """The chain of steps of one image, from its IQM reportlet (``data-steps``)."""
+    for figure in group:
+        if figure.entities.get("desc") == "iqms" and figure.entities.get("extension") == ".html":
+            chain = Chain.from_html(Path(figure.path).read_text(encoding="utf-8",
+                                                                errors="replace"))
+            if chain is not None:
+                return chain
+    return None
 
 
 def _resolve(path, out_dir: Path) -> Path:

@@ -15,6 +15,8 @@ convention (subject's left on the left), as nilearn and the NiPreps reports do.
 from __future__ import annotations
 
 import io
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +29,13 @@ _BACKGROUND = "#000000"
 _FOREGROUND = "#e8e8e8"
 #: Percentile of |residual| inside the head that sets the colour limits.
 RESIDUAL_CLIP_PERCENTILE = 99.5
+#: Characters per line of the text under the residual mosaic (7.5 pt, about 0.056 inch a
+#: character, on the 11 inches of the narrowest figure).
+_TEXT_WIDTH = 185
+#: How to read the residual mosaic of a denoising step (the default legend).
+RESIDUAL_LEGEND = ("Top: speckle without anatomy = noise removed.  Bottom: the noise averages "
+                   "out; bands along edges or tissue-shaped patches = structure or intensity "
+                   "removed.",)
 
 
 def _diverging_cmap():
@@ -54,6 +63,26 @@ def bounding_box(mask: np.ndarray, *, margin: int = 2) -> tuple[slice, slice, sl
     return tuple(box)  # type: ignore[return-value]
 
 
+def masked_local_mean(volume: np.ndarray, mask: np.ndarray, *,
+                      sigma_vox: Sequence[float]) -> np.ndarray:
+    """Gaussian local mean of ``volume`` inside ``mask`` (both ``(X, Y, Z)``), NaN outside.
+
+    A normalised convolution: ``G * (volume · mask) / G * mask`` with standard deviations
+    ``sigma_vox`` (voxels), so values outside the mask neither leak into its edge nor count.
+    Returns float32.
+    """
+    from scipy import ndimage as ndi
+
+    mask = np.asarray(mask, dtype=bool)
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.shape != mask.shape:
+        raise ValueError(f"mask must have the volume's shape {volume.shape}, got {mask.shape}")
+    weight = ndi.gaussian_filter(mask.astype(np.float32), sigma_vox, mode="constant")
+    total = ndi.gaussian_filter(np.where(mask, volume, 0.0).astype(np.float32), sigma_vox,
+                                mode="constant")
+    return np.where(mask, total / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
+
+
 def axial_indices(box: slice, n_slices: int, *, trim: float = 0.08) -> list[int]:
     """``n_slices`` distinct, evenly spaced indices inside ``box``, ``trim`` off each end."""
     if n_slices < 1:
@@ -74,15 +103,20 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
                          affine: np.ndarray | None = None,
                          mask: np.ndarray | None = None, n_axial: int = 5,
                          smooth_mm: float = 4.0, units: str = "image units",
-                         title: str | None = None, dpi: int = 110) -> Path:
+                         title: str | None = None, legend: Sequence[str] | None = None,
+                         dpi: int = 110) -> Path:
     """Write an SVG mosaic of ``before - after`` over the head's bounding box.
 
     Two rows of the same slices (``n_axial`` axial, one sagittal, one coronal):
 
     1. the residual itself: removed noise should be a structureless speckle;
-    2. its local mean (Gaussian, ``smooth_mm`` FWHM but at least 2.5 voxels along each axis): noise averages out there while anything
-       coherent survives, so removed anatomy (edges, the cortical ribbon, vessels) and intensity
-       shifts stand out even when they are much weaker than the noise.
+    2. its local mean inside the head (Gaussian, ``smooth_mm`` FWHM but at least 2.5 voxels
+       along each axis, normalised by the smoothed mask so the background does not leak into
+       the head's edge): noise averages out there while anything coherent survives, so removed
+       anatomy (edges, the cortical ribbon, vessels) and intensity shifts stand out even when
+       they are much weaker than the noise. Outside the head it is not drawn (black): what a
+       filter removes from the air (the whole Rician noise floor) would sit far off the colour
+       scale; its mean is printed below the figure instead.
 
     Each row has its own symmetric colour scale (``RESIDUAL_CLIP_PERCENTILE`` of the absolute
     values inside the head) and colour bar in image units.
@@ -102,6 +136,10 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
         Head mask ``(X, Y, Z)`` (bool); default :func:`bids_enhance.image.mask.head_mask` of
         ``before``. It sets the bounding box, the colour limits and the outline drawn on every
         slice.
+    legend
+        Lines printed under the numbers, saying how to read the rows for the steps that ran
+        (:func:`bids_enhance.reports.captions.residual_legend`); default
+        :data:`RESIDUAL_LEGEND` (denoising).
 
     Returns the path written.
     """
@@ -110,7 +148,6 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
-    from scipy import ndimage as ndi
 
     before = np.nan_to_num(np.asarray(before, dtype=np.float32))
     after = np.nan_to_num(np.asarray(after, dtype=np.float32))
@@ -131,10 +168,13 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
         mask = np.ones(before.shape, dtype=bool)
 
     residual = before - after
-    # FWHM smooth_mm, but at least 2.5 voxels along each axis (thick slices).
+    # FWHM smooth_mm, but at least 2.5 voxels along each axis (thick slices); a normalised
+    # convolution inside the head, NaN (drawn black) outside it.
     fwhm_vox = [max(float(smooth_mm) / z, 2.5) for z in zooms]
     fwhm_mm = [f * z for f, z in zip(fwhm_vox, zooms, strict=True)]
-    smooth = ndi.gaussian_filter(residual, [f / 2.3548 for f in fwhm_vox], mode="nearest")
+    smooth = masked_local_mean(residual, mask, sigma_vox=[f / 2.3548 for f in fwhm_vox])
+    outside = ~mask
+    outside_mean = float(np.mean(residual[outside])) if outside.any() else None
     fwhm_text = (f"{fwhm_mm[0]:.2g} mm" if np.ptp(fwhm_mm) < 0.05
                  else " × ".join(f"{f:.2g}" for f in fwhm_mm) + " mm")
     rms = float(np.sqrt(np.mean(residual[mask] ** 2)))
@@ -149,7 +189,7 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
     # (the subject's left, at 15 % of the head's width from the midline) instead.
     x_cut = max(box[0].start, centre[0] - int(round(0.15 * (box[0].stop - box[0].start))))
     cuts = [(2, k) for k in axial_indices(box[2], n_axial)] + [(0, x_cut), (1, centre[1])]
-    cmap = _diverging_cmap()
+    cmap = _diverging_cmap().with_extremes(bad=_BACKGROUND)
 
     def panel(volume, axis: int, index: int):
         sl = list(box)
@@ -161,9 +201,22 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
     sizes = [panel(residual, a, i)[2] for a, i in cuts]
     ratios = [w / h for w, h in sizes]
 
+    # Text under the mosaic: the numbers, then the legend, each wrapped to the figure's width.
+    numbers = (f"Inside the head: residual RMS {_short(rms)} {units}"
+               + (f" ({100 * rms / robust:.2g} % of the input's robust maximum, "
+                  f"P99.9 = {_short(robust)})" if robust > 0 else "")
+               + f", mean {_short(mean)}; local mean (Gaussian, FWHM {fwhm_text}): RMS "
+               f"{_short(smooth_rms)}"
+               + (f".  Outside the head (black in the bottom row): mean {_short(outside_mean)}"
+                  if outside_mean is not None else "") + ".")
+    lines = [wrapped for paragraph in [numbers, *(RESIDUAL_LEGEND if legend is None else legend)]
+             for wrapped in textwrap.wrap(paragraph, _TEXT_WIDTH, subsequent_indent="  ")]
+    numbers = "\n".join(lines)
+
     # Layout (inches): two rows of equal height; panel widths follow the physical aspect ratio;
-    # a colour-bar column on the right of each row; a line of numbers at the bottom.
-    width_in, cbar_in, text_in = 11.0, 0.95, 0.45
+    # a colour-bar column on the right of each row; the text at the bottom.
+    width_in, cbar_in = 11.0, 0.95
+    text_in = 0.2 + 0.125 * len(lines)
     title_in = 0.3 if title else 0.0
     row_in = (width_in - cbar_in) / sum(ratios)
     if row_in < 1.6:  # a flat field of view (slab): widen the figure rather than squash it
@@ -182,7 +235,7 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
         values = np.abs(volume[mask])
         vmax = float(np.percentile(values, RESIDUAL_CLIP_PERCENTILE)) if values.size else 0.0
         if not np.isfinite(vmax) or vmax <= 0:
-            vmax = float(np.abs(volume).max()) or 1.0
+            vmax = float(np.nanmax(np.abs(volume), initial=0.0)) or 1.0
         vmax = _nice_ceiling(vmax)
         for col, (axis, index) in enumerate(cuts):
             data2d, mask2d, size = panel(volume, axis, index)
@@ -220,13 +273,6 @@ def plot_residual_mosaic(before: np.ndarray, after: np.ndarray, out_file: Path |
         cax_holder.text(0.06, 0.5, label, rotation=90, transform=cax_holder.transAxes,
                         color=_FOREGROUND, fontsize=7, va="center", ha="center")
 
-    numbers = (f"Inside the head: residual RMS {_short(rms)} {units}"
-               + (f" ({100 * rms / robust:.2g} % of the input's robust maximum, "
-                  f"P99.9 = {_short(robust)})" if robust > 0 else "")
-               + f", mean {_short(mean)}; local mean (Gaussian, FWHM {fwhm_text}): RMS "
-               f"{_short(smooth_rms)}.\n"
-               "Top: speckle without anatomy = noise removed.  Bottom: the noise averages out; "
-               "bands along edges or tissue-shaped patches = structure or intensity removed.")
     fig.text(0.005, 0.5 * text_in / height_in, numbers, color=_FOREGROUND, fontsize=7.5,
              va="center", ha="left", linespacing=1.5)
     if title:
@@ -291,6 +337,42 @@ def _short(value: float) -> str:
     if 1e-3 <= abs(value) < 1e5:
         return f"{value:.3g}"
     return f"{value:.2e}"
+
+
+# --------------------------------------------------------------------------------------------
+# before/after (flicker)
+# --------------------------------------------------------------------------------------------
+#: Seconds per switch between the two images; each is held still for most of it.
+FLICKER_SECONDS = 1.5
+_FLICKER_STYLE = re.compile(
+    r'<style type="text/css">\s*@keyframes (flickerAnimation[\w-]*).*?</style>', re.DOTALL)
+
+
+def animate_flicker(svg: str) -> str:
+    """The before/after SVG of nireports' ``SimpleBeforeAfterRPT``, animated by itself.
+
+    nireports draws the "after" image (``.background-svg``) under the "before" image
+    (``.foreground-svg``), whose opacity a keyframe animation toggles, paused until the mouse is
+    over it: a reader who does not know that sees only the input. Here the animation runs from
+    the start, each image is held still for most of the period (fade in the middle), the mouse
+    over the figure pauses it, and readers who asked their system for reduced motion get the
+    hover-to-play behaviour back. Returns ``svg`` unchanged when it has no such animation.
+    """
+    match = _FLICKER_STYLE.search(svg)
+    if match is None:
+        return svg
+    name = match.group(1)
+    style = (
+        '<style type="text/css">\n'
+        f"@keyframes {name} {{ 0%, 40% {{ opacity: 1; }} 60%, 100% {{ opacity: 0; }} }}\n"
+        f".foreground-svg {{ animation: {FLICKER_SECONDS}s ease-in-out 0s infinite alternate "
+        f"both running {name}; }}\n"
+        "svg:hover .foreground-svg { animation-play-state: paused; }\n"
+        "@media (prefers-reduced-motion: reduce) {\n"
+        "  .foreground-svg { animation-play-state: paused; }\n"
+        "  svg:hover .foreground-svg { animation-play-state: running; }\n"
+        "}\n</style>")
+    return svg[:match.start()] + style + svg[match.end():]
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from bids_enhance.reports.captions import STEP_LABELS, Chain
+
 __all__ = [
     "IQM_DEFINITIONS",
     "MAIN_IQMS",
     "about_html",
     "format_number",
     "iqm_table_html",
+    "noise_sigma",
     "subject_summary_html",
 ]
 
@@ -60,9 +63,7 @@ _METHOD_NAMES = {
     "prinlm": "PRI-NLM: prefiltered rotationally invariant non-local means (Manjón et al. 2012)",
     "sanlm": "SANLM: spatially adaptive non-local means (Manjón et al. 2010)",
 }
-_STEP_NAMES = {"denoise": "denoising", "motion": "motion correction",
-               "superres": "x2 super-resolution (three-player GAN)",
-               "superres-denoise": "x2 super-resolution with noise removal (DISGAN)"}
+_STEP_NAMES = STEP_LABELS
 _ARROWS = {"up": ("↑", "higher is better"), "down": ("↓", "lower is better"),
            None: ("–", "no better direction")}
 
@@ -101,12 +102,15 @@ def _finite(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _change_cell(before, after, direction: str | None) -> str:
+def _change_cell(before, after, direction: str | None, notes: _Notes, marks: str = "") -> str:
+    """Relative change; n/a (with ``marks``, the footnotes of the missing values) when a value
+    is missing."""
     b, a = _finite(before), _finite(after)
     if b is None or a is None:
-        return '<td class="be-num">n/a</td>'
+        return f'<td class="be-num be-na">n/a{marks}</td>'
     if b == 0:
-        text = "±0" if a == 0 else "n/a"
+        text = "±0" if a == 0 else "n/a" + notes.mark("Change", "the value before is 0, so a "
+                                                      "relative change is undefined")
     else:
         text = f"{100 * (a - b) / abs(b):+.1f} %"
     verdict = ""
@@ -116,13 +120,57 @@ def _change_cell(before, after, direction: str | None) -> str:
     return f'<td class="be-num{verdict}">{text}</td>'
 
 
+class _Notes:
+    """Footnotes of one table: each distinct reason gets a letter, shown next to its n/a."""
+
+    def __init__(self):
+        self.notes: dict[str, str] = {}
+
+    def mark(self, where: str, reason: str) -> str:
+        text = f"{where}: {reason}."
+        letter = self.notes.setdefault(text, "abcdefghijklmnopqrstuvwxyz"[len(self.notes) % 26])
+        return f'<sup class="be-fn">{letter}</sup>'
+
+    def html(self) -> str:
+        if not self.notes:
+            return ""
+        items = "".join(f'<li><sup class="be-fn">{letter}</sup> {_e(text)}</li>'
+                        for text, letter in self.notes.items())
+        return f'<ul class="be-na-notes">{items}</ul>'
+
+
+def _value_cell(key: str, values: Mapping, reasons: Mapping, label: str, when: str,
+                notes: _Notes) -> tuple[str, str]:
+    """A before/after cell: the number, or n/a with a footnote saying why (the sidecar's
+    ``NotAvailable`` reason, else :func:`bids_enhance.metrics.iqm.undefined_reason`)."""
+    from bids_enhance.metrics.iqm import undefined_reason
+
+    text, mark = format_number(values.get(key)), ""
+    if text == "n/a":
+        if key not in values:
+            reason = "not measured"
+        else:
+            reason = reasons.get(key) if isinstance(reasons, Mapping) else None
+            reason = str(reason) if reason else undefined_reason(key, values)
+        mark = notes.mark(f"{label} {when}", reason)
+    return f'<td class="be-num">{text}{mark}</td>', mark
+
+
 def iqm_table_html(sidecar: Mapping) -> str:
     """Table of image-quality metrics before/after, noise estimate, method and input fixes, from
-    the image sidecar written by :class:`bids_enhance.interfaces.bids.BuildSidecar`."""
+    the image sidecar written by :class:`bids_enhance.interfaces.bids.BuildSidecar`.
+
+    Every ``n/a`` carries a footnote saying why (:func:`bids_enhance.metrics.iqm.
+    undefined_reason`). The outer element carries the image's chain of steps as ``data-*``
+    attributes (:meth:`bids_enhance.reports.captions.Chain.html_attributes`), from which the
+    report builds the captions of the image's figures.
+    """
     metrics = sidecar.get("QualityMetrics") or {}
     before = metrics.get("Before") or {}
     after = metrics.get("After") or {}
-    parts = ['<div class="be-iqms"><div class="be-iqm-metrics">']
+    not_available = metrics.get("NotAvailable") or {}
+    chain = Chain.from_sidecar(sidecar)
+    parts = [f'<div class="be-iqms"{chain.html_attributes()}><div class="be-iqm-metrics">']
     sources = sidecar.get("Sources") or []
     if sources:
         parts.append('<p class="be-source">Source: '
@@ -134,18 +182,24 @@ def iqm_table_html(sidecar: Mapping) -> str:
         parts.append('<thead><tr><th>Metric</th><th title="which direction is better">Better'
                      '</th><th class="be-num">Before</th><th class="be-num">After</th>'
                      '<th class="be-num">Change</th></tr></thead><tbody>')
+        notes = _Notes()
         for key in MAIN_IQMS:
             if key not in before and key not in after:
                 continue
             label, direction, definition = IQM_DEFINITIONS[key]
             arrow, arrow_title = _ARROWS[direction]
+            before_cell, before_mark = _value_cell(
+                key, before, not_available.get("Before") or {}, label, "before", notes)
+            after_cell, after_mark = _value_cell(
+                key, after, not_available.get("After") or {}, label, "after", notes)
             parts.append(
                 f'<tr><td><abbr title="{_e(definition)}">{_e(label)}</abbr></td>'
                 f'<td class="be-arrow" title="{arrow_title}">{arrow}</td>'
-                f'<td class="be-num">{format_number(before.get(key))}</td>'
-                f'<td class="be-num">{format_number(after.get(key))}</td>'
-                + _change_cell(before.get(key), after.get(key), direction) + "</tr>")
+                + before_cell + after_cell
+                + _change_cell(before.get(key), after.get(key), direction, notes,
+                               before_mark + after_mark) + "</tr>")
         parts.append("</tbody></table>")
+        parts.append(notes.html())
         parts.append(_definitions_html(k for k in MAIN_IQMS if k in before or k in after))
         others = sorted((set(before) | set(after)) - set(MAIN_IQMS))
         if others:
@@ -214,12 +268,26 @@ def _definitions_html(keys: Iterable[str]) -> str:
     )
 
 
-def _noise_html(sidecar: Mapping) -> str:
-    sigma = _finite(sidecar.get("EstimatedNoiseSigma"))
-    steps = sidecar.get("EnhancementSteps") or []
+def noise_sigma(sidecar: Mapping) -> tuple[float | None, str | None]:
+    """(σ, estimator) of an image sidecar, in input units: the first step with a finite
+    ``NoiseSigma``, else the top-level ``EstimatedNoiseSigma`` of older sidecars; (None, None)
+    when no step estimated it."""
+    steps = [s for s in sidecar.get("EnhancementSteps") or [] if isinstance(s, Mapping)]
+    for step in steps:
+        sigma = _finite(step.get("NoiseSigma"))
+        if sigma is not None and not isinstance(step.get("NoiseSigma"), bool):
+            return sigma, step.get("NoiseSigmaEstimator")
     estimator = next((s.get("NoiseSigmaEstimator") for s in steps
                       if s.get("NoiseSigmaEstimator")), None)
+    return _finite(sidecar.get("EstimatedNoiseSigma")), estimator
+
+
+def _noise_html(sidecar: Mapping) -> str:
+    sigma, estimator = noise_sigma(sidecar)
+    steps = [s for s in sidecar.get("EnhancementSteps") or [] if isinstance(s, Mapping)]
     if sigma is None:
+        if not any(s.get("Step") == "denoise" or "NoiseSigma" in s for s in steps):
+            return ""  # no step of this chain estimates the noise: nothing to report
         return ('<p class="be-noise">Estimated noise σ: <strong>n/a</strong> (no step of the '
                 "chain estimated it).</p>")
     scale = _finite((sidecar.get("IntensityNormalisation") or {}).get("Scale"))
@@ -411,21 +479,21 @@ def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str
         items.append(f'<li data-image="{_e(_image_id(str(path)))}"><code>{_e(shown)}</code></li>')
     images = f'<ul class="be-images">{"".join(items)}</ul>' if items else "none found"
     chain = " → ".join(_e(_STEP_NAMES.get(s, s)) for s in enhance) or "none"
-    method = _e(_METHOD_NAMES.get(denoise_method, denoise_method))
-    if "denoise" not in enhance:
-        method += " <small>(not used: no denoising step in the chain)</small>"
     rows = [
         ("Subject", f"<code>sub-{_e(subject.removeprefix('sub-'))}</code>"),
         (f"Images ({len(source_files)})", images),
         ("Enhancement chain", chain),
-        ("Denoising method", method),
-        ("Noise model", _e(noise_model.capitalize() if noise_model else "n/a")),
     ]
+    if "denoise" in enhance:  # only what ran: the method and noise model of denoising
+        rows.append(("Denoising method", _e(_METHOD_NAMES.get(denoise_method, denoise_method))))
+        rows.append(("Noise model", _e(noise_model.capitalize() if noise_model else "n/a")))
     if models:
         rows.append(("Models", "<br>".join(_e(m) for m in models)))
     rows.append(("Device", f"<code>{_e(device)}</code>"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<div class="be-summary"><table class="be-table be-kv">{body}</table></div>\n'
+    attributes = Chain(steps=tuple(enhance)).html_attributes()
+    return (f'<div class="be-summary"{attributes}><table class="be-table be-kv">{body}</table>'
+            "</div>\n")
 
 
 def about_html(*, version: str, command: str, date: str,

@@ -19,7 +19,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bids_enhance.bids.naming import BIDSNameError, parse_bids_name
-from bids_enhance.reports.fragments import IQM_DEFINITIONS, MAIN_IQMS, format_number
+from bids_enhance.reports.fragments import (
+    IQM_DEFINITIONS,
+    MAIN_IQMS,
+    format_number,
+    noise_sigma,
+)
 from bids_enhance.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -96,7 +101,8 @@ def collect_rows(output_dir: Path | str, suffix: str) -> list[dict]:
         row["noise_model"] = next((s.get("NoiseModel") for s in steps if s.get("NoiseModel")),
                                   None)
         row["device"] = next((s.get("Device") for s in steps if s.get("Device")), None)
-        sigma = _number(meta.get("EstimatedNoiseSigma"))
+        row["chain"] = [_step_text(s) for s in steps]
+        sigma, _ = noise_sigma(meta)
         scale = _number((meta.get("IntensityNormalisation") or {}).get("Scale"))
         row["sigma"] = sigma
         row["sigma_percent"] = 100 * sigma / scale if sigma is not None and scale else None
@@ -109,9 +115,22 @@ def collect_rows(output_dir: Path | str, suffix: str) -> list[dict]:
     return rows
 
 
-#: Non-entity, non-metric columns, in TSV order (``report`` is only used by the HTML page).
+def _step_text(step: dict) -> str:
+    """One step of the chain, short, for the HTML table: ``denoise: prinlm, rician``,
+    ``superres: gan3p_l1_x2`` (the model's name rather than its long description)."""
+    name = str(step.get("Step") or "?")
+    model = step.get("Model") or {}
+    detail = [str(model["Name"])] if model.get("Name") else (
+        [str(step["Method"])] if step.get("Method") else [])
+    if step.get("NoiseModel"):
+        detail.append(str(step["NoiseModel"]))
+    return f"{name}: {', '.join(detail)}" if detail else name
+
+
+#: Non-entity, non-metric columns, in TSV order (``report`` and ``chain`` are only used by the
+#: HTML page).
 _FIXED = ["bids_name", "steps", "method", "noise_model", "device", "sigma", "sigma_percent"]
-_INTERNAL = {"report"}
+_INTERNAL = {"report", "chain"}
 
 
 def group_columns(rows: Iterable[dict]) -> list[str]:
@@ -294,8 +313,8 @@ _PAGE = """<!DOCTYPE html>
 </section>
 <section class="be-section" id="table">
   <h1>Images</h1>
-  <div class="be-scroll">
-  <table class="be-table">
+  <div class="be-table-wrap">
+  <table class="be-table be-group-table">
     <thead><tr>{% for c in columns %}<th{% if c.num %} class="be-num"{% endif %}{% if c.title %} title="{{ c.title }}"{% endif %}>{{ c.label }}</th>{% endfor %}</tr></thead>
     <tbody>
     {% for row in table %}<tr>{% for cell in row %}<td{% if cell.num %} class="be-num"{% endif %}>{{ cell.html }}</td>{% endfor %}</tr>
@@ -303,6 +322,7 @@ _PAGE = """<!DOCTYPE html>
     </tbody>
   </table>
   </div>
+  <div class="be-legend">{{ legend }}</div>
 </section>
 </main>
 <footer class="be-footer">Generated {{ generated }} by bids_enhance {{ version }} from the
@@ -345,42 +365,92 @@ def write_group_html(path: Path, rows: list[dict], suffix: str, tsv_name: str) -
             plots.append({"svg": made[0], "note": html.escape(made[1])})
 
     e = html.escape
-    entity_cols = [c for c in ("subject", "session", "acquisition", "run", "echo", "part",
-                               "inversion", "reconstruction", "ceagent")
-                   if any(r.get(c) is not None for r in rows)]
     iqms = [k for k in MAIN_IQMS if any(r.get(f"{k}_before") is not None for r in rows)]
-    columns = [{"label": "image"}] + [{"label": c} for c in entity_cols] + [
-        {"label": "method"}, {"label": "noise model"},
-        {"label": "σ", "num": True, "title": "estimated noise, image units"},
-        {"label": "σ %", "num": True, "title": "σ as % of the robust maximum"}]
+    columns = [{"label": "image"}, {"label": "steps"},
+               {"label": "σ", "num": True,
+                "title": "estimated noise, image units and % of the robust maximum"}]
     for key in iqms:
         label, direction, definition = IQM_DEFINITIONS[key]
         arrow = {"up": " ↑", "down": " ↓"}.get(direction, "")
-        columns.append({"label": f"{label}{arrow}", "num": True,
-                        "title": f"before → after. {definition}"})
+        columns.append({"label": f"{e(label)}{arrow}", "num": True,
+                        "title": e(f"before, after. {definition}")})
     table = []
     for row in sorted(rows, key=lambda r: r["bids_name"]):
-        cells = [{"html": f'<a href="{e(row["report"])}"><code>{e(row["bids_name"])}</code></a>'}]
-        cells += [{"html": e(str(row.get(c))) if row.get(c) is not None
-                   else f'<span class="be-na">{NA}</span>'} for c in entity_cols]
-        cells += [{"html": e(str(row.get("method") or NA))},
-                  {"html": e(str(row.get("noise_model") or NA))},
-                  {"html": format_number(row.get("sigma")), "num": True},
-                  {"html": format_number(row.get("sigma_percent"), digits=3), "num": True}]
+        name = "_<wbr>".join(e(part) for part in row["bids_name"].split("_"))
+        cells = [{"html": f'<a href="{e(row["report"])}"><code>{name}</code></a>'}]
+        chain = row.get("chain") or []
+        cells.append({"html": "<br>".join(f'<span class="be-nowrap">{e(s)}</span>'
+                                          for s in chain) if chain
+                      else f'<span class="be-na">{NA}</span>'})
+        sigma = format_number(row.get("sigma"))
+        if row.get("sigma_percent") is not None:
+            sigma += f'<br><small>{format_number(row["sigma_percent"], digits=3)} %</small>'
+        cells.append({"html": _na(sigma), "num": True})
         for key in iqms:
-            before, after = row.get(f"{key}_before"), row.get(f"{key}_after")
-            cells.append({"html": f"{format_number(before)} → {format_number(after)}",
+            direction = IQM_DEFINITIONS[key][1]
+            cells.append({"html": _pair_html(row.get(f"{key}_before"),
+                                             row.get(f"{key}_after"), direction),
                           "num": True})
         table.append(cells)
+    legend = _legend_html(iqms)
 
     css = (_DATA_DIR / "report.css").read_text(encoding="utf-8")
     text = jinja2.Template(_PAGE, autoescape=False).render(
-        suffix=e(suffix), css=css, plots=plots, columns=columns, table=table,
+        suffix=e(suffix), css=css, plots=plots, columns=columns, table=table, legend=legend,
         failures=latest_failures(path.parent),
         n_images=len(rows), n_subjects=len({r.get("subject") for r in rows}),
         tsv_name=e(tsv_name), version=__version__,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     return atomic_write_text(path, text)
+
+
+def _na(text: str) -> str:
+    return f'<span class="be-na">{NA}</span>' if text == NA else text
+
+
+def _pair_html(before, after, direction: str | None) -> str:
+    """A metric cell of the group table: the value before over the value after, the latter
+    green when better, red when worse."""
+    verdict = ""
+    if direction is not None and before is not None and after is not None and after != before:
+        better = after > before if direction == "up" else after < before
+        verdict = " be-better" if better else " be-worse"
+    return (f"{_na(format_number(before))}<br>"
+            f'<span class="be-after{verdict}">{_na(format_number(after))}</span>')
+
+
+#: Short expansions of the metric abbreviations for the legend under the group table.
+_ABBREVIATIONS = {
+    "snr_total": "signal-to-noise ratio, mean over CSF, GM and WM",
+    "snr_wm": "SNR in white matter", "snr_gm": "SNR in grey matter",
+    "snr_csf": "SNR in cerebrospinal fluid",
+    "snr_dietrich": "SNR with the noise measured in the air around the head",
+    "cnr": "contrast-to-noise ratio of WM and GM",
+    "cjv": "coefficient of joint variation of WM and GM",
+    "efc": "entropy focus criterion",
+    "fber": "foreground-background energy ratio",
+    "wm2max": "median WM intensity over the image's 99.95th percentile",
+}
+
+
+def _legend_html(iqms: list[str]) -> str:
+    e = html.escape
+    names = "; ".join(f"<strong>{e(IQM_DEFINITIONS[k][0])}</strong>: {e(_ABBREVIATIONS[k])}"
+                      for k in iqms if k in _ABBREVIATIONS)
+    items = "".join(f"<dt>{e(IQM_DEFINITIONS[k][0])}</dt><dd>{e(IQM_DEFINITIONS[k][2])}</dd>"
+                    for k in iqms)
+    return (
+        "<p>Each metric cell shows the value <strong>before</strong> enhancement above the "
+        "value <strong>after</strong> it, green when better and red when worse (↑: higher is "
+        "better, ↓: lower is better). <strong>n/a</strong>: the metric has no finite value "
+        "(e.g. Dietrich's SNR and FBER once the background is zero); the IQM table of the "
+        "subject report says why. <strong>σ</strong>: the noise the denoiser estimated, in "
+        "image units and as a percentage of the robust maximum. <strong>steps</strong>: the "
+        "chain, with the method or model of each step. The image name links to its subject "
+        "report; every column is in the TSV.</p>"
+        + (f"<p>{names}.</p>" if names else "")
+        + (f'<details class="be-footnote"><summary>What the metrics mean</summary>'
+           f'<dl class="be-defs">{items}</dl></details>' if items else ""))
 
 
 def run_group(output_dir: Path, suffixes: list[str]) -> list[Path]:

@@ -54,6 +54,7 @@ def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, out
                          sloppy: bool = False, simulate: str | None = None,
                          fmriprep_compat: bool = False, models: dict[str, dict] | None = None,
                          consistency: str = "measure", mem_budget_gb: float | None = None,
+                         command_line: str | None = None, run_id: str | None = None,
                          base_dir: Path | None = None) -> LiterateWorkflow:
     """Top-level workflow over ``subjects`` (label → list of images).
 
@@ -61,7 +62,10 @@ def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, out
     ``models``: the verified checkpoint of every generative step of ``enhance``
     (:meth:`bids_enhance.inference.weights.ResolvedModel.to_dict`); ``consistency``: what x2
     steps do about data consistency; ``mem_budget_gb``: the memory budget of generative
-    inference (GPU memory on CUDA; None: a share of the free memory).
+    inference (GPU memory on CUDA; None: a share of the free memory). ``command_line`` (the
+    invocation, as a shell would read it) and ``run_id`` (the run's UUID, the name of its
+    ``sub-<label>/log/<run_id>`` folder) go into every image sidecar as ``CommandLine`` and
+    ``RunId``; None leaves them out.
     """
     from bids_enhance import __version__
 
@@ -73,7 +77,7 @@ def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, out
             device=device, omp_nthreads=omp_nthreads, random_seed=random_seed, seeds=seeds,
             sloppy=sloppy, simulate=simulate, fmriprep_compat=fmriprep_compat,
             models=models, consistency=consistency, mem_budget_gb=mem_budget_gb,
-            version=__version__)])
+            command_line=command_line, run_id=run_id, version=__version__)])
     return workflow
 
 
@@ -84,12 +88,13 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
                            simulate: str | None = None, fmriprep_compat: bool = False,
                            models: dict[str, dict] | None = None, consistency: str = "measure",
                            mem_budget_gb: float | None = None,
+                           command_line: str | None = None, run_id: str | None = None,
                            version: str = "", name: str | None = None) -> LiterateWorkflow:
     """Enhance every image of one subject and write its summary reportlets.
 
     ``fmriprep_compat``: also write one ``sub-X[_ses-Y]_desc-preproc_<suffix>`` per subject (per
     session) from the image :func:`preproc_representatives` picks, for
-    ``fmriprep --derivatives``.
+    ``fmriprep --derivatives``. ``command_line``, ``run_id``: see :func:`init_bids_enhance_wf`.
     """
     from nipype import __version__ as nipype_version
 
@@ -133,9 +138,21 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
             denoise_method=denoise_method, noise_model=noise_model, device=device,
             omp_nthreads=omp_nthreads, random_seed=random_seed, image_seed=seeds[str(path)],
             sloppy=sloppy, simulate=simulate, models=models, consistency=consistency,
-            mem_budget_gb=mem_budget_gb, preproc_name=representatives.get(Path(path)))
+            mem_budget_gb=mem_budget_gb, preproc_name=representatives.get(Path(path)),
+            command_line=command_line, run_id=run_id)
         workflow.add_nodes([image_wf])
     return workflow
+
+
+def run_metadata(*, command_line: str | None = None, run_id: str | None = None) -> dict:
+    """``{"CommandLine", "RunId"}`` of an image sidecar (what is given): the invocation that
+    wrote the image, and the run whose settings are in ``sub-<label>/log/<RunId>/``."""
+    out = {}
+    if command_line:
+        out["CommandLine"] = str(command_line)
+    if run_id:
+        out["RunId"] = str(run_id)
+    return out
 
 
 def preproc_representatives(images: list[Path]) -> dict[Path, str]:
@@ -165,6 +182,7 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
                           sloppy: bool = False, simulate: str | None = None,
                           preproc_name: str | None = None, models: dict[str, dict] | None = None,
                           consistency: str = "measure", mem_budget_gb: float | None = None,
+                          command_line: str | None = None, run_id: str | None = None,
                           name: str | None = None) -> LiterateWorkflow:
     """sanitise → normalise → enhancement chain → de-normalise → outputs, IQMs and reportlets.
 
@@ -173,8 +191,8 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     the original (PSNR, 3D SSIM, HFEN in the sidecar and the report): a check of the method on
     the user's own scans. Outputs are then ``desc-simulated`` and ``desc-sim<Chain>``.
     ``preproc_name``: also write the result as ``desc-preproc`` under this pseudo-source name
-    (``--fmriprep-compat``). ``models``, ``consistency``, ``mem_budget_gb``: see
-    :func:`init_bids_enhance_wf`.
+    (``--fmriprep-compat``). ``models``, ``consistency``, ``mem_budget_gb``, ``command_line``,
+    ``run_id``: see :func:`init_bids_enhance_wf`.
 
     A chain ending in x2 super-resolution writes its image on the finer grid with a ``res-x2``
     entity (and ``Resolution`` in the sidecar); its input, interpolated onto that grid with a
@@ -182,8 +200,6 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     (``desc-superres``) shows a zoomed detail, power spectra and the data-consistency error.
     In simulation mode the output lies on the source's own grid and has no ``res-`` entity.
     """
-    from nireports.interfaces.reporting.base import SimpleBeforeAfterRPT
-
     from bids_enhance.bids.naming import bids_uri, image_id, parse_bids_name
     from bids_enhance.interfaces.bids import BuildSidecar, DerivativesDataSink
     from bids_enhance.interfaces.image import (
@@ -193,6 +209,7 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     )
     from bids_enhance.interfaces.metrics import QualityMetrics
     from bids_enhance.interfaces.reports import (
+        BeforeAfterRPT,
         IQMTableRPT,
         ResidualMosaicRPT,
         SuperResolutionRPT,
@@ -209,6 +226,9 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     x2 = is_x2(enhance)
     x2_model = next((models[s] for s in enhance if s in X2_STEPS), None)
     desc = output_desc(enhance, simulated=simulate is not None)
+    # Added by the sinks (which always run), not by BuildSidecar: a run id in the sidecar node's
+    # inputs would recompute it, and the reportlets that read it, on every run.
+    run_meta = run_metadata(command_line=command_line, run_id=run_id)
 
     sanitize = pe.Node(SanitizeImage(in_file=str(source_file)), name="sanitize",
                        mem_gb=mem_gb / 4)
@@ -239,7 +259,8 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
             base_directory=str(output_dir), source_file=str(source_file), desc="simulated",
             meta_dict={"Description": f"Simulated degradation ({simulate}) of the source; the "
                                       "input of the enhancement in simulation mode.",
-                       "Sources": [bids_uri(source_file, bids_dir)], "SkullStripped": False}),
+                       "Sources": [bids_uri(source_file, bids_dir)], "SkullStripped": False,
+                       **run_meta}),
             name="ds_degraded", run_without_submitting=True)
         workflow.connect([
             (normalize, simulation, [("out_file", "in_file")]),
@@ -313,7 +334,7 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         name="sidecar", run_without_submitting=True)
     ds_image = pe.Node(DerivativesDataSink(
         base_directory=str(output_dir), source_file=str(source_file), desc=desc,
-        **({"res": X2_RES_LABEL} if x2 and not simulate else {})),
+        meta_dict=run_meta, **({"res": X2_RES_LABEL} if x2 and not simulate else {})),
         name="ds_image", run_without_submitting=True)
     if simulate:
         workflow.connect([
@@ -332,9 +353,10 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     ])
 
     if preproc_name:
-        ds_preproc = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
-                                                 source_file=preproc_name, desc="preproc"),
-                             name="ds_preproc", run_without_submitting=True)
+        ds_preproc = pe.Node(DerivativesDataSink(
+            base_directory=str(output_dir), source_file=preproc_name, desc="preproc",
+            meta_dict=run_meta),
+            name="ds_preproc", run_without_submitting=True)
         workflow.connect([
             (denormalize, ds_preproc, [("out_file", "in_file")]),
             (sidecar, ds_preproc, [("out_file", "meta_files")]),
@@ -342,11 +364,11 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
 
     # Reportlets
     before_label = "simulated" if simulate else "input"
-    flicker = pe.Node(SimpleBeforeAfterRPT(
+    flicker = pe.Node(BeforeAfterRPT(
         before_label=f"{before_label} (cubic B-spline, output grid)" if x2 else before_label,
         after_label=desc, generate_report=True),
         name="flicker", mem_gb=mem_gb * (8 if x2 else 1) / 2)
-    residual = pe.Node(ResidualMosaicRPT(), name="residual",
+    residual = pe.Node(ResidualMosaicRPT(steps=enhance), name="residual",
                        mem_gb=mem_gb * (8 if x2 else 1) / 2)
     iqm_table = pe.Node(IQMTableRPT(), name="iqm_table", run_without_submitting=True)
     reportlets = [(flicker, "flicker"), (residual, "residual"), (iqm_table, "iqms")]

@@ -26,12 +26,45 @@ def test_clean_image_passes_unchanged(tmp_path):
     affine = np.diag([1.0, 1.0, 1.2, 1.0])
     img = nib.Nifti1Image(data, affine)
     img.set_qform(affine, 1)
+    img.header.set_xyzt_units("mm", "sec")
     path = _save(tmp_path, img)
     img, report = load_and_sanitise(path)
     np.testing.assert_allclose(img.get_fdata(), data, rtol=1e-6)
     np.testing.assert_allclose(img.affine, affine)
     assert report.fixes == [] and report.orientation == "RAS"
     assert img.get_data_dtype() == np.float32
+    assert img.header.get_xyzt_units() == ("mm", "sec")
+
+
+@pytest.mark.parametrize(("units", "expected"), [
+    (("unknown", "unknown"), ("mm", "sec")),
+    (("unknown", "msec"), ("mm", "msec")),
+])
+def test_missing_spatial_units_are_set_to_millimetres_and_reported(tmp_path, units, expected):
+    img = nib.Nifti1Image(_volume(), np.eye(4))
+    img.header.set_xyzt_units(*units)
+    out, report = load_and_sanitise(_save(tmp_path, img))
+    assert out.header.get_xyzt_units() == expected
+    assert [f for f in report.fixes if "unit" in f] == [
+        "the header gives no unit for the voxel sizes (xyzt_units unknown); set millimetres"
+        + (" and seconds" if expected[1] == "sec" else "") + ", the units BIDS uses"]
+    assert report.to_dict()["Fixes"] == report.fixes  # recorded in InputSanitising
+
+
+@pytest.mark.parametrize("xyz", ["micron", "meter"])
+def test_given_spatial_units_are_kept(tmp_path, xyz):
+    img = nib.Nifti1Image(_volume(), np.eye(4))
+    img.header.set_xyzt_units(xyz)
+    out, report = load_and_sanitise(_save(tmp_path, img))
+    assert out.header.get_xyzt_units()[0] == xyz
+    assert not [f for f in report.fixes if "unit" in f]
+
+
+def test_nifti2_units_are_carried_over(tmp_path):
+    img = nib.Nifti2Image(_volume(), np.eye(4))
+    img.header.set_xyzt_units("micron")
+    out, report = load_and_sanitise(_save(tmp_path, img, "sub-01_T1w.nii"))
+    assert isinstance(out, nib.Nifti1Image) and out.header.get_xyzt_units()[0] == "micron"
 
 
 def test_qform_sform_disagreement_is_fixed_and_reported(tmp_path):

@@ -79,8 +79,6 @@ def make_sidecar(*, sigma: float | None = 4.5, fixes=(), snr=(8.0, 12.0), cjv=(0
                       "fber": None, "wm2max": 0.89, "snr_dietrich": None, "n_wm": 120.0},
         },
     }
-    if sigma is not None:
-        meta["EstimatedNoiseSigma"] = sigma
     return meta
 
 

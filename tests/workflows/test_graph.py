@@ -90,3 +90,30 @@ def test_fmriprep_compat_and_simulate_exclude_each_other(tiny_bids, tmp_path, ca
         parse_args([str(tiny_bids), str(tmp_path / "o"), "participant", "--fmriprep-compat",
                     "--simulate", "noise-rician-3"])
     assert "exclude each other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options", [{"fmriprep_compat": True},
+                                     {"simulate": "noise-rician-3"}], ids=["compat", "simulate"])
+def test_command_line_and_run_id_reach_every_image_sidecar(tiny_bids, tmp_path, options):
+    run = {"CommandLine": "bids_enhance /data /out participant --sloppy",
+           "RunId": "20261203-101010_0c9d1f1e-aaaa-bbbb-cccc-123456789abc"}
+    wf = _build(tiny_bids, tmp_path, command_line=run["CommandLine"], run_id=run["RunId"],
+                **options)
+    names = wf.list_node_names()
+    sinks = [wf.get_node(n) for n in names
+             if n.rsplit(".", 1)[1] in {"ds_image", "ds_preproc", "ds_degraded"}]
+    kinds = {s.name for s in sinks}
+    assert kinds == ({"ds_image", "ds_preproc"} if "fmriprep_compat" in options
+                     else {"ds_image", "ds_degraded"})
+    for sink in sinks:
+        assert {k: sink.inputs.meta_dict.get(k) for k in run} == run, sink.fullname
+    # not an input of the cached sidecar node: a new run id must not recompute it (and the
+    # reportlets made from it)
+    sidecar = wf.get_node(next(n for n in names if n.endswith(".sidecar")))
+    assert run["RunId"] not in repr(sidecar.inputs.get())
+
+
+def test_without_a_run_sidecars_name_none(tiny_bids, tmp_path):
+    wf = _build(tiny_bids, tmp_path)
+    sinks = [wf.get_node(n) for n in wf.list_node_names() if n.endswith(".ds_image")]
+    assert sinks and all(not s.inputs.meta_dict for s in sinks)
