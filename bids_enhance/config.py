@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bids_enhance.steps import DEFAULT_DENOISE_METHOD, DEFAULT_ENHANCE
+
 #: Option names grouped into the sections of the run's TOML record.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "execution": (
@@ -63,8 +65,8 @@ class Settings:
     bids_filters: dict[str, dict[str, Any]] | None = None
     bids_database_dir: Path | None = None
     suffix: list[str] = field(default_factory=lambda: ["T1w"])
-    enhance: list[str] = field(default_factory=lambda: ["denoise"])
-    denoise_method: str = "prinlm"
+    enhance: list[str] = field(default_factory=lambda: list(DEFAULT_ENHANCE))
+    denoise_method: str = DEFAULT_DENOISE_METHOD
     noise_model: str = "rician"
     #: ``--checkpoint`` values as ``STEP=PATH``
     checkpoint: list[str] | None = None

@@ -15,6 +15,7 @@ import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from bids_enhance.steps import STEPS
 from bids_enhance.utils import atomic_paths, atomic_write_text, file_lock
 
 CODE_URL = "https://github.com/bids-enhance/bids_enhance"
@@ -31,9 +32,7 @@ BIDSIGNORE = ("*.html", "logs/", "group_*", "**/figures", "**/log")
 
 #: Every ``desc`` label the app writes, with the sentence that goes into descriptions.tsv.
 DESCRIPTIONS = {
-    "denoised": "Denoised with a classical non-local-means filter (PRI-NLM or SANLM; the "
-                "sidecar names the method and its parameters). Same grid and intensity scale "
-                "as the source.",
+    **{step.desc: step.description for step in STEPS.values()},
     "preproc": "--fmriprep-compat: the result of the enhancement chain for one image per "
                "subject (per session), named for `fmriprep --derivatives`; the sidecar's "
                "Sources names the image it was made from.",
@@ -41,17 +40,6 @@ DESCRIPTIONS = {
                  "Simulation record replays it exactly); the input of the enhancement.",
     "simDenoised": "Simulation mode: the desc-simulated image after denoising; its sidecar "
                    "compares it with the source (ReferenceMetrics).",
-    "superres": "x2 super-resolution by a three-player GAN (the sidecar names the model, its "
-                "sha256 and the data-consistency error). On a grid twice as fine covering the "
-                "same field of view (res-x2; Resolution in the sidecar), same intensity scale "
-                "as the source.",
-    "superresDenoised": "x2 super-resolution with noise removal by DISGAN (the sidecar names "
-                        "the model, its sha256 and the data-consistency error). On a grid twice "
-                        "as fine covering the same field of view (res-x2; Resolution in the "
-                        "sidecar), same intensity scale as the source.",
-    "motioncorr": "Motion artefacts reduced by a trained model (GAN or conditional diffusion; "
-                  "the sidecar names it and its sha256). Same grid and intensity scale as the "
-                  "source.",
 }
 
 

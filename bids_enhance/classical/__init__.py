@@ -18,7 +18,7 @@ give float32. SANLM is reached through :func:`denoise` or ``bids_enhance.classic
 
 from __future__ import annotations
 
-import inspect
+import importlib
 import time
 from typing import Any
 
@@ -31,6 +31,7 @@ from bids_enhance.classical._common import (
 from bids_enhance.classical.noise import estimate_noise_pseudo_residual, estimate_noise_sigma
 from bids_enhance.classical.odct import odct3d
 from bids_enhance.classical.prinlm import prinlm
+from bids_enhance.steps import DEFAULT_DENOISE_METHOD, DENOISE_METHODS
 
 __all__ = [
     "METHODS",
@@ -44,34 +45,26 @@ __all__ = [
 ]
 
 #: Methods understood by :func:`denoise`.
-METHODS: tuple[str, ...] = ("prinlm", "sanlm", "odct3d")
+METHODS: tuple[str, ...] = tuple(DENOISE_METHODS)
 
 #: What to cite for each method of :data:`METHODS` and each noise estimator (the
 #: ``sigma_estimator`` of :func:`denoise`'s record): keys of ``bids_enhance/data/boilerplate.bib``,
 #: the bibliography of the methods text (``logs/CITATION.md``), the method's own paper first.
 REFERENCES: dict[str, tuple[str, ...]] = {
-    "prinlm": ("manjon2012", "buades2005", "coupe2008"),
-    "sanlm": ("manjon2010", "coupe2008"),
-    "odct3d": ("manjon2012",),
+    **{name: method.reference_keys for name, method in DENOISE_METHODS.items()},
     "coupe2010": ("coupe2010", "koay2006"),
     "user": (),
 }
 
-#: Keyword arguments of the method functions that :func:`denoise` sets itself.
-_RESERVED = ("volume", "sigma", "noise_model", "device")
-
 
 def _method_function(method: str):
-    if method == "prinlm":
-        return prinlm
-    if method == "odct3d":
-        return odct3d
-    from bids_enhance.classical.sanlm import sanlm  # lazy: separate module
-
-    return sanlm
+    """The function of ``method``, named in the registry (imported lazily: SANLM is a separate
+    module)."""
+    module, _, name = DENOISE_METHODS[method].function.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def denoise(volume, *, method: str = "prinlm", noise_model: str = "rician",
+def denoise(volume, *, method: str = DEFAULT_DENOISE_METHOD, noise_model: str = "rician",
             sigma: float | None = None, device: Any = "cpu", **params) -> tuple[Any, dict]:
     """Denoise a 3D volume with one of the classical methods and describe what was done.
 
@@ -106,8 +99,8 @@ def denoise(volume, *, method: str = "prinlm", noise_model: str = "rician",
     noise_model = check_choice("noise_model", noise_model, NOISE_MODELS)
     dev = resolve_device(device)
     func = _method_function(method)
-    accepted = [name for name, p in inspect.signature(func).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _RESERVED]
+    defaults = dict(DENOISE_METHODS[method].parameters)  # the signature's (tests/test_steps.py)
+    accepted = list(defaults)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise TypeError(f"denoise(method={method!r}) got unexpected parameter(s) "
@@ -117,8 +110,6 @@ def denoise(volume, *, method: str = "prinlm", noise_model: str = "rician",
     else:
         sigma, estimator = estimate_noise_sigma(volume, noise_model=noise_model), "coupe2010"
     out = func(volume, sigma=sigma, noise_model=noise_model, device=dev, **params)
-    defaults = {name: p.default for name, p in inspect.signature(func).parameters.items()
-                if name in accepted}
     used = {**defaults, **params}
     if "guide" in used:
         used["guide"] = "user" if used["guide"] is not None else "odct3d"

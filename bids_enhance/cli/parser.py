@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from bids_enhance import __version__
+from bids_enhance import steps as registry
 
 SUFFIXES = ("T1w", "T2w", "FLAIR", "PD")
 #: ``--enhance`` steps, in the fixed order a chain applies them (``motion`` first: a model of
 #: motion artefacts sees the image as acquired; super-resolution last: it changes the grid)
-ENHANCEMENTS = ("motion", "denoise", "superres", "superres-denoise")
+ENHANCEMENTS = registry.CHAIN_ORDER
+GENERATIVE_STEPS = registry.GENERATIVE_STEPS
 CONSISTENCY_MODES = ("measure", "project", "off")
-DENOISE_METHODS = ("prinlm", "sanlm")
+DENOISE_METHODS = registry.PIPELINE_METHODS
 NOISE_MODELS = ("rician", "gaussian")
 FILTER_QUERIES = tuple(s.lower() for s in SUFFIXES)
 TRAIN_MODELS = ("gan3p", "disgan", "motion-gan", "motion-ddpm")
@@ -42,6 +44,16 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         if action.default is None or "default" in text.lower():
             return text
         return super()._get_help_string(action)
+
+
+def _enhance_help() -> str:
+    """``--enhance`` help: every step in chain order, x2 alternatives joined with "or"."""
+    text = ""
+    for i, step in enumerate(registry.STEPS.values()):
+        if i:
+            text += " or " if step.x2 and list(registry.STEPS.values())[i - 1].x2 else " → "
+        text += f"{step.name} ({step.help})"
+    return "enhancement steps, always applied in this order: " + text
 
 
 def _label_list(prefix: str):
@@ -156,28 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not run the BIDS validator on the input")
 
     g = parser.add_argument_group("enhancement")
-    g.add_argument("--enhance", nargs="+", choices=ENHANCEMENTS, default=["denoise"],
-                   help="enhancement steps, always applied in this order: motion (motion-"
-                        "artefact correction, motion-gan or motion-ddpm model) → denoise "
-                        "(classical PRI-NLM/SANLM) → superres (x2 super-resolution, three-player "
-                        "GAN) or superres-denoise (x2 super-resolution with noise removal, "
-                        "DISGAN)")
+    g.add_argument("--enhance", nargs="+", choices=ENHANCEMENTS,
+                   default=list(registry.DEFAULT_ENHANCE),
+                   help=_enhance_help())
     g.add_argument("--checkpoint", action="append", metavar="[STEP=]PATH",
-                   help="trained model for a generative step (motion, superres, "
-                        "superres-denoise): a checkpoint.pt, or the folder the train level "
-                        "wrote (OUTPUT_DIR/models/<name>/, checked against its "
-                        "model_card.json); repeat for several steps; a bare PATH when only one "
-                        "generative step is requested. Default: the weights shipped with "
-                        "bids_enhance, where there are any")
+                   help=f"trained model for a generative step ({', '.join(GENERATIVE_STEPS)}): "
+                        "a checkpoint.pt, or the folder the train level wrote "
+                        "(OUTPUT_DIR/models/<name>/, checked against its model_card.json); "
+                        "repeat for several steps; a bare PATH when only one generative step "
+                        "is requested. Default: the weights shipped with bids_enhance, where "
+                        "there are any")
     g.add_argument("--consistency", choices=CONSISTENCY_MODES, default="measure",
                    help="super-resolution: measure how far the output, degraded again as in "
                         "training, is from the input (recorded in sidecars and reports); "
                         "project: also correct the output so that it matches the input exactly; "
                         "off: neither")
     g.add_argument("--denoise-method", dest="denoise_method", choices=DENOISE_METHODS,
-                   default="prinlm",
-                   help="prinlm: ODCT-guided rotation-invariant NLM (Manjón 2012); sanlm: "
-                        "spatially adaptive NLM (Manjón 2010)")
+                   default=registry.DEFAULT_DENOISE_METHOD,
+                   help="; ".join(f"{m.name}: {m.summary} ({m.cited})"
+                                  for m in registry.DENOISE_METHODS.values() if m.offered))
     g.add_argument("--noise-model", dest="noise_model", choices=NOISE_MODELS, default="rician",
                    help="rician for magnitude images straight from the scanner; gaussian for "
                         "images whose background noise was already removed or transformed")
@@ -355,8 +364,6 @@ def _check_file_values(parser: argparse.ArgumentParser, path: Path, values: dict
 def _parse_checkpoints(parser: argparse.ArgumentParser, values: list[str] | None,
                        chain: list[str]) -> dict[str, str]:
     """``--checkpoint [STEP=]PATH`` values → {step: path}."""
-    from bids_enhance.inference.weights import GENERATIVE_STEPS
-
     generative = [s for s in chain if s in GENERATIVE_STEPS]
     out: dict[str, str] = {}
     for value in values or []:
@@ -388,12 +395,15 @@ def _check_enhancement(parser: argparse.ArgumentParser, opts: argparse.Namespace
     """The chain in its fixed order, the ``--checkpoint`` values, and every generative step's
     verified model (:func:`bids_enhance.inference.weights.resolve_model`)."""
     chain = [s for s in ENHANCEMENTS if s in opts.enhance]
-    if "superres" in chain and "superres-denoise" in chain:
-        parser.error("--enhance superres and superres-denoise exclude each other (both "
-                     "super-resolve x2, superres-denoise also removes noise); choose one")
+    x2 = [s for s in chain if registry.STEPS[s].x2]
+    if len(x2) > 1:
+        parser.error(f"--enhance {' and '.join(x2)} exclude each other (both super-resolve x2"
+                     + "".join(f", {s} also removes noise" for s in x2
+                               if registry.STEPS[s].removes_noise)
+                     + "); choose one")
     checkpoints = _parse_checkpoints(parser, opts.checkpoint, chain)
     models: dict[str, dict] = {}
-    generative = [s for s in chain if s not in ("denoise",)]
+    generative = [s for s in chain if registry.STEPS[s].generative]
     if generative and opts.analysis_level == "participant" and not opts.reports_only:
         from bids_enhance.inference.weights import ModelSelectionError, resolve_model
 
@@ -473,7 +483,7 @@ def parse_args(argv: list[str] | None = None):
         allowed = simulation_presets(chain, lowres_method=method)
         if opts.simulate == "model":  # the degradation the chain's model was trained for
             trained = [m["degradation"] for s, m in models.items()
-                       if s != "motion" or len(models) == 1]
+                       if s != registry.MOTION.name or len(models) == 1]
             if not trained or not trained[-1]:
                 parser.error("--simulate model needs a generative step whose checkpoint records "
                              "its training degradation; name a preset instead")

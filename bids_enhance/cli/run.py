@@ -204,7 +204,9 @@ def _plugin_settings(settings) -> dict:
             "status_callback": _status_callback}
     if settings.mem_gb:
         args["memory_gb"] = settings.mem_gb
-    generative = set(settings.enhance or ()) & {"superres", "superres-denoise", "motion"}
+    from bids_enhance.steps import GENERATIVE_STEPS
+
+    generative = set(settings.enhance or ()) & set(GENERATIVE_STEPS)
     if settings.device != "cpu" or generative:
         # never fork a process that may hold a CUDA context, nor one whose torch thread pool is
         # running: the checkpoints are loaded and verified here before the workflow starts, and

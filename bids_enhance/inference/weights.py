@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bids_enhance.steps import GENERATIVE_STEPS, STEPS, X2_STEPS
+
 __all__ = [
     "DEFAULT_MODELS",
     "GENERATIVE_STEPS",
@@ -41,22 +43,12 @@ __all__ = [
 #: environment variable that overrides the folder of default weights (tests, site installs)
 MODELS_DIR_ENV = "BIDS_ENHANCE_MODELS_DIR"
 
-#: generative enhancement steps (``--enhance`` values that run a trained network)
-GENERATIVE_STEPS = ("motion", "superres", "superres-denoise")
-#: steps whose output lies on the x2 grid
-X2_STEPS = ("superres", "superres-denoise")
-#: training tasks (``bids_enhance … train --model``) whose checkpoints each step runs
-STEP_TASKS: dict[str, tuple[str, ...]] = {
-    "superres": ("gan3p",),
-    "superres-denoise": ("disgan",),
-    "motion": ("motion-gan", "motion-ddpm"),
-}
-#: folder (under the models dir) of each step's default weights
-DEFAULT_MODELS: dict[str, str] = {
-    "superres": "gan3p_l1_x2",
-    "superres-denoise": "disgan_x2",
-    "motion": "motion_gan",
-}
+#: generative enhancement steps (``--enhance`` values that run a trained network), steps whose
+#: output lies on the x2 grid, the training tasks whose checkpoints each step runs, and the folder
+#: (under the models dir) of each step's default weights: all from :mod:`bids_enhance.steps`
+STEP_TASKS: dict[str, tuple[str, ...]] = {s: STEPS[s].tasks for s in GENERATIVE_STEPS}
+DEFAULT_MODELS: dict[str, str] = {s: STEPS[s].default_model for s in GENERATIVE_STEPS
+                                  if STEPS[s].default_model}
 CARD_NAME = "model_card.json"
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -175,8 +167,7 @@ def _no_default_message(step: str, directory: Path) -> str:
             f"default weights for it yet (looked for {directory / DEFAULT_MODELS[step] / CARD_NAME}"
             f"); train one with `bids_enhance BIDS_DIR OUT train --model {task}` and pass it "
             f"with --checkpoint {step}=OUT/models/{task}/checkpoint.pt"
-            + ("; or use `--enhance denoise superres` (PRI-NLM, then the shipped x2 model)"
-               if step == "superres-denoise" else ""))
+            + STEPS[step].no_default_hint)
 
 
 def _locate(step: str, given: str | os.PathLike[str] | None, directory: Path

@@ -17,6 +17,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_enhance.steps import DENOISE
+
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
     base_directory = Directory(mandatory=True, desc="root of the derivatives dataset")
@@ -258,7 +260,7 @@ def _step_entry(info: dict, scale: float) -> dict:
     if "sha256" in info:  # a trained model (GenerativeEnhance)
         return _generative_entry(info, scale)
     entry = {
-        "Step": info.get("step", "denoise"),
+        "Step": info.get("step", DENOISE.name),
         "Method": info.get("method"),
         "NoiseModel": info.get("noise_model"),
         "Parameters": info.get("parameters", {}),

@@ -14,11 +14,15 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_enhance.steps import DENOISE_METHODS, PIPELINE_METHODS
+
 
 class _ClassicalDenoiseInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3D image (normalised intensities)")
-    method = traits.Enum("prinlm", "sanlm", usedefault=True,
-                         desc="PRI-NLM (Manjón 2012) or SANLM (Manjón 2010)")
+    method = traits.Enum(*PIPELINE_METHODS, usedefault=True,
+                         desc=" or ".join(f"{DENOISE_METHODS[m].abbreviation} "
+                                          f"({DENOISE_METHODS[m].cited})"
+                                          for m in PIPELINE_METHODS))
     noise_model = traits.Enum("rician", "gaussian", usedefault=True,
                               desc="noise distribution assumed by the filter")
     sigma = traits.Float(desc="noise standard deviation in the image's units; estimated "
@@ -53,7 +57,7 @@ class ClassicalDenoise(SimpleInterface):
 
         torch.set_num_threads(max(1, self.inputs.omp_nthreads))
         img = nib.load(self.inputs.in_file)
-        params = {"search_radius": 1} if self.inputs.sloppy else {}
+        params = dict(DENOISE_METHODS[self.inputs.method].sloppy) if self.inputs.sloppy else {}
         sigma = self.inputs.sigma if isdefined(self.inputs.sigma) else None
         out, info = denoise(img.get_fdata(dtype=np.float32), method=self.inputs.method,
                             noise_model=self.inputs.noise_model, sigma=sigma,

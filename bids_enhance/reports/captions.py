@@ -6,8 +6,7 @@ steps of its sidecar's ``EnhancementSteps``, simulation preset and noise model).
 reportlet carries the chain as ``data-*`` attributes (:meth:`Chain.html_attributes`), so the
 report assembler finds it next to the figures it captions (:meth:`Chain.from_html`).
 
-Step names are those of ``--enhance`` (``bids_enhance.workflows.enhance.CHAIN_ORDER``; a test
-keeps the two lists equal).
+Step names, labels and phrases come from :mod:`bids_enhance.steps`.
 """
 
 from __future__ import annotations
@@ -17,35 +16,19 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from bids_enhance.steps import DENOISE, MOTION, STEPS, X2_STEPS
+
 __all__ = ["CAPTIONS", "STEP_LABELS", "STEP_NOUNS", "Chain", "caption", "residual_legend"]
 
 #: Step → how the report names it (summary, method tables).
-STEP_LABELS = {
-    "motion": "motion correction",
-    "denoise": "denoising",
-    "superres": "x2 super-resolution (three-player GAN)",
-    "superres-denoise": "x2 super-resolution with noise removal (DISGAN)",
-}
+STEP_LABELS = {name: step.label for name, step in STEPS.items()}
 #: Step → noun phrase used in running text ("the image after denoising and x2 ...").
-STEP_NOUNS = {
-    "motion": "motion correction",
-    "denoise": "denoising",
-    "superres": "x2 super-resolution",
-    "superres-denoise": "x2 super-resolution with noise removal",
-}
+STEP_NOUNS = {name: step.noun for name, step in STEPS.items()}
 _ORDER = tuple(STEP_LABELS)
-_X2 = ("superres", "superres-denoise")
-_NOISE_REMOVING = ("denoise", "superres-denoise")
+_X2 = X2_STEPS
+_NOISE_REMOVING = tuple(name for name, step in STEPS.items() if step.removes_noise)
 #: What to look for in the before/after views, per step.
-_LOOK_FOR = {
-    "motion": "fewer motion artefacts (ghosts and ripples repeated across the head) with the "
-              "anatomy left in place",
-    "denoise": "removed noise and texture with preserved edges (cortical ribbon, ventricles, "
-               "vessels)",
-    "superres": "sharper edges and finer detail than in the interpolated input",
-    "superres-denoise": "sharper edges, finer detail and less noise than in the interpolated "
-                        "input",
-}
+_LOOK_FOR = {name: step.look_for for name, step in STEPS.items()}
 
 
 @dataclass(frozen=True)
@@ -79,7 +62,7 @@ class Chain:
         steps = [s for s in sidecar.get("EnhancementSteps") or [] if isinstance(s, Mapping)]
         simulation = sidecar.get("Simulation") or {}
         noise = next((s.get("NoiseModel") for s in steps
-                      if s.get("Step") == "denoise" and s.get("NoiseModel")), None)
+                      if s.get("Step") == DENOISE.name and s.get("NoiseModel")), None)
         return cls(steps=tuple(str(s.get("Step")) for s in steps),
                    simulated=str(simulation.get("Preset") or "simulation") if simulation
                    else None,
@@ -156,7 +139,7 @@ def residual_caption(chain: Chain) -> tuple[str, str]:
     if chain.removes_noise:
         parts.append("Removed noise looks like fine speckle of both colours without anatomy; "
                      "removed structure shows as bands of one colour that follow edges.")
-    if "motion" in chain.steps:
+    if MOTION.name in chain.steps:
         parts.append("Removed motion artefacts look like ghosts or ripples repeated across the "
                      "head; anatomy that was moved or blurred shows as bands of one colour "
                      "along edges.")
@@ -165,7 +148,7 @@ def residual_caption(chain: Chain) -> tuple[str, str]:
                      "make: expected along edges (sharper than the interpolation); texture in "
                      "flat tissue, or edges the input does not show, is the model's invention.")
     bias = (" (with a Rician noise model a small positive mean is the removed noise bias)"
-            if "denoise" in chain.steps and chain.noise_model == "rician" else "")
+            if DENOISE.name in chain.steps and chain.noise_model == "rician" else "")
     parts.append("The bottom row is the local mean of the difference inside the head (outside "
                  "it is not shown): noise averages out there while coherent changes of "
                  "structure or intensity remain. A mean far from zero inside the head means the "
@@ -179,7 +162,7 @@ def residual_legend(chain: Chain) -> list[str]:
     top = []
     if chain.removes_noise:
         top.append("speckle without anatomy = noise removed")
-    if "motion" in chain.steps:
+    if MOTION.name in chain.steps:
         top.append("ghosts or ripples repeated across the head = motion artefacts removed")
     if chain.x2:
         top.append("fine detail along edges = sharpening beyond the cubic interpolation, "

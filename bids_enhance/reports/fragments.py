@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bids_enhance.reports.captions import STEP_LABELS, Chain
+from bids_enhance.steps import DENOISE, DENOISE_METHODS
 
 __all__ = [
     "IQM_DEFINITIONS",
@@ -59,10 +60,7 @@ IQM_DEFINITIONS: dict[str, tuple[str, str | None, str]] = {
 MAIN_IQMS = ("snr_total", "snr_wm", "snr_gm", "snr_csf", "snr_dietrich", "cnr", "cjv", "efc",
              "fber", "wm2max")
 
-_METHOD_NAMES = {
-    "prinlm": "PRI-NLM: prefiltered rotationally invariant non-local means (Manjón et al. 2012)",
-    "sanlm": "SANLM: spatially adaptive non-local means (Manjón et al. 2010)",
-}
+_METHOD_NAMES = {name: method.title for name, method in DENOISE_METHODS.items()}
 _STEP_NAMES = STEP_LABELS
 _ARROWS = {"up": ("↑", "higher is better"), "down": ("↓", "lower is better"),
            None: ("–", "no better direction")}
@@ -286,7 +284,7 @@ def _noise_html(sidecar: Mapping) -> str:
     sigma, estimator = noise_sigma(sidecar)
     steps = [s for s in sidecar.get("EnhancementSteps") or [] if isinstance(s, Mapping)]
     if sigma is None:
-        if not any(s.get("Step") == "denoise" or "NoiseSigma" in s for s in steps):
+        if not any(s.get("Step") == DENOISE.name or "NoiseSigma" in s for s in steps):
             return ""  # no step of this chain estimates the noise: nothing to report
         return ('<p class="be-noise">Estimated noise σ: <strong>n/a</strong> (no step of the '
                 "chain estimated it).</p>")
@@ -484,7 +482,7 @@ def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str
         (f"Images ({len(source_files)})", images),
         ("Enhancement chain", chain),
     ]
-    if "denoise" in enhance:  # only what ran: the method and noise model of denoising
+    if DENOISE.name in enhance:  # only what ran: the method and noise model of denoising
         rows.append(("Denoising method", _e(_METHOD_NAMES.get(denoise_method, denoise_method))))
         rows.append(("Noise model", _e(noise_model.capitalize() if noise_model else "n/a")))
     if models:

@@ -7,43 +7,33 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from bids_enhance import steps as registry
 from bids_enhance.workflows.engine import LiterateWorkflow
 
-_DENOISE_DESC = {
-    "prinlm": (
-        "was denoised with the prefiltered rotationally invariant non-local means filter "
-        "(PRI-NLM) [@manjon2012]: the image was first filtered with the oracle-based 3D "
-        "discrete cosine transform filter (ODCT3D) [@manjon2012], and this prefiltered image "
-        "guided a rotationally invariant non-local means filter [@buades2005; @coupe2008] "
-        "(search radius {radius} voxels)"
-    ),
-    "sanlm": (
-        "was denoised with the spatially adaptive non-local means filter (SANLM) "
-        "[@manjon2010; @coupe2008], which adapts the filtering strength to the local noise "
-        "level (search radius {radius} voxels, patch radius 1 voxel)"
-    ),
-}
 _NOISE_DESC = {
     "rician": "a Rician noise model (the bias of magnitude images removed from the estimate)",
     "gaussian": "a Gaussian noise model",
 }
 
 
-def init_denoise_wf(*, method: str = "prinlm", noise_model: str = "rician",
-                    device: str = "cpu", omp_nthreads: int = 1, mem_gb: float = 1.0,
-                    sloppy: bool = False, name: str = "denoise_wf") -> LiterateWorkflow:
+def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
+                    noise_model: str = "rician", device: str = "cpu", omp_nthreads: int = 1,
+                    mem_gb: float = 1.0, sloppy: bool = False,
+                    name: str = "denoise_wf") -> LiterateWorkflow:
     """Classical denoising (PRI-NLM or SANLM) with the noise level estimated from the image.
 
     Inputs: ``in_file``. Outputs: ``out_file``, ``out_info``, ``sigma`` (normalised units).
     """
     from bids_enhance.interfaces.denoise import ClassicalDenoise
 
-    if method not in _DENOISE_DESC:
-        raise ValueError(f"method must be one of {sorted(_DENOISE_DESC)}, got {method!r}")
+    if method not in registry.PIPELINE_METHODS:
+        raise ValueError(f"method must be one of {sorted(registry.PIPELINE_METHODS)}, "
+                         f"got {method!r}")
     workflow = LiterateWorkflow(name=name)
-    radius = 1 if sloppy else 3
+    spec = registry.DENOISE_METHODS[method]
+    params = {**spec.parameters, **(spec.sloppy if sloppy else {})}
     workflow.__desc__ = (
-        "The image " + _DENOISE_DESC[method].format(radius=radius) + ", implemented in PyTorch "
+        "The image " + spec.methods_text.format(**params) + ", implemented in PyTorch "
         f"within *bids_enhance*, with {_NOISE_DESC[noise_model]}. The noise standard deviation "
         "was estimated from the image itself with the object-based wavelet estimator of "
         "@coupe2010, corrected for the Rician bias [@koay2006]. "
@@ -63,28 +53,6 @@ def init_denoise_wf(*, method: str = "prinlm", noise_model: str = "rician",
     return workflow
 
 
-_MODEL_DESC = {
-    "superres": (
-        "The image was super-resolved by a factor of two along each axis with the generator of "
-        "a three-player generative adversarial network [@wang2023threeplayer] (residual-in-"
-        "residual dense blocks and a 3D voxel shuffle)"
-    ),
-    "superres-denoise": (
-        "The image was super-resolved by a factor of two along each axis, and its noise "
-        "removed, with the generator of DISGAN [@wang2023disgan], a generative adversarial "
-        "network whose critic is a 3D U-Net informed by the Haar wavelet transform"
-    ),
-    "motion-gan": (
-        "Motion artefacts were reduced with the generator of a three-player generative "
-        "adversarial network [@wang2023threeplayer] trained on pairs of clean images and "
-        "images with simulated rigid motion"
-    ),
-    "motion-ddpm": (
-        "Motion artefacts were reduced with a conditional denoising diffusion model "
-        "[@ho2020ddpm] trained on pairs of clean slices and slices with simulated rigid motion, "
-        "sampled with DDIM [@song2021ddim]"
-    ),
-}
 _CONSISTENCY_DESC = {
     "measure": (" The data consistency of the result was measured: the output, degraded again "
                 "exactly as the training inputs had been, was compared with the input."),
@@ -118,13 +86,13 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
                          f"got {consistency!r}")
     workflow = LiterateWorkflow(name=name or f"{step.replace('-', '_')}_wf")
     summary = model.get("summary") or {}
-    key = step if step != "motion" else (model.get("task") or "motion-gan")
-    text = _MODEL_DESC.get(key, _MODEL_DESC["motion-gan"])
+    spec = registry.STEPS[step]  # methods text by training task, else the step's first task's
+    text = spec.methods_text.get(model.get("task") or "", spec.methods_text[spec.tasks[0]])
     text += (f" (model `{summary.get('name')}`, checkpoint sha256 `{model['sha256'][:12]}…`"
              + (f", trained for the `{model['degradation']}` degradation"
                 if model.get("degradation") else "") + "), implemented in PyTorch within "
              "*bids_enhance*. ")
-    if step in X2_STEPS:
+    if step in registry.X2_STEPS:
         text += ("The output grid covers the input's field of view with voxels half the size; "
                  "its voxel-to-world transform is the input's composed with the exact inverse "
                  f"of the `{model.get('lowres_method') or 'box'}` down-sampling geometry the "
@@ -137,7 +105,7 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
     enhance = pe.Node(GenerativeEnhance(
         checkpoint=model["path"], expected_sha256=model["sha256"], step=step,
         model_summary={**summary, "origin": model.get("origin"), "card": model.get("card")},
-        consistency=consistency if step in X2_STEPS else "off", seed=seed, device=device,
+        consistency=consistency if step in registry.X2_STEPS else "off", seed=seed, device=device,
         omp_nthreads=omp_nthreads, use_gpu=device != "cpu",
         **({"mem_gb": float(mem_budget_gb)} if mem_budget_gb else {})),
         name="enhance", n_procs=omp_nthreads, mem_gb=mem_gb)
@@ -148,32 +116,18 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
     return workflow
 
 
-#: Registry of enhancement steps (``--enhance`` choices) → workflow factory.
-STEPS = {
-    "motion": init_generative_wf,
-    "denoise": init_denoise_wf,
-    "superres": init_generative_wf,
-    "superres-denoise": init_generative_wf,
-}
 #: The order a chain applies its steps in, whatever order they were asked for.
-CHAIN_ORDER = ("motion", "denoise", "superres", "superres-denoise")
+CHAIN_ORDER = registry.CHAIN_ORDER
 #: Steps whose output lies on the x2 grid (always last in a chain).
-X2_STEPS = ("superres", "superres-denoise")
+X2_STEPS = registry.X2_STEPS
+#: Enhancement steps (``--enhance`` choices) → workflow factory.
+STEPS = {name: init_generative_wf if step.generative else init_denoise_wf
+         for name, step in registry.STEPS.items()}
 #: ``desc-`` label fragment of each step (base labels listed in ``bids/dataset.py``).
-DESC_LABELS = {
-    "motion": "motioncorr",
-    "denoise": "denoised",
-    "superres": "superres",
-    "superres-denoise": "superresDenoised",
-}
+DESC_LABELS = {name: step.desc for name, step in registry.STEPS.items()}
 #: ``res-`` label of images on the x2 grid (its meaning goes into the sidecar's ``Resolution``)
 X2_RES_LABEL = "x2"
-_STEP_PHRASES = {
-    "motion": "motion artefacts reduced by a trained model",
-    "denoise": "denoised with a classical non-local-means filter (PRI-NLM or SANLM)",
-    "superres": "x2 super-resolved by a three-player GAN",
-    "superres-denoise": "x2 super-resolved and denoised by DISGAN",
-}
+_STEP_PHRASES = {name: step.phrase for name, step in registry.STEPS.items()}
 
 
 def order_chain(steps: list[str]) -> list[str]:
@@ -214,11 +168,8 @@ def chain_description(steps: list[str], *, simulated: bool = False) -> str:
 
 
 #: Degradation presets each same-grid step can be checked with in simulation mode.
-SIMULATION_PRESETS = {
-    "denoise": ("denoise-rician", "noise-rician-3", "noise-rician-6", "noise-rician-9",
-                "noise-gaussian-3"),
-    "motion": ("motion", "motion-ghosting"),
-}
+SIMULATION_PRESETS = {name: step.presets for name, step in registry.STEPS.items()
+                      if step.presets}
 
 
 def simulation_presets(steps: list[str], *, lowres_method: str | None = None) -> list[str]:
@@ -230,7 +181,7 @@ def simulation_presets(steps: list[str], *, lowres_method: str | None = None) ->
 
     steps = order_chain(steps)
     if is_x2(steps):
-        if "motion" in steps:
+        if registry.MOTION.name in steps:
             return []
         method = lowres_method or "box"
         return sorted(name for name, preset in PRESETS.items()
