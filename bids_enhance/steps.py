@@ -109,7 +109,11 @@ _METHODS = (
         reference_keys=("manjon2012",),
         function="bids_enhance.classical.odct:odct3d",
         parameters={"memory_budget_gb": 0.5},
-        offered=False,
+        methods_text=(
+            "was denoised with the oracle-based 3D discrete cosine transform filter (ODCT3D) "
+            "[@manjon2012] alone, the fast first stage of PRI-NLM: overlapping 4×4×4 DCT "
+            "blocks were hard-thresholded at 2.7σ, and a second pass kept the noisy "
+            "coefficients where this first estimate (the oracle) exceeded σ"),
     ),
 )
 #: Every classical method of :func:`bids_enhance.classical.denoise`, by name.

@@ -84,12 +84,12 @@ def test_cli_help_text_unchanged():
     actions = {a.dest: a for a in build_parser()._actions}
     assert actions["enhance"].help == (
         "enhancement steps, always applied in this order: motion (motion-artefact correction, "
-        "motion-gan or motion-ddpm model) → denoise (classical PRI-NLM/SANLM) → superres (x2 "
+        "motion-gan or motion-ddpm model) → denoise (classical PRI-NLM/SANLM/ODCT3D) → superres (x2 "
         "super-resolution, three-player GAN) or superres-denoise (x2 super-resolution with "
         "noise removal, DISGAN)")
     assert actions["denoise_method"].help == (
         "prinlm: ODCT-guided rotation-invariant NLM (Manjón 2012); sanlm: spatially adaptive "
-        "NLM (Manjón 2010)")
+        "NLM (Manjón 2010); odct3d: oracle DCT filter alone (Manjón 2012)")
 
 
 def test_interface_and_workflow_accept_every_offered_method():
@@ -101,7 +101,9 @@ def test_interface_and_workflow_accept_every_offered_method():
     assert tuple(spec.trait("method").trait_type.values) == PIPELINE_METHODS
     assert spec.method == PIPELINE_METHODS[0]
     for name in PIPELINE_METHODS:
-        assert "search radius" in init_denoise_wf(method=name).__desc__
+        text = init_denoise_wf(method=name).__desc__
+        assert f"({DENOISE_METHODS[name].abbreviation})" in text
+        assert ("search radius" in text) == ("search_radius" in DENOISE_METHODS[name].parameters)
     assert list(FACTORIES) == list(CHAIN_ORDER)
     for name, step in STEPS.items():
         assert FACTORIES[name] is (init_generative_wf if step.generative else init_denoise_wf)

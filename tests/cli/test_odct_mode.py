@@ -1,0 +1,27 @@
+"""``--denoise-method odct3d``: PRI-NLM's fast first stage as a method of its own (issue 12)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bids_enhance.cli.run import main
+from tests.conftest import phantom, write_bids
+
+
+@pytest.mark.slow
+def test_odct3d_runs_with_the_sidecar_report_and_methods_of_a_classical_method(tmp_path):
+    bids = write_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": phantom(noise=4.0)})
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "-w", str(tmp_path / "w"), "--nprocs",
+                 "1", "--skip-bids-validation", "--denoise-method", "odct3d"]) == 0
+    meta = json.loads((out / "sub-01/anat/sub-01_desc-denoised_T1w.json").read_text())
+    step = meta["EnhancementSteps"][0]
+    assert step["Method"] == "odct3d" and step["NoiseModel"] == "rician"
+    assert step["NoiseSigma"] > 0 and step["References"][0]["Key"] == "manjon2012"
+    report = (out / "sub-01.html").read_text()
+    assert "ODCT3D: oracle-based 3D discrete cosine transform filter" in report
+    assert "PRI-NLM: prefiltered" not in report  # the method that did not run
+    methods = (out / "logs" / "CITATION.md").read_text()
+    assert "discrete cosine transform filter (ODCT3D) [@manjon2012] alone" in methods
