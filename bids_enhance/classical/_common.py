@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bids_enhance.device import resolve_device
+
 __all__ = [
     "COMPUTE_DTYPE",
     "DEFAULT_MEMORY_BUDGET_GB",
@@ -65,10 +67,6 @@ COMPUTE_DTYPE = torch.float32
 #: Default working-memory budget of one call, in GiB (intermediates only, not the input/output).
 DEFAULT_MEMORY_BUDGET_GB = 0.5
 
-_GPU_HINT = (
-    "check `nvidia-smi`, run Docker with `--gpus all` or Apptainer/Singularity with `--nv`, "
-    "or pass device='cpu'"
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,34 +109,6 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Turn ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` (or a ``torch.device``) into a device.
-
-    ``"auto"`` picks the first CUDA device when one is usable, else the CPU. A CUDA device that is
-    not usable raises ``RuntimeError`` with a hint; there is no silent fallback to the CPU.
-    """
-    if device is None or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device.lower() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}"
-                         f"{did_you_mean(str(device), ('cpu', 'cuda', 'auto'))}") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type != "cuda":
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}")
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was requested but CUDA is not available "
-                           f"(torch {torch.__version__}): {_GPU_HINT}")
-    count = torch.cuda.device_count()
-    index = 0 if dev.index is None else dev.index
-    if index >= count:
-        raise RuntimeError(f"device {device!r} was requested but only {count} CUDA device(s) "
-                           f"are visible: {_GPU_HINT}")
-    return torch.device("cuda", index)
 
 
 # --------------------------------------------------------------------------------------------

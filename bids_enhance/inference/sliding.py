@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bids_enhance.device import resolve_device
 from bids_enhance.inference.memory import (
     FIXED_OVERHEAD_GB,
     HEAD_HALO,
@@ -107,18 +108,6 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # ---------------------------------------------------------------------------------------------
 # devices, precision, determinism
 # ---------------------------------------------------------------------------------------------
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``"auto"``/None → CUDA when available, else CPU; a CUDA device that is not usable raises
-    ``RuntimeError`` (never a silent CPU fallback)."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device} was asked for but CUDA is not available (in a "
-                           "container: docker --gpus all, apptainer --nv)")
-    return device
-
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``"auto"`` → ``"bf16"`` on a bf16-capable CUDA device, ``"fp32"`` otherwise."""

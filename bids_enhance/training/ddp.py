@@ -33,33 +33,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from bids_enhance.device import resolve_device
+
 __all__ = ["DistributedContext", "GlobalBatchNorm3d", "resolve_device"]
 
 LOGGER = logging.getLogger(__name__)
-
-
-def resolve_device(preference: str = "auto", *, local_rank: int = 0) -> torch.device:
-    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` →
-    ``cuda:LOCAL_RANK``; anything else is passed to ``torch.device`` (``ValueError`` when CUDA is
-    asked for but missing)."""
-    pref = str(preference).strip().lower()
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        pref = f"cuda:{local_rank}"
-    try:
-        device = torch.device(pref)
-    except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got "
-                         f"{preference!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {preference!r} asked for, but CUDA is not available "
-                             "(torch.cuda.is_available() is False)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {preference!r} asked for, but only "
-                             f"{torch.cuda.device_count()} CUDA device(s) are visible")
-    return device
 
 
 class _AllReduceSum(torch.autograd.Function):
