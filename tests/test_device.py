@@ -43,3 +43,18 @@ def test_a_typo_gets_a_suggestion():
 def test_cuda_without_a_gpu_is_a_runtime_error_never_a_cpu_fallback(name):
     with pytest.raises(RuntimeError, match="CUDA is not available.*--gpus all"):
         resolve_device(name, local_rank=1)
+
+
+def test_the_core_never_imports_training():
+    """Inference, models and the other core packages stand below training (issue 11)."""
+    import re
+    from pathlib import Path
+
+    import bids_enhance
+
+    root = Path(bids_enhance.__file__).parent
+    core = ("bids", "classical", "degrade", "image", "inference", "metrics", "models", "reports")
+    pattern = re.compile(r"^\s*(from|import)\s+bids_enhance\.training\b", re.MULTILINE)
+    offenders = [str(p.relative_to(root)) for package in core
+                 for p in (root / package).rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders

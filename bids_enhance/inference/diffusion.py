@@ -3,7 +3,7 @@
 Every slice along ``slice_axis`` is sampled with DDIM (:func:`bids_enhance.models.ddim_sample`),
 conditioned on the corrupted slice and ``neighbours`` slices on each side (2.5D; stacks made by
 :func:`bids_enhance.models.neighbour_slices`, edges replicated, exactly as in training).
-Intensities are mapped as the trainer defines (:data:`bids_enhance.training.diffusion.INTENSITY_MAP`,
+Intensities are mapped as the trainer defines (:data:`bids_enhance.models.diffusion.INTENSITY_MAP`,
 or the ``intensity_map`` stored in the checkpoint): ``y = scale·x + offset`` on the way in, the
 inverse on the way out.
 
@@ -34,7 +34,7 @@ from bids_enhance.inference.sliding import (
     resolve_precision,
 )
 from bids_enhance.models import NoiseSchedule, ddim_sample, neighbour_slices
-from bids_enhance.training.diffusion import INTENSITY_MAP
+from bids_enhance.models.diffusion import INTENSITY_MAP
 
 __all__ = ["diffusion_correct"]
 

@@ -153,7 +153,7 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
             "training_command": card.get("command") or out["training_command"],
         })
     if out["description"] is None and out["task"]:
-        from bids_enhance.training.card import TASK_TITLES
+        from bids_enhance.models.registry import TASK_TITLES
 
         out["description"] = TASK_TITLES.get(out["task"], out["task"])
     return out

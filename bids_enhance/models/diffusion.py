@@ -18,6 +18,7 @@ from torch import Tensor
 from bids_enhance.models._checks import check_choice, check_float, check_int
 
 __all__ = [
+    "INTENSITY_MAP",
     "PREDICTION_TYPES",
     "SCHEDULE_KINDS",
     "NoiseSchedule",
@@ -27,6 +28,10 @@ __all__ = [
     "linear_betas",
     "neighbour_slices",
 ]
+
+#: diffusion-space intensities: ``y = scale·x + offset`` of normalised intensities ``x`` (the
+#: trainer maps into it and inference maps back; recorded in every diffusion checkpoint)
+INTENSITY_MAP = {"scale": 2.0, "offset": -1.0}
 
 PREDICTION_TYPES = ("eps", "v")
 SCHEDULE_KINDS = ("linear", "cosine")

@@ -14,8 +14,16 @@ from bids_enhance.models.diffusion_unet import DiffusionUNet
 from bids_enhance.models.feature_extractor import ResNet10Features
 from bids_enhance.models.generator import RRDBGenerator
 
-__all__ = ["MODELS", "SIZES", "available_models", "build_model", "describe_arch", "model_class",
+__all__ = ["MODELS", "SIZES", "TASK_TITLES", "available_models", "build_model", "describe_arch", "model_class",
            "registered_name", "size_preset"]
+
+#: one line per training task: what a model of that task does (model cards, sidecars, reports)
+TASK_TITLES = {
+    "gan3p": "x2 super-resolution, three-player GAN (Wang et al. 2023)",
+    "disgan": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
+    "motion-gan": "motion-artefact correction, three-player GAN with a scale-1 generator",
+    "motion-ddpm": "motion-artefact correction, conditional diffusion (DDPM, DDIM sampling)",
+}
 
 MODELS: dict[str, type[nn.Module]] = {
     "rrdb_generator": RRDBGenerator,

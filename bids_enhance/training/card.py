@@ -13,12 +13,8 @@ from typing import Any
 
 import numpy as np
 
-TASK_TITLES = {
-    "gan3p": "x2 super-resolution, three-player GAN (Wang et al. 2023)",
-    "disgan": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
-    "motion-gan": "motion-artefact correction, three-player GAN with a scale-1 generator",
-    "motion-ddpm": "motion-artefact correction, conditional diffusion (DDPM, DDIM sampling)",
-}
+from bids_enhance.models.registry import TASK_TITLES
+
 _METRICS = ("psnr", "ssim", "nrmse", "hfen")
 
 

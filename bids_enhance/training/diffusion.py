@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bids_enhance.models import NoiseSchedule, build_model, ddim_sample
+from bids_enhance.models.diffusion import INTENSITY_MAP
 from bids_enhance.training.base import Trainer
 from bids_enhance.training.config import TrainConfig
 from bids_enhance.training.ddp import DistributedContext
@@ -34,8 +35,6 @@ from bids_enhance.training.seeding import seeded_init
 
 __all__ = ["EMA", "INTENSITY_MAP", "DiffusionTrainer", "ddim_sample_normalised"]
 
-#: diffusion-space intensities: ``y = scale·x + offset`` of normalised intensities ``x``
-INTENSITY_MAP = {"scale": 2.0, "offset": -1.0}
 
 
 class EMA:

@@ -31,7 +31,7 @@ def test_every_registered_reference_is_in_the_bibliography():
 
 
 def test_model_tasks_are_those_of_the_training_code():
-    from bids_enhance.training.card import TASK_TITLES
+    from bids_enhance.models.registry import TASK_TITLES
 
     assert set(MODEL_REFERENCES) == set(TASK_TITLES)
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from bids_enhance.inference import diffusion_correct
 from bids_enhance.models import DiffusionUNet, NoiseSchedule
-from bids_enhance.training.diffusion import INTENSITY_MAP
+from bids_enhance.models.diffusion import INTENSITY_MAP
 from tests.inference.conftest import smooth_volume
 
 SCHEDULE = NoiseSchedule.from_config(kind="linear", num_steps=100)
