@@ -426,6 +426,7 @@ def run_participant(settings) -> int:
     check_writable(settings.work_dir, "work directory")
     _configure_nipype(settings)  # before building: nodes copy the configuration
     workflow = build_workflow(settings, subjects)
+    PROGRESS.set_images(subjects)
     check_memory(workflow, settings, plugin)
     write_dataset_description(out, settings.bids_dir)
     write_bidsignore(out)
@@ -539,9 +540,14 @@ def check_memory(workflow, settings, plugin: dict) -> None:
     def nodes(wf, path=()):
         for node in wf._graph.nodes():
             if isinstance(node, Workflow):
-                yield from nodes(node, (*path, node.name.removesuffix("_wf")))
+                yield from nodes(node, (*path, node.name))
             else:
-                yield " ".join((*path, node.name)), node
+                image = PROGRESS.names.get(tuple(path[:2]))  # its BIDS name, e.g. sub-01_T1w
+                rest = path[2:] if image else path
+                parts = [*([image] if image else []), *(p.removesuffix("_wf") for p in rest),
+                         node.name]
+                yield " ".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1]), \
+                    node
 
     need, where = 0.0, ""
     for name, node in nodes(workflow):

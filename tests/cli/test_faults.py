@@ -102,7 +102,7 @@ def test_a_memory_budget_below_the_largest_step_is_refused(one_subject, tmp_path
                 "--skip-bids-validation", "--nprocs", "2", "--mem", "8")
     assert code == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert "--mem 8 MB is less than the 0.50 GB the largest step needs" in line
+    assert "--mem 8 MB is less than the 0.50 GB the largest step needs (sub-01_T1w " in line
     assert "give at least --mem 0.50G" in line
     assert not out.exists()
 
