@@ -233,12 +233,16 @@ def software_versions(*, with_torch: bool = True) -> dict[str, str]:
 
 def json_safe(obj):
     """Recursively make ``obj`` strict-JSON: non-finite floats become ``None``, numpy scalars
-    and arrays become Python numbers and lists, paths become strings."""
+    and arrays become Python numbers and lists, enums their values, paths strings. The one JSON
+    sanitiser of the package (sidecars, cards, degradation records)."""
+    import enum
     import math
     from pathlib import PurePath
 
     import numpy as np
 
+    if isinstance(obj, enum.Enum):
+        return json_safe(obj.value)
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -32,6 +32,7 @@ from bids_enhance.classical.noise import estimate_noise_pseudo_residual, estimat
 from bids_enhance.classical.odct import odct3d
 from bids_enhance.classical.prinlm import prinlm
 from bids_enhance.steps import DEFAULT_DENOISE_METHOD, DENOISE_METHODS
+from bids_enhance.utils import json_safe
 
 __all__ = [
     "METHODS",
@@ -118,17 +119,8 @@ def denoise(volume, *, method: str = DEFAULT_DENOISE_METHOD, noise_model: str = 
         "noise_model": noise_model,
         "sigma": None if sigma is None else float(sigma),
         "sigma_estimator": estimator,
-        "parameters": {k: _jsonable(v) for k, v in used.items()},
+        "parameters": json_safe(dict(used)),
         "device": str(dev),
         "elapsed_s": round(time.perf_counter() - start, 3),
     }
     return out, info
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)

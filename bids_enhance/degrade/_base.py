@@ -15,12 +15,13 @@ Every degradation comes as a pair of twins (TorchIO's pattern):
 from __future__ import annotations
 
 import difflib
-import enum
 from abc import ABC, abstractmethod
 from dataclasses import fields
 from typing import Any, ClassVar
 
 import numpy as np
+
+from bids_enhance.utils import json_safe
 
 #: kind → deterministic step class; filled by :func:`register`.
 STEP_KINDS: dict[str, type[DegradationStep]] = {}
@@ -95,21 +96,6 @@ def parse_range(value: Any, *, name: str, symmetric: bool, low: float | None = N
     return pair
 
 
-def jsonable(value: Any) -> Any:
-    """Convert enums, tuples and numpy scalars/arrays into plain JSON types (recursively)."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return value
-
-
 class Step(ABC):
     """Anything a :class:`~bids_enhance.degrade.pipeline.Degradation` can hold."""
 
@@ -141,7 +127,7 @@ class DegradationStep(Step):
     def to_record(self) -> dict[str, Any]:
         """JSON-serialisable dict: ``kind``, ``method`` and every parameter of the step."""
         record = {"kind": self.kind}
-        record.update({f.name: jsonable(getattr(self, f.name)) for f in fields(self)})
+        record.update({f.name: json_safe(getattr(self, f.name)) for f in fields(self)})
         return record
 
     @classmethod
