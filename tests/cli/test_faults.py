@@ -197,10 +197,18 @@ def test_a_subject_without_the_suffix_is_skipped(one_subject, tmp_path, capsys):
 
 
 # -- Ctrl-C and concurrent runs (real processes) --------------------------------------------------
+def _default_sigint() -> None:
+    # a job started in the background by a non-interactive shell (`make test &`, nohup) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the child the
+    # terminal's default, as a user at a prompt has
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "bids_enhance", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, **kwargs)  # noqa: PLW1509
 
 
 @pytest.mark.slow
