@@ -201,15 +201,14 @@ MOTION = Step(
     tasks=("motion-gan", "motion-ddpm"), default_model="motion_gan",
     presets=("motion", "motion-ghosting"),
 )
+_ABBREVIATIONS = tuple(DENOISE_METHODS[m].abbreviation for m in PIPELINE_METHODS)
 DENOISE = Step(
     name="denoise", kind=CLASSICAL, scale=1, desc="denoised",
-    description="Denoised with a classical non-local-means filter ("
-                + " or ".join(DENOISE_METHODS[m].abbreviation for m in PIPELINE_METHODS)
+    description="Denoised with a classical filter (" + " or ".join(_ABBREVIATIONS)
                 + "; the sidecar names the method and its parameters). Same grid and intensity "
                 "scale as the source.",
-    phrase="denoised with a classical non-local-means filter ("
-           + " or ".join(DENOISE_METHODS[m].abbreviation for m in PIPELINE_METHODS) + ")",
-    help="classical " + "/".join(DENOISE_METHODS[m].abbreviation for m in PIPELINE_METHODS),
+    phrase="denoised with a classical filter (" + " or ".join(_ABBREVIATIONS) + ")",
+    help="classical " + "/".join(_ABBREVIATIONS),
     label="denoising", noun="denoising",
     look_for="removed noise and texture with preserved edges (cortical ribbon, ventricles, "
              "vessels)",

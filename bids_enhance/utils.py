@@ -187,8 +187,11 @@ _UNSUPPORTED_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 @contextlib.contextmanager
-def file_lock(path: Path | str) -> Iterator[Path]:
+def file_lock(path: Path | str, *, on_wait=None) -> Iterator[Path]:
     """Hold an exclusive advisory lock (``flock``) on the file ``path`` for the block.
+
+    ``on_wait``: called (no arguments) once if another process holds the lock, before waiting
+    for it, e.g. to say so in the log.
 
     Processes that take the same lock, on this machine or (on NFS, where Linux maps ``flock``
     onto NFS locks) on others, run their blocks one at a time: use it around a read-modify-write
@@ -204,7 +207,12 @@ def file_lock(path: Path | str) -> Iterator[Path]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
             if exc.errno not in _UNSUPPORTED_LOCKS:
                 raise

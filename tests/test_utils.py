@@ -150,3 +150,22 @@ def test_dump_json_is_strict():
     text = dump_json({"a": float("nan"), "b": np.float32(1.5), "c": [np.inf, 2],
                       "d": np.arange(2)})
     assert json.loads(text) == {"a": None, "b": 1.5, "c": [None, 2], "d": [0, 1]}
+
+
+def test_file_lock_says_when_it_waits_for_another_process(tmp_path):
+    """``on_wait`` runs once when another process holds the lock (the work-directory lock of a
+    participant logs it), never when the lock is free."""
+    lock = tmp_path / ".lock"
+    waited = []
+    with utils.file_lock(lock, on_wait=lambda: waited.append("free")):
+        pass
+    assert waited == []
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+         "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+         "time.sleep(1)", str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with utils.file_lock(lock, on_wait=lambda: waited.append("busy")):
+        pass  # reached once the holder let go
+    holder.wait(timeout=30)
+    assert waited == ["busy"]

@@ -6,9 +6,11 @@ still processed); 2 the arguments or the inputs are unusable (one sentence on st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 LOGGER = logging.getLogger("bids_enhance")
@@ -445,19 +447,16 @@ def run_participant(settings) -> int:
     LOGGER.info("Running %s with the %s plugin (work directory %s)", workflow.name,
                 plugin["plugin"], settings.work_dir)
     error: Exception | None = None
-    PROGRESS.set_images(subjects)
     with subject_locks(settings.work_dir / workflow.name, subjects), PROGRESS:
         try:
             workflow.run(**plugin)
         except Exception as exc:  # nipype raises after finishing what it could
             error = exc
 
-    causes = []
-    for subject in subjects:
-        for crash, message in crash_messages(settings.log_dir(subject)):
-            causes.append(f"sub-{subject}: {message} (details: {crash})")
-    if error is not None and not causes:  # the run itself failed, not one of its nodes
-        causes.append(f"the workflow did not run: {_one_line(error)}")
+    causes = _failure_causes([f"sub-{subject}: {message} (details: {crash})"
+                              for subject in subjects
+                              for crash, message in crash_messages(settings.log_dir(subject))],
+                             error)
     missing = [(source, target) for source, target in planned.items() if not target.exists()]
     if not causes:  # an output is missing although nothing reported a failure
         causes += [f"{source.name}: no output was written ({target.name} is missing)"
@@ -476,9 +475,15 @@ def run_participant(settings) -> int:
     return status
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+def _failure_causes(crashes: list[str], error: Exception | None, *, prefix: str = ""
+                    ) -> list[str]:
+    """One line per crashed node; when nipype raised without a crash file, the run itself
+    failed (e.g. its work directory): that exception in one line."""
+    if error is None or crashes:
+        return crashes
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return [f"{prefix}the workflow did not run: {text}"]
 
 
 def planned_outputs(settings, subjects: dict[str, list[Path]]) -> dict[Path, Path]:
@@ -561,42 +566,21 @@ def check_memory(workflow, settings, plugin: dict) -> None:
                          f"needs ({where}); give at least --mem {need:.2f}G")
 
 
-class subject_locks:  # noqa: N801 - a context manager used like a function
+@contextlib.contextmanager
+def subject_locks(root: Path, subjects) -> Iterator[None]:
     """Hold one lock file per subject in the work directory for the run: a second run on the
     same work directory and subject waits for the first (then reuses its results) instead of
     both writing the same node folders."""
+    from bids_enhance.utils import file_lock
 
-    def __init__(self, root: Path, subjects) -> None:
-        self.paths = [Path(root) / f".sub-{s}.lock" for s in sorted(subjects)]
-        self.handles: list = []
-
-    def __enter__(self):
-        import fcntl
-        import os
-        import socket
-
-        for path in self.paths:  # in sorted order: two runs never deadlock
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "a+")  # noqa: SIM115 - held until __exit__
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "another run"
-                LOGGER.warning("%s: waiting for %s, which is using this work directory for "
-                               "the same participant", path.stem.lstrip("."), owner)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-            handle.flush()
-            self.handles.append(handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.close()  # releases the lock
-        self.handles = []
+    with contextlib.ExitStack() as stack:
+        for subject in sorted(subjects):  # in sorted order: two runs never deadlock
+            stack.enter_context(file_lock(
+                Path(root) / f".sub-{subject}.lock",
+                on_wait=lambda s=subject: LOGGER.warning(
+                    "sub-%s: waiting for another run that uses this work directory for the "
+                    "same participant", s)))
+        yield
 
 
 def _descriptions(settings) -> dict[str, str]:
@@ -702,10 +686,9 @@ def run_train(settings) -> int:
             workflow.run(**plugin)
         except Exception as exc:  # nipype raises after finishing what it could
             error = exc
-    causes = [f"training: {message} (details: {crash})"
-              for crash, message in crash_messages(log_dir)]
-    if error is not None and not causes:
-        causes.append(f"training: the workflow did not run: {_one_line(error)}")
+    causes = _failure_causes([f"training: {message} (details: {crash})"
+                              for crash, message in crash_messages(log_dir)], error,
+                             prefix="training: ")
     model_dir = settings.output_dir / "models" / settings.model_name
     if not causes and not (model_dir / "checkpoint.pt").is_file():
         causes.append(f"training: no model was written ({model_dir / 'checkpoint.pt'} is "

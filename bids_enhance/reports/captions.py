@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bids_enhance.steps import DENOISE, MOTION, STEPS, X2_STEPS
+from bids_enhance.steps import CHAIN_ORDER, DENOISE, MOTION, STEPS
 
 __all__ = ["CAPTIONS", "STEP_LABELS", "STEP_NOUNS", "Chain", "caption", "residual_legend"]
 
@@ -24,11 +24,6 @@ __all__ = ["CAPTIONS", "STEP_LABELS", "STEP_NOUNS", "Chain", "caption", "residua
 STEP_LABELS = {name: step.label for name, step in STEPS.items()}
 #: Step → noun phrase used in running text ("the image after denoising and x2 ...").
 STEP_NOUNS = {name: step.noun for name, step in STEPS.items()}
-_ORDER = tuple(STEP_LABELS)
-_X2 = X2_STEPS
-_NOISE_REMOVING = tuple(name for name, step in STEPS.items() if step.removes_noise)
-#: What to look for in the before/after views, per step.
-_LOOK_FOR = {name: step.look_for for name, step in STEPS.items()}
 
 
 @dataclass(frozen=True)
@@ -45,16 +40,15 @@ class Chain:
     noise_model: str | None = None
 
     def __post_init__(self):
-        known = [s for s in self.steps if s in STEP_LABELS]
-        object.__setattr__(self, "steps", tuple(s for s in _ORDER if s in known))
+        object.__setattr__(self, "steps", tuple(s for s in CHAIN_ORDER if s in self.steps))
 
     @property
     def x2(self) -> bool:
-        return any(s in _X2 for s in self.steps)
+        return any(STEPS[s].x2 for s in self.steps)
 
     @property
     def removes_noise(self) -> bool:
-        return any(s in _NOISE_REMOVING for s in self.steps)
+        return any(STEPS[s].removes_noise for s in self.steps)
 
     @classmethod
     def from_sidecar(cls, sidecar: Mapping) -> Chain:
@@ -120,7 +114,7 @@ def _sentence(text: str) -> str:
 # Captions: each returns (subtitle, description); the description is HTML.
 # --------------------------------------------------------------------------------------------
 def flicker_caption(chain: Chain) -> tuple[str, str]:
-    look = [_LOOK_FOR[s] for s in chain.steps]
+    look = [STEPS[s].look_for for s in chain.steps]
     text = (f"{_sentence(chain.before_text())} and {chain.after_text()} alternate on the same "
             "slices and the same intensity scale. <strong>The figure switches between the two "
             "by itself</strong>; the label in its top-left corner names the image shown, and "
@@ -175,7 +169,7 @@ def residual_legend(chain: Chain) -> list[str]:
 
 
 def superres_caption(chain: Chain) -> tuple[str, str]:
-    earlier = [s for s in chain.steps if s not in _X2]
+    earlier = [s for s in chain.steps if not STEPS[s].x2]
     source = ("the simulated low-resolution input" if chain.simulated
               else "the input image")
     if earlier:

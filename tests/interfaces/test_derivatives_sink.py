@@ -67,10 +67,9 @@ def test_failure_after_the_sidecar_temporary_leaves_nothing(sink, tmp_path, monk
     assert _listing(out) == []
 
 
-def test_a_kill_between_the_renames_leaves_no_image_and_a_rerun_repairs(sink, tmp_path,
-                                                                        monkeypatch):
-    interface, meta = sink
-    out = tmp_path / "out"
+def _kill_after_first_rename(monkeypatch) -> list[str]:
+    """Make the second ``os.replace`` of the sink raise KeyboardInterrupt (a kill between the
+    renames); returns the list of destinations it was called with."""
     real_replace, calls = os.replace, []
 
     def killed_after_first_rename(src, dst):
@@ -80,6 +79,14 @@ def test_a_kill_between_the_renames_leaves_no_image_and_a_rerun_repairs(sink, tm
         return real_replace(src, dst)
 
     monkeypatch.setattr(utils.os, "replace", killed_after_first_rename)
+    return calls
+
+
+def test_a_kill_between_the_renames_leaves_no_image_and_a_rerun_repairs(sink, tmp_path,
+                                                                        monkeypatch):
+    interface, meta = sink
+    out = tmp_path / "out"
+    calls = _kill_after_first_rename(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         interface.run()
     assert calls == [str(out / SIDECAR), str(out / IMAGE)]  # the image is renamed last
@@ -95,16 +102,7 @@ def test_a_changed_rerun_killed_between_renames_leaves_no_mismatched_pair(sink, 
     out = tmp_path / "out"
     interface.run()
     interface.inputs.meta_dict = {**meta, "Description": "changed"}
-    real_replace = os.replace
-    calls = []
-
-    def killed_after_first_rename(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(utils.os, "replace", killed_after_first_rename)
+    _kill_after_first_rename(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         interface.run()
     # The old image went before the new sidecar came: it never sits beside the wrong sidecar.
