@@ -69,6 +69,25 @@ DATA_DIR = SHARED_DATA / "t1_highres"
 NPZ_DIR = ROOT / "benchmarks" / "results" / "t1_highres_npz"
 TRAINING = ("brainchop_T1w_1mm", "niivue_T1wGd_brain_1mm", "hanke_T1w_0.67mm")
 HELD_OUT = ("niivue_otsu_T1w_1mm", "arc2017_T1w_1mm")
+#: the learned denoiser's split: every volume of benchmarks/denoise.py's T1w/T2w/FLAIR rows is
+#: held out (three T1w, one T2w with skull, the FLAIR); it trains on the other two T1w heads,
+#: the brain-extracted T2w and twelve IXI heads (2 mm, another scanner; subject variety)
+IXI_DENOISE = ("IXI013-HH-1212_T1", "IXI014-HH-1236_T1", "IXI015-HH-1258_T1",
+               "IXI033-HH-1259_T1", "IXI034-HH-1260_T1", "IXI039-HH-1261_T1",
+               "IXI048-HH-1326_T1", "IXI049-HH-1358_T1", "IXI051-HH-1328_T1",
+               "IXI052-HH-1343_T1", "IXI056-HH-1327_T1", "IXI057-HH-1342_T1")
+DENOISE_TRAINING = ("brainchop_T1w_1mm", "hanke_T1w_0.67mm", "arcM2208_T2w_brain_1mm",
+                    *IXI_DENOISE)
+DENOISE_HELD_OUT = ("niivue_otsu_T1w_1mm", "arc2017_T1w_1mm", "niivue_T1wGd_brain_1mm",
+                    "arcM2265_T2w_1mm", "niivue_FLAIR_brain_1mm")
+#: where each volume lies under ../shared/data
+SHARED_FILES = {
+    **{n: f"t1_highres/{n}.nii.gz" for n in (*TRAINING, *HELD_OUT)},
+    "arcM2208_T2w_brain_1mm": "t2/arcM2208_T2w_brain_1mm.nii.gz",
+    "arcM2265_T2w_1mm": "t2/arcM2265_T2w_1mm.nii.gz",
+    "niivue_FLAIR_brain_1mm": "flair/niivue_FLAIR_brain_1mm.nii.gz",
+    **{n: f"ixi_t1_2mm/{n}.nii.gz" for n in IXI_DENOISE},
+}
 #: where each volume comes from (../shared/data/README.md); recorded in the model cards
 SOURCES = {
     "hanke_T1w_0.67mm": "datalad example-dicom-structural via CBICA/NiChart_Project test data "
@@ -77,11 +96,24 @@ SOURCES = {
     "brainchop_T1w_1mm": "neuroneural/brainchop t1_crop.nii.gz (MIT)",
     "arc2017_T1w_1mm": "neurolabusc/allineate benchmark inputs (public-domain notice)",
     "niivue_T1wGd_brain_1mm": "niivue/niivue (figshare dataset per its README)",
+    "arcM2208_T2w_brain_1mm": "neurolabusc/T2lesion (MIT)",
+    "arcM2265_T2w_1mm": "niivue-demo-images (BSD-2)",
+    "niivue_FLAIR_brain_1mm": "niivue/niivue (BSD-2)",
+    **{n: "IXI dataset, brain-development.org (CC BY-SA 3.0), 2 mm as redistributed in "
+          "CBICA/NiChart_Project" for n in IXI_DENOISE},
 }
-MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan")
+
+
+def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training, held-out) volume names of the model ``name``."""
+    if TASKS.get(name) == "denoise":
+        return DENOISE_TRAINING, DENOISE_HELD_OUT
+    return TRAINING, HELD_OUT
+MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
-         "motion_gan": "motion-gan"}
-PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion"}
+         "motion_gan": "motion-gan", "denoise_rician": "denoise"}
+PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
+           "denoise": "denoise-rician-wide"}
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -90,6 +122,9 @@ DESCRIPTIONS = {
     "disgan_x2": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
+    "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
+                      "pixel loss (L1) only, blind to the noise level, trained on Rician noise "
+                      "of 1-12 % of the robust maximum on T1w, T2w and IXI heads",
 }
 SMOKE_NETWORKS = {"generator": {"features": 8, "growth": 4, "num_blocks": 1},
                   "critic": {"widths": [8, 16]},
@@ -114,9 +149,11 @@ def prep(data_dir: Path, out: Path) -> Path:
     import nibabel as nib
 
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"training": list(TRAINING), "held_out": list(HELD_OUT), "volumes": {}}
-    for name in (*TRAINING, *HELD_OUT):
-        source = data_dir / f"{name}.nii.gz"
+    manifest = {"training": list(TRAINING), "held_out": list(HELD_OUT),
+                "denoise_training": list(DENOISE_TRAINING),
+                "denoise_held_out": list(DENOISE_HELD_OUT), "volumes": {}}
+    for name in dict.fromkeys((*TRAINING, *HELD_OUT, *DENOISE_TRAINING, *DENOISE_HELD_OUT)):
+        source = data_dir.parent / SHARED_FILES[name]
         img = nib.load(str(source))
         slope, inter = img.header.get_slope_inter()
         if slope not in (None, 1.0) or inter not in (None, 0.0):
@@ -126,7 +163,7 @@ def prep(data_dir: Path, out: Path) -> Path:
         data = np.asarray(data).reshape(img.shape[:3])
         np.savez_compressed(out / f"{name}.npz", data=data, affine=img.affine)
         manifest["volumes"][name] = {
-            "file": f"{name}.npz", "source": f"t1_highres/{source.name}",
+            "file": f"{name}.npz", "source": SHARED_FILES[name],
             "source_sha256": _sha256(source), "origin": SOURCES.get(name),
             "shape": list(data.shape), "dtype": str(data.dtype),
             "voxel_size": [float(z) for z in img.header.get_zooms()[:3]],
@@ -166,6 +203,18 @@ def _central_crop(data: np.ndarray, size: int | None) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _read_volume(npz_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """float32 data and affine of a volume: its ``prep`` .npz, else the shared NIfTI."""
+    if (npz_dir / f"{name}.npz").is_file():
+        with np.load(npz_dir / f"{name}.npz") as npz:
+            return npz["data"].astype(np.float32), npz["affine"].astype(np.float64)
+    import nibabel as nib
+
+    img = nib.load(str(SHARED_DATA / SHARED_FILES[name]))
+    return (np.asarray(img.get_fdata(dtype=np.float32)).reshape(img.shape[:3]),
+            img.affine.astype(np.float64))
+
+
 def load_volumes(npz_dir: Path, names, *, crop: int | None = None) -> list:
     """Normalised :class:`~bids_enhance.training.TrainingVolume` s (robust maximum → 1, as the
     app normalises its inputs) of the named volumes."""
@@ -174,9 +223,8 @@ def load_volumes(npz_dir: Path, names, *, crop: int | None = None) -> list:
 
     out = []
     for name in names:
-        with np.load(npz_dir / f"{name}.npz") as npz:
-            data = _central_crop(npz["data"].astype(np.float32), crop)
-            affine = npz["affine"].astype(np.float64)
+        data, affine = _read_volume(npz_dir, name)
+        data = _central_crop(data, crop)
         normalised, _ = normalise(data)
         out.append(TrainingVolume(subject=name, data=normalised, affine=affine))
     return out
@@ -190,7 +238,7 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
         task=task, iterations=iterations, warmup_iterations=warmup,
         instance_noise_iterations=max(adversarial, 1), batch_size=args.batch_size,
         patch_size=args.patch_size, degradation=PRESETS[task], seed=args.seed,
-        realisations=args.realisations if task in ("disgan", "motion-gan") else 1,
+        realisations=args.realisations if task in ("disgan", "motion-gan", "denoise") else 1,
         samples_per_volume=args.samples_per_volume, queue_length=args.samples_per_volume,
         loss_preset=args.loss_preset, lr_schedule=args.lr_schedule, device=args.device,
         compile=args.compile,
@@ -204,7 +252,7 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
     fields.update(size_preset(args.size, task))
     if args.smoke:
         fields.update({k: dict(v) for k, v in SMOKE_NETWORKS.items()})
-        if task == "motion-gan":
+        if task in ("motion-gan", "denoise"):
             fields["generator"]["space_to_depth"] = args.size == "compact"
     if args.image_skip is not None:
         fields["generator"]["image_skip"] = args.image_skip
@@ -341,11 +389,12 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
     from bids_enhance.metrics.quality import evaluate
     from bids_enhance.training.seeding import numpy_generator
 
+    if task == "denoise":
+        return evaluate_denoiser(checkpoint, npz_dir, device=device, seed=seed, crop=crop)
     comparisons = []
     for name in HELD_OUT:
-        with np.load(npz_dir / f"{name}.npz") as npz:
-            data = _central_crop(npz["data"].astype(np.float32), crop)
-            affine = npz["affine"].astype(np.float64)
+        data, affine = _read_volume(npz_dir, name)
+        data = _central_crop(data, crop)
         hr, _ = normalise(data[tuple(slice(0, n - n % 2) for n in data.shape)])
         degraded, lr_affine, records = degrade(hr, affine, steps=PRESETS[task],
                                                rng=numpy_generator(seed, "held-out", name))
@@ -373,6 +422,55 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
         LOGGER.info("held out %s: model PSNR %.2f dB, %s %.2f dB", name,
                     row["enhanced"]["psnr"], reference, row["baselines"][reference]["psnr"])
         comparisons.append(row)
+    return comparisons
+
+
+#: noise levels (% of the robust maximum) of the learned denoiser's card, as benchmarks/denoise.py
+DENOISE_LEVELS = (3, 6, 9)
+
+
+def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int,
+                      crop: int | None) -> list[dict]:
+    """The learned denoiser on its whole held-out heads at 3, 6 and 9 % Rician noise, against
+    the noisy input, PRI-NLM and ODCT3D (given the true σ: the stricter comparison, as
+    benchmarks/denoise.py), in the format of :func:`evaluate_held_out`."""
+    from bids_enhance.classical import denoise
+    from bids_enhance.degrade import degrade
+    from bids_enhance.image.intensity import normalise
+    from bids_enhance.image.mask import head_mask
+    from bids_enhance.inference import run_checkpoint
+    from bids_enhance.metrics.quality import evaluate
+    from bids_enhance.training.seeding import numpy_generator
+
+    comparisons = []
+    for name in DENOISE_HELD_OUT:
+        data, affine = _read_volume(npz_dir, name)
+        clean, _ = normalise(_central_crop(data, crop))
+        mask = head_mask(clean)
+        for level in DENOISE_LEVELS:
+            preset = f"noise-rician-{level}"
+            noisy, _, records = degrade(clean, affine, steps=preset,
+                                        rng=numpy_generator(seed, "held-out", name, level))
+            sigma = float(records[0]["sigma"])
+            out, _, info = run_checkpoint(checkpoint, noisy, affine, device=device,
+                                          consistency=None)
+            row = {"label": f"{SHARED_FILES[name]} at {level} %",
+                   "protocol": "reference / its 99.9th percentile in the head mask; metrics in "
+                               "the head mask; 3D SSIM (Gaussian σ 1.5); Rician noise of the "
+                               "given % of the robust maximum; PRI-NLM and ODCT3D given the "
+                               "true σ",
+                   "degradation": {"preset": preset, "records": records},
+                   "enhanced": evaluate(clean, np.maximum(out, 0), mask=mask),
+                   "baselines": {"noisy": evaluate(clean, noisy, mask=mask)},
+                   "inference_seconds": info.get("seconds")}
+            for method in ("prinlm", "odct3d"):
+                filtered, _ = denoise(noisy, method=method, sigma=sigma, device=device)
+                row["baselines"][method] = evaluate(clean, filtered, mask=mask)
+            LOGGER.info("held out %s at %d %%: model %.2f dB, PRI-NLM %.2f dB, ODCT3D %.2f dB, "
+                        "noisy %.2f dB", name, level, row["enhanced"]["psnr"],
+                        row["baselines"]["prinlm"]["psnr"], row["baselines"]["odct3d"]["psnr"],
+                        row["baselines"]["noisy"]["psnr"])
+            comparisons.append(row)
     return comparisons
 
 
@@ -446,11 +544,12 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
                      validation_csv=dest / "validation.csv"
                      if (dest / "validation.csv").is_file() else None)
     origin = manifest.get("volumes", {})
+    training, held_out = split_for(name)
     card = build_model_card(
         name=name, result=result, comparisons=comparisons,
-        train_sources=[f"t1_highres/{v}.nii.gz — {SOURCES.get(v)}; sha256 "
-                       f"{origin.get(v, {}).get('source_sha256')}" for v in TRAINING],
-        val_sources=[f"t1_highres/{v}.nii.gz — {SOURCES.get(v)}" for v in HELD_OUT],
+        train_sources=[f"{SHARED_FILES[v]} — {SOURCES.get(v)}; sha256 "
+                       f"{origin.get(v, {}).get('source_sha256')}" for v in training],
+        val_sources=[f"{SHARED_FILES[v]} — {SOURCES.get(v)}" for v in held_out],
         command=result.get("training_command") or
         ["python", "benchmarks/train_default_weights.py", *sys.argv[1:]])
     card["description"] = DESCRIPTIONS[name]
@@ -558,19 +657,25 @@ def train(args) -> int:
         LOGGER.error("--device %s but no CUDA device is visible", args.device)
         return 2
     crop = args.crop or (64 if args.smoke else None)
-    train_vols = load_volumes(args.npz_dir, TRAINING, crop=crop)
-    val_vols = load_volumes(args.npz_dir, HELD_OUT, crop=crop)
-    LOGGER.info("bids_enhance %s, torch %s, device %s; training on %s; held out %s", version,
-                torch.__version__, args.device, ", ".join(TRAINING), ", ".join(HELD_OUT))
+    LOGGER.info("bids_enhance %s, torch %s, device %s", version, torch.__version__, args.device)
+    loaded: dict = {}
 
     for name in args.models:
+        training, held_out = split_for(name)
+        if loaded.get("split") != (training, held_out):
+            loaded = {"split": (training, held_out),
+                      "train": load_volumes(args.npz_dir, training, crop=crop),
+                      "val": load_volumes(args.npz_dir, held_out, crop=crop)}
+        train_vols, val_vols = loaded["train"], loaded["val"]
+        LOGGER.info("%s: training on %s; held out %s", name, ", ".join(training),
+                    ", ".join(held_out))
         if args.iterations:
             total = args.iterations
         else:
             probe_cfg = _config(name, args, iterations=10**6,
-                                warmup=10**6 if name == "gan3p_l1_x2" else 0,
+                                warmup=10**6 if name in ("gan3p_l1_x2", "denoise_rician") else 0,
                                 adversarial=10**6)
-            phase = "l1" if name == "gan3p_l1_x2" else "adversarial"
+            phase = "l1" if name in ("gan3p_l1_x2", "denoise_rician") else "adversarial"
             rate = probe_throughput(train_vols, probe_cfg, phase=phase)
             if name in ("disgan_x2", "motion_gan"):  # warm-up steps are faster: weight both
                 l1_rate = probe_throughput(train_vols, _config(
@@ -579,8 +684,13 @@ def train(args) -> int:
                 rate = 1.0 / (w / l1_rate + (1 - w) / rate)
             total = _budget_iterations(rate, args.budget_min, reserve_s=args.reserve_s)
         resume = None
-        if name == "gan3p_l1_x2":
+        if name in ("gan3p_l1_x2", "denoise_rician"):  # pixel loss only
             iterations, warmup, adversarial = total, total, max(total, 1)
+        elif name == "gan3p_x2" and args.init_from:
+            # a fresh adversarial run whose generator starts from the L1 weights: its own
+            # learning-rate schedule (the L1 run's cosine has decayed to ~0 by its end) and
+            # fresh critic and feature extractor, as at the end of a warm-up
+            iterations, warmup, adversarial = total, 0, total
         elif name == "gan3p_x2":
             base = args.work / "gan3p_l1_x2" / "checkpoint.pt"
             if not base.is_file():

@@ -26,6 +26,7 @@ __all__ = [
     "DENOISE_METHODS",
     "GENERATIVE",
     "GENERATIVE_STEPS",
+    "LEARNED_METHODS",
     "MOTION",
     "PIPELINE_METHODS",
     "STEPS",
@@ -47,12 +48,15 @@ def _frozen(mapping: Mapping) -> Mapping:
 
 @dataclass(frozen=True)
 class DenoiseMethod:
-    """One classical denoising method of :func:`bids_enhance.classical.denoise`.
+    """One denoising method of :func:`bids_enhance.classical.denoise`.
 
     ``parameters``: its tunable keyword arguments and their defaults, in signature order (a test
     checks them against the function); ``sloppy``: the ones ``--sloppy`` overrides.
     ``methods_text``: the methods-boilerplate clause, formatted with the parameters in use;
     ``None`` for a method the pipeline does not offer (``offered=False``).
+    ``learned``: a trained network rather than a classical filter: its function returns
+    ``(out, model record)``, ``task`` is the ``train --model`` task whose checkpoints it runs and
+    ``default_model`` the folder of its shipped weights under the models dir.
     """
 
     name: str
@@ -66,6 +70,9 @@ class DenoiseMethod:
     sloppy: Mapping[str, Any] = field(default_factory=dict)
     methods_text: str | None = None
     offered: bool = True  # a --denoise-method choice (and a node of the participant workflow)
+    learned: bool = False
+    task: str | None = None
+    default_model: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "parameters", _frozen(self.parameters))
@@ -115,12 +122,32 @@ _METHODS = (
             "blocks were hard-thresholded at 2.7σ, and a second pass kept the noisy "
             "coefficients where this first estimate (the oracle) exceeded σ"),
     ),
+    DenoiseMethod(
+        name="learned", abbreviation="learned denoiser",
+        title="Learned denoiser: scale-1 RRDB generator trained on simulated Rician noise "
+              "(bids_enhance)",
+        summary="a trained 3D network (shipped CPU-trained weights, or --checkpoint "
+                "denoise=PATH)",
+        cited="RRDB generator of Wang 2023",
+        reference_keys=("wang2023threeplayer",),
+        function="bids_enhance.inference.learned:learned_denoise",
+        parameters={"checkpoint": None, "sha256": None},
+        methods_text=(
+            "was denoised with a learned denoiser: the residual-in-residual dense block "
+            "generator of the three-player GAN [@wang2023threeplayer] at scale 1, trained with "
+            "a pixel (L1) loss on images with simulated Rician noise of 1–12 % of the robust "
+            "maximum; the network is blind to the noise level (the σ recorded was estimated "
+            "for the report, not given to it)"),
+        learned=True, task="denoise", default_model="denoise_rician",
+    ),
 )
 #: Every classical method of :func:`bids_enhance.classical.denoise`, by name.
 DENOISE_METHODS: Mapping[str, DenoiseMethod] = _frozen({m.name: m for m in _METHODS})
 #: ``--denoise-method`` choices (the default first).
 PIPELINE_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.offered)
 DEFAULT_DENOISE_METHOD = PIPELINE_METHODS[0]
+#: The learned denoising method(s): a trained network behind the ``denoise`` step.
+LEARNED_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.learned)
 
 
 @dataclass(frozen=True)
@@ -201,19 +228,23 @@ MOTION = Step(
     tasks=("motion-gan", "motion-ddpm"), default_model="motion_gan",
     presets=("motion", "motion-ghosting"),
 )
-_ABBREVIATIONS = tuple(DENOISE_METHODS[m].abbreviation for m in PIPELINE_METHODS)
+_ABBREVIATIONS = tuple(DENOISE_METHODS[m].abbreviation for m in PIPELINE_METHODS
+                       if not DENOISE_METHODS[m].learned)
 DENOISE = Step(
     name="denoise", kind=CLASSICAL, scale=1, desc="denoised",
     description="Denoised with a classical filter (" + " or ".join(_ABBREVIATIONS)
-                + "; the sidecar names the method and its parameters). Same grid and intensity "
+                + ") or the learned denoiser (--denoise-method; the sidecar names the method, "
+                "its parameters and, for the learned one, its model). Same grid and intensity "
                 "scale as the source.",
-    phrase="denoised with a classical filter (" + " or ".join(_ABBREVIATIONS) + ")",
-    help="classical " + "/".join(_ABBREVIATIONS),
+    phrase="denoised (" + ", ".join(_ABBREVIATIONS) + " or the learned denoiser)",
+    help="classical " + "/".join(_ABBREVIATIONS) + ", or the learned denoiser",
     label="denoising", noun="denoising",
     look_for="removed noise and texture with preserved edges (cortical ribbon, ventricles, "
              "vessels)",
     removes_noise=True,
-    presets=("denoise-rician", "noise-rician-3", "noise-rician-6", "noise-rician-9",
+    tasks=tuple(DENOISE_METHODS[m].task for m in LEARNED_METHODS),
+    default_model=DENOISE_METHODS[LEARNED_METHODS[0]].default_model,
+    presets=("denoise-rician", "denoise-rician-wide", "noise-rician-3", "noise-rician-6", "noise-rician-9",
              "noise-gaussian-3"),
 )
 SUPERRES = Step(

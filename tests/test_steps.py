@@ -34,6 +34,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("workflows/base.py", "superres"): "a reportlet key of data/reports-spec.yml",
     ("reports/captions.py", "superres"): "a caption key of data/reports-spec.yml",
     ("classical/__init__.py", "odct3d"): "PRI-NLM's default guide image, in the step's record",
+    **{(rel, "denoise"): "the training task of the learned denoiser (`train --model denoise`)"
+       for rel in ("training/config.py", "models/registry.py", "bids/provenance.py",
+                   "cli/parser.py")},
 }
 
 
@@ -84,12 +87,15 @@ def test_cli_help_text_unchanged():
     actions = {a.dest: a for a in build_parser()._actions}
     assert actions["enhance"].help == (
         "enhancement steps, always applied in this order: motion (motion-artefact correction, "
-        "motion-gan or motion-ddpm model) → denoise (classical PRI-NLM/SANLM/ODCT3D) → superres (x2 "
+        "motion-gan or motion-ddpm model) → denoise (classical PRI-NLM/SANLM/ODCT3D, or the "
+        "learned denoiser) → superres (x2 "
         "super-resolution, three-player GAN) or superres-denoise (x2 super-resolution with "
         "noise removal, DISGAN)")
     assert actions["denoise_method"].help == (
         "prinlm: ODCT-guided rotation-invariant NLM (Manjón 2012); sanlm: spatially adaptive "
-        "NLM (Manjón 2010); odct3d: oracle DCT filter alone (Manjón 2012)")
+        "NLM (Manjón 2010); odct3d: oracle DCT filter alone (Manjón 2012); learned: a trained "
+        "3D network (shipped CPU-trained weights, or --checkpoint denoise=PATH) (RRDB generator "
+        "of Wang 2023)")
 
 
 def test_interface_and_workflow_accept_every_offered_method():
@@ -102,7 +108,8 @@ def test_interface_and_workflow_accept_every_offered_method():
     assert spec.method == PIPELINE_METHODS[0]
     for name in PIPELINE_METHODS:
         text = init_denoise_wf(method=name).__desc__
-        assert f"({DENOISE_METHODS[name].abbreviation})" in text
+        method = DENOISE_METHODS[name]
+        assert (method.abbreviation if method.learned else f"({method.abbreviation})") in text
         assert ("search radius" in text) == ("search_radius" in DENOISE_METHODS[name].parameters)
     assert list(FACTORIES) == list(CHAIN_ORDER)
     for name, step in STEPS.items():
@@ -122,8 +129,11 @@ def test_steps_are_complete():
             assert step.tasks and set(step.tasks) <= set(TASKS), step.name
             assert set(step.methods_text) == set(step.tasks), step.name
             assert step.default_model, step.name
-        else:
-            assert not step.tasks and not step.methods_text and step.default_model is None
+        else:  # a classical step runs a model only through its learned method(s)
+            learned = [DENOISE_METHODS[m] for m in steps.LEARNED_METHODS]
+            assert not step.methods_text
+            assert step.tasks == tuple(m.task for m in learned), step.name
+            assert step.default_model == (learned[0].default_model if learned else None)
     tasks = [t for s in STEPS.values() for t in s.tasks]
     assert sorted(tasks) == sorted(TASKS)  # every training task is run by exactly one step
 

@@ -25,7 +25,7 @@ def _train(bids, tmp_path, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["gan3p", "disgan", "motion-gan", "motion-ddpm"])
+@pytest.mark.parametrize("model", ["gan3p", "disgan", "motion-gan", "motion-ddpm", "denoise"])
 def test_train_writes_checkpoint_and_model_card(train_bids, tmp_path, model):
     from bids_enhance.models.checkpoint import load_checkpoint, sha256_file
 

@@ -49,6 +49,7 @@ MODEL_REFERENCES: dict[str, tuple[str, ...]] = {
     "disgan": ("wang2023disgan",),
     "motion-gan": ("wang2023threeplayer",),
     "motion-ddpm": ("ho2020ddpm", "song2021ddim"),
+    "denoise": ("wang2023threeplayer",),
 }
 
 

@@ -75,7 +75,8 @@ def denoise(volume, *, method: str = DEFAULT_DENOISE_METHOD, noise_model: str = 
         3D numpy array (any real dtype) or torch tensor ``(D, H, W)``, any intensity scale.
     method
         ``"prinlm"`` (default; ODCT-guided rotation-invariant NLM), ``"sanlm"`` (spatially
-        adaptive NLM, as CAT12) or ``"odct3d"`` (oracle DCT filter alone).
+        adaptive NLM, as CAT12), ``"odct3d"`` (oracle DCT filter alone) or ``"learned"`` (the
+        trained denoiser of :mod:`bids_enhance.inference.learned`; its record adds ``model``).
     noise_model
         ``"rician"`` (magnitude images) or ``"gaussian"``.
     sigma
@@ -110,10 +111,16 @@ def denoise(volume, *, method: str = DEFAULT_DENOISE_METHOD, noise_model: str = 
         sigma, estimator = check_sigma(sigma), "user"
     else:
         sigma, estimator = estimate_noise_sigma(volume, noise_model=noise_model), "coupe2010"
-    out = func(volume, sigma=sigma, noise_model=noise_model, device=dev, **params)
+    model = None
+    if DENOISE_METHODS[method].learned:  # a trained network: it also says which model ran
+        out, model = func(volume, sigma=sigma, noise_model=noise_model, device=dev, **params)
+    else:
+        out = func(volume, sigma=sigma, noise_model=noise_model, device=dev, **params)
     used = {**defaults, **params}
     if "guide" in used:
         used["guide"] = "user" if used["guide"] is not None else "odct3d"
+    if model is not None:  # the record names the model by name and sha256, not by local path
+        used = {k: v for k, v in used.items() if k not in ("checkpoint", "sha256")}
     info = {
         "method": method,
         "noise_model": noise_model,
@@ -123,4 +130,6 @@ def denoise(volume, *, method: str = DEFAULT_DENOISE_METHOD, noise_model: str = 
         "device": str(dev),
         "elapsed_s": round(time.perf_counter() - start, 3),
     }
+    if model is not None:
+        info["model"] = json_safe(model)
     return out, info

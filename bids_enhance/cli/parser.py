@@ -26,7 +26,7 @@ CONSISTENCY_MODES = ("measure", "project", "off")
 DENOISE_METHODS = registry.PIPELINE_METHODS
 NOISE_MODELS = ("rician", "gaussian")
 FILTER_QUERIES = tuple(s.lower() for s in SUFFIXES)
-TRAIN_MODELS = ("gan3p", "disgan", "motion-gan", "motion-ddpm")
+TRAIN_MODELS = ("gan3p", "disgan", "motion-gan", "motion-ddpm", "denoise")
 LOSS_PRESETS = ("thesis", "released-code")
 
 GPU_HINT = (
@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=list(registry.DEFAULT_ENHANCE),
                    help=_enhance_help())
     g.add_argument("--checkpoint", action="append", metavar="[STEP=]PATH",
-                   help=f"trained model for a generative step ({', '.join(GENERATIVE_STEPS)}): "
+                   help=f"trained model for a generative step ({', '.join(GENERATIVE_STEPS)}), "
+                        "or for denoise with --denoise-method learned: "
                         "a checkpoint.pt, or the folder the train level wrote "
                         "(OUTPUT_DIR/models/<name>/, checked against its model_card.json); "
                         "repeat for several steps; a bare PATH when only one generative step "
@@ -236,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("training (analysis level 'train')")
     g.add_argument("--model", choices=TRAIN_MODELS,
                    help="gan3p: x2 super-resolution (three-player GAN); disgan: x2 with noise "
-                        "removal; motion-gan / motion-ddpm: motion-artefact correction")
+                        "removal; motion-gan / motion-ddpm: motion-artefact correction; "
+                        "denoise: the learned denoiser of --denoise-method learned")
     g.add_argument("--model-name", dest="model_name", metavar="NAME",
                    help="folder under OUTPUT_DIR/models (default: the --model value)")
     g.add_argument("--iterations", type=_positive_int, default=10000, metavar="N")
@@ -252,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GAN generator loss weights: thesis (L_perc + 0.01 L1 + 0.005 L_adv) or "
                         "released-code (L1 + 0.01 L_perc + 0.005 L_adv)")
     g.add_argument("--warmup-iterations", dest="warmup_iterations", type=int, default=0,
-                   metavar="N", help="pixel-loss-only iterations before adversarial training")
+                   metavar="N", help="pixel-loss-only iterations before adversarial training "
+                        "(--model denoise: all of them unless given)")
     g.add_argument("--size", choices=("thesis", "compact"), default="thesis",
                    help="network sizes of the GAN models: thesis (64 features, 3 RRDBs; a GPU) "
                         "or compact (1 RRDB of 32, narrow x2 head, image skip; what the shipped "
@@ -361,14 +364,24 @@ def _check_file_values(parser: argparse.ArgumentParser, path: Path, values: dict
             parser.error(f"--config-file {path}: {key} = {value!r}: {exc}")
 
 
+def _model_steps(chain: list[str], denoise_method: str | None) -> list[str]:
+    """The steps of ``chain`` that run a trained model: the generative ones, and ``denoise``
+    with the learned method."""
+    return [s for s in chain if s in GENERATIVE_STEPS
+            or (s == registry.DENOISE.name and denoise_method in registry.LEARNED_METHODS)]
+
+
 def _parse_checkpoints(parser: argparse.ArgumentParser, values: list[str] | None,
-                       chain: list[str]) -> dict[str, str]:
+                       chain: list[str], denoise_method: str | None = None) -> dict[str, str]:
     """``--checkpoint [STEP=]PATH`` values → {step: path}."""
-    generative = [s for s in chain if s in GENERATIVE_STEPS]
+    generative = _model_steps(chain, denoise_method)
     out: dict[str, str] = {}
     for value in values or []:
         step, sep, path = str(value).partition("=")
-        if not sep or step not in GENERATIVE_STEPS:
+        if sep and step == registry.DENOISE.name and step not in generative:
+            parser.error(f"--checkpoint {value}: the denoise step runs a model only with "
+                         f"--denoise-method {registry.LEARNED_METHODS[0]}")
+        if not sep or step not in generative and step not in GENERATIVE_STEPS:
             step, path = "", str(value)
             if len(generative) != 1:
                 wanted = (f"the steps {', '.join(generative)}" if generative
@@ -401,9 +414,10 @@ def _check_enhancement(parser: argparse.ArgumentParser, opts: argparse.Namespace
                      + "".join(f", {s} also removes noise" for s in x2
                                if registry.STEPS[s].removes_noise)
                      + "); choose one")
-    checkpoints = _parse_checkpoints(parser, opts.checkpoint, chain)
+    method = getattr(opts, "denoise_method", None)
+    checkpoints = _parse_checkpoints(parser, opts.checkpoint, chain, method)
     models: dict[str, dict] = {}
-    generative = [s for s in chain if registry.STEPS[s].generative]
+    generative = _model_steps(chain, method)
     if generative and opts.analysis_level == "participant" and not opts.reports_only:
         from bids_enhance.inference.weights import ModelSelectionError, resolve_model
 

@@ -713,6 +713,8 @@ def _train_config(settings) -> dict:
         "validate_every": settings.validate_every,
         "warmup_iterations": settings.warmup_iterations,
     }
+    if settings.model == "denoise" and not settings.warmup_iterations:
+        fields["warmup_iterations"] = settings.iterations  # a pixel-loss (PSNR) denoiser
     if settings.model != "motion-ddpm":
         fields["loss_preset"] = settings.loss_preset
     if settings.degradation:
@@ -721,7 +723,7 @@ def _train_config(settings) -> dict:
     if size != "thesis":
         if settings.model == "motion-ddpm":
             raise UsageError(f"--size {size} applies to the GAN models (gan3p, disgan, "
-                             "motion-gan), not to motion-ddpm")
+                             "motion-gan, denoise), not to motion-ddpm")
         from bids_enhance.models.registry import size_preset
 
         fields.update(size_preset(size, settings.model))
@@ -735,8 +737,8 @@ def _train_config(settings) -> dict:
                           feature_extractor={"widths": [8, 8, 16, 16]})
     if settings.image_skip:
         if settings.model == "motion-ddpm":
-            raise UsageError("--image-skip applies to the RRDB generator of gan3p, disgan and "
-                             "motion-gan, not to motion-ddpm")
+            raise UsageError("--image-skip applies to the RRDB generator of gan3p, disgan, "
+                             "motion-gan and denoise, not to motion-ddpm")
         fields.setdefault("generator", {})["image_skip"] = True
     try:
         return TrainConfig(**fields).to_dict()

@@ -18,6 +18,8 @@ Presets (:data:`PRESETS`):
                             ``superres-denoise`` default is trained on)
 ``sr-box-x2-gaussian``      box average, then Gaussian noise, σ ~ U(1 %, 5 %)
 ``denoise-rician``          Rician noise only, σ ~ U(1 %, 5 %)
+``denoise-rician-wide``     Rician noise only, σ ~ U(1 %, 12 %) (what the shipped learned
+                            denoiser is trained on: clinical 3 T to low-field-like levels)
 ``noise-rician-3`` (6, 9)   Rician noise at exactly 3 % (6 %, 9 %) of the robust maximum (the
                             levels of the denoising benchmark; simulation mode)
 ``noise-gaussian-3``        Gaussian noise at exactly 3 %
@@ -54,6 +56,8 @@ from bids_enhance.degrade.noise import NoiseMethod, RandomNoise
 NOISE_FRACTION = (0.01, 0.05)
 #: the wider range of ``sr-box-x2-rician-wide`` (the denoising benchmark's levels 3/6/9 % inside)
 WIDE_NOISE_FRACTION = (0.01, 0.09)
+#: the range of ``denoise-rician-wide`` (the learned denoiser: 1–12 % of the robust maximum)
+DENOISE_NOISE_FRACTION = (0.01, 0.12)
 
 PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "sr-box-x2": (LowResolution(method=LowResMethod.BOX),),
@@ -67,6 +71,8 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "sr-box-x2-gaussian": (LowResolution(method=LowResMethod.BOX),
                            RandomNoise(method=NoiseMethod.GAUSSIAN, fraction=NOISE_FRACTION)),
     "denoise-rician": (RandomNoise(method=NoiseMethod.RICIAN, fraction=NOISE_FRACTION),),
+    "denoise-rician-wide": (RandomNoise(method=NoiseMethod.RICIAN,
+                                        fraction=DENOISE_NOISE_FRACTION),),
     "noise-rician-3": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.03, 0.03)),),
     "noise-rician-6": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.06, 0.06)),),
     "noise-rician-9": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.09, 0.09)),),

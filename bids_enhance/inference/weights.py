@@ -24,12 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bids_enhance.steps import GENERATIVE_STEPS, STEPS, X2_STEPS
+from bids_enhance.steps import DENOISE, GENERATIVE_STEPS, STEPS, X2_STEPS
 
 __all__ = [
     "DEFAULT_MODELS",
     "GENERATIVE_STEPS",
     "MODELS_DIR_ENV",
+    "MODEL_STEPS",
     "STEP_TASKS",
     "X2_STEPS",
     "ModelSelectionError",
@@ -46,9 +47,13 @@ MODELS_DIR_ENV = "BIDS_ENHANCE_MODELS_DIR"
 #: generative enhancement steps (``--enhance`` values that run a trained network), steps whose
 #: output lies on the x2 grid, the training tasks whose checkpoints each step runs, and the folder
 #: (under the models dir) of each step's default weights: all from :mod:`bids_enhance.steps`
-STEP_TASKS: dict[str, tuple[str, ...]] = {s: STEPS[s].tasks for s in GENERATIVE_STEPS}
-DEFAULT_MODELS: dict[str, str] = {s: STEPS[s].default_model for s in GENERATIVE_STEPS
-                                  if STEPS[s].default_model}
+STEP_TASKS: dict[str, tuple[str, ...]] = {s: step.tasks for s, step in STEPS.items()
+                                          if step.tasks}
+DEFAULT_MODELS: dict[str, str] = {s: step.default_model for s, step in STEPS.items()
+                                  if step.default_model}
+#: steps that can run a trained model: the generative ones, and ``denoise`` with
+#: ``--denoise-method learned``
+MODEL_STEPS: tuple[str, ...] = tuple(STEP_TASKS)
 CARD_NAME = "model_card.json"
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -121,6 +126,7 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
         "held_out_psnr_cubic": None,
         "psnr_gain_over_cubic_db": None,
         "held_out_psnr_corrupted": None,
+        "held_out_psnr_prinlm": None,
         "size": None,
         "training_device": None,
         "cpu_hours": None,
@@ -147,6 +153,7 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
             "psnr_gain_over_cubic_db": (evaluation.get("psnr_gain_over_cubic_db") or {})
             .get("mean"),
             "held_out_psnr_corrupted": (means.get("corrupted") or {}).get("psnr"),
+            "held_out_psnr_prinlm": (means.get("prinlm") or {}).get("psnr"),
             "size": card.get("size"),
             "training_device": training.get("device"),
             "cpu_hours": training.get("cpu_hours"),
@@ -159,11 +166,16 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
     return out
 
 
+def _what(step: str) -> str:
+    """How the user asked for the model of ``step`` (the start of a refusal)."""
+    return "--denoise-method learned" if step == DENOISE.name else f"--enhance {step}"
+
+
 def _no_default_message(step: str, directory: Path) -> str:
     from bids_enhance import __version__
 
     task = STEP_TASKS[step][0]
-    return (f"--enhance {step} needs a trained model, but bids_enhance {__version__} ships no "
+    return (f"{_what(step)} needs a trained model, but bids_enhance {__version__} ships no "
             f"default weights for it yet (looked for {directory / DEFAULT_MODELS[step] / CARD_NAME}"
             f"); train one with `bids_enhance BIDS_DIR OUT train --model {task}` and pass it "
             f"with --checkpoint {step}=OUT/models/{task}/checkpoint.pt"
@@ -181,7 +193,7 @@ def _locate(step: str, given: str | os.PathLike[str] | None, directory: Path
         weights = card_path.parent / card["checkpoint"]["file"]
         if not weights.is_file():
             raise ModelSelectionError(
-                f"the default weights of --enhance {step} are incomplete: {weights} (named by "
+                f"the default weights of {_what(step)} are incomplete: {weights} (named by "
                 f"{card_path}) is missing; reinstall bids_enhance or pass --checkpoint "
                 f"{step}=PATH")
         return weights, card["checkpoint"]["sha256"], card_path, card, "default"
@@ -230,6 +242,12 @@ def _check_fits(step: str, meta: dict[str, Any], path: Path) -> str | None:
                 f"checkpoint {path} holds {held}, but --enhance {step} needs an x2 "
                 "super-resolution generator (rrdb_generator with scale=2), as `bids_enhance … "
                 f"train --model {expected_tasks[0]}` writes")
+    elif step == DENOISE.name:
+        if name != "rrdb_generator" or kwargs.get("scale") != 1:
+            raise ModelSelectionError(
+                f"checkpoint {path} holds {held}, but --denoise-method learned needs a scale-1 "
+                "generator (rrdb_generator with scale=1), as `bids_enhance … train --model "
+                "denoise` writes")
     elif not ((name == "rrdb_generator" and kwargs.get("scale") == 1)
               or name == "diffusion_unet"):
         raise ModelSelectionError(
@@ -238,9 +256,10 @@ def _check_fits(step: str, meta: dict[str, Any], path: Path) -> str | None:
             "--model motion-gan` or `--model motion-ddpm` writes")
     if task is not None and task not in expected_tasks:
         fits = [s for s, tasks in STEP_TASKS.items() if task in tasks]
-        hint = f"; use --enhance {fits[0]} for it" if fits else ""
+        hint = (f"; use {_what(fits[0])} for it" if fits and fits[0] == DENOISE.name else
+                f"; use --enhance {fits[0]} for it" if fits else "")
         raise ModelSelectionError(
-            f"checkpoint {path} was trained for {task!r}, but --enhance {step} runs "
+            f"checkpoint {path} was trained for {task!r}, but {_what(step)} runs "
             f"{' or '.join(map(repr, expected_tasks))} models{hint}")
     if step not in X2_STEPS:
         return None
@@ -268,8 +287,8 @@ def resolve_model(step: str, given: str | os.PathLike[str] | None = None, *,
     from bids_enhance.models.checkpoint import CheckpointError, load_checkpoint
     from bids_enhance.models.registry import describe_arch
 
-    if step not in GENERATIVE_STEPS:
-        raise ValueError(f"step must be one of {list(GENERATIVE_STEPS)}, got {step!r}")
+    if step not in MODEL_STEPS:
+        raise ValueError(f"step must be one of {list(MODEL_STEPS)}, got {step!r}")
     folder = models_dir(directory)
     path, expected, card_path, card, origin = _locate(step, given, folder)
     try:

@@ -267,6 +267,16 @@ def _step_entry(info: dict, scale: float) -> dict:
         "Device": info.get("device"),
         "ElapsedSeconds": info.get("elapsed_s"),
     }
+    model = info.get("model")
+    if isinstance(model, dict):  # the learned denoiser: which weights ran
+        entry["Model"] = {
+            "Name": model.get("name"), "Task": model.get("task"),
+            "Architecture": model.get("architecture"), "Sha256": model.get("sha256"),
+            "Origin": model.get("origin"),
+            "ModelCard": {k: v for k, v in {**(model.get("summary") or {}),
+                                            "card": model.get("card")}.items()
+                          if v is not None},
+        }
     if info.get("sigma") is not None:  # the one record of σ: the noise of this step's input
         entry["NoiseSigma"] = float(info["sigma"]) * scale
         entry["NoiseSigmaEstimator"] = info.get("sigma_estimator")

@@ -1,4 +1,5 @@
-"""Nipype interface over the classical denoisers (``bids_enhance.classical``)."""
+"""Nipype interface over the denoisers of ``bids_enhance.classical.denoise`` (the classical
+filters and the learned denoiser)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ class _ClassicalDenoiseInputSpec(BaseInterfaceInputSpec):
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
     use_gpu = traits.Bool(False, usedefault=True, nohash=True,
                           desc="tell nipype's MultiProc this node occupies a GPU")
+    checkpoint = File(exists=True, desc="learned method: the verified checkpoint to run "
+                                        "(default: the shipped weights)")
+    checkpoint_sha256 = traits.Str(desc="learned method: the checkpoint's sha256, checked again "
+                                        "when it is loaded")
 
 
 class _ClassicalDenoiseOutputSpec(TraitedSpec):
@@ -43,7 +48,8 @@ class _ClassicalDenoiseOutputSpec(TraitedSpec):
 
 
 class ClassicalDenoise(SimpleInterface):
-    """Denoise one 3D image with PRI-NLM or SANLM in PyTorch (CPU or CUDA)."""
+    """Denoise one 3D image with a classical filter (PRI-NLM, SANLM, ODCT3D) or the learned
+    denoiser, in PyTorch (CPU or CUDA)."""
 
     input_spec = _ClassicalDenoiseInputSpec
     output_spec = _ClassicalDenoiseOutputSpec
@@ -58,6 +64,11 @@ class ClassicalDenoise(SimpleInterface):
         torch.set_num_threads(max(1, self.inputs.omp_nthreads))
         img = nib.load(self.inputs.in_file)
         params = dict(DENOISE_METHODS[self.inputs.method].sloppy) if self.inputs.sloppy else {}
+        if DENOISE_METHODS[self.inputs.method].learned:
+            if isdefined(self.inputs.checkpoint):
+                params["checkpoint"] = self.inputs.checkpoint
+            if isdefined(self.inputs.checkpoint_sha256):
+                params["sha256"] = self.inputs.checkpoint_sha256
         sigma = self.inputs.sigma if isdefined(self.inputs.sigma) else None
         out, info = denoise(img.get_fdata(dtype=np.float32), method=self.inputs.method,
                             noise_model=self.inputs.noise_model, sigma=sigma,

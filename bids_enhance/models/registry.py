@@ -23,6 +23,7 @@ TASK_TITLES = {
     "disgan": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
     "motion-gan": "motion-artefact correction, three-player GAN with a scale-1 generator",
     "motion-ddpm": "motion-artefact correction, conditional diffusion (DDPM, DDIM sampling)",
+    "denoise": "noise removal, scale-1 generator trained on Rician noise of 1-12 %",
 }
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -48,12 +49,16 @@ _COMPACT = {"generator": _COMPACT_GENERATOR, "critic": {"widths": (16, 32, 64, 1
             "feature_extractor": {"widths": (16, 32, 64, 128)}}
 SIZES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "thesis": {task: {"generator": {}, "critic": {}, "feature_extractor": {}}
-               for task in ("gan3p", "disgan", "motion-gan")},
+               for task in ("gan3p", "disgan", "motion-gan", "denoise")},
     "compact": {
         "gan3p": _COMPACT,
         "disgan": _COMPACT,  # same widths for the wavelet U-Net critic
         "motion-gan": {**_COMPACT, "generator": {**_COMPACT_GENERATOR, "num_blocks": 2,
                                                  "space_to_depth": True}},
+        # the learned denoiser: the motion generator's shape (FFDNet's idea: the body on the
+        # half grid, the full grid only in the head)
+        "denoise": {**_COMPACT, "generator": {**_COMPACT_GENERATOR, "num_blocks": 2,
+                                              "space_to_depth": True}},
     },
 }
 

@@ -357,6 +357,8 @@ def _model_card_html(model: Mapping) -> str:
         text = f"PSNR {float(card['held_out_psnr']):.1f} dB"
         if card.get("held_out_psnr_cubic") is not None:
             text += f" (cubic B-spline {float(card['held_out_psnr_cubic']):.1f} dB)"
+        elif card.get("held_out_psnr_prinlm") is not None:
+            text += f" (PRI-NLM {float(card['held_out_psnr_prinlm']):.1f} dB)"
         elif card.get("held_out_psnr_corrupted") is not None:
             text += (f" (the motion-corrupted input "
                      f"{float(card['held_out_psnr_corrupted']):.1f} dB)")
@@ -413,7 +415,7 @@ def _steps_html(steps: list) -> str:
     tables = []
     for index, step in enumerate(steps, start=1):
         name = step.get("Step") or "step"
-        if step.get("Model"):
+        if step.get("Model") and name != DENOISE.name:  # a generative step
             rows = [("Method", _e(step.get("Method") or "n/a")), *_generative_rows(step)]
             table = _step_table(index, name, step, rows, params_label="Inference")
             card = _model_card_html(step["Model"])
@@ -425,7 +427,15 @@ def _steps_html(steps: list) -> str:
         rows = [("Method", _e(_METHOD_NAMES.get(str(method), method)) if method else "n/a")]
         if step.get("NoiseModel"):
             rows.append(("Noise model", _e(str(step["NoiseModel"]).capitalize())))
-        tables.append(_step_table(index, name, step, rows, params_label="Parameters"))
+        model = step.get("Model") if isinstance(step.get("Model"), Mapping) else None
+        if model:  # the learned denoiser: which weights ran
+            rows.append(("Model", f"{_e(model.get('Name') or 'n/a')} (sha256 "
+                                  f"<code>{_e(str(model.get('Sha256') or '')[:12])}…</code>)"))
+        table = _step_table(index, name, step, rows, params_label="Parameters")
+        card = _model_card_html(model) if model else ""
+        tables.append(table + (
+            f'<details open><summary>Model card</summary><table class="be-table be-kv '
+            f'be-compact">{card}</table></details>' if card else ""))
     return "".join(tables)
 
 

@@ -122,6 +122,8 @@ def _step_text(step: dict) -> str:
     model = step.get("Model") or {}
     detail = [str(model["Name"])] if model.get("Name") else (
         [str(step["Method"])] if step.get("Method") else [])
+    if model.get("Name") and step.get("NoiseModel") and step.get("Method"):  # learned denoiser
+        detail = [f"{step['Method']} ({model['Name']})"]
     if step.get("NoiseModel"):
         detail.append(str(step["NoiseModel"]))
     return f"{name}: {', '.join(detail)}" if detail else name

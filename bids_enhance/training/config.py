@@ -18,7 +18,7 @@ from bids_enhance.training.seeding import check_seed
 
 __all__ = ["GAN_TASKS", "PRECISIONS", "TASKS", "TASK_DEFAULTS", "TrainConfig", "resume_mismatches"]
 
-GAN_TASKS = ("gan3p", "disgan", "motion-gan")
+GAN_TASKS = ("gan3p", "disgan", "motion-gan", "denoise")
 TASKS = (*GAN_TASKS, "motion-ddpm")
 PRECISIONS = ("auto", "bf16", "fp32")
 FE_MODES = ("joint", "frozen")
@@ -32,6 +32,8 @@ TASK_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
                "critic_arch": "wavelet_unet_critic", "lr": 1e-4, "weight_decay": 0.0},
     "motion-gan": {"degradation": "motion", "scale": 1, "critic_arch": "resnet_critic",
                    "lr": 1e-4, "weight_decay": 0.0},
+    "denoise": {"degradation": "denoise-rician-wide", "scale": 1,
+                "critic_arch": "resnet_critic", "lr": 1e-4, "weight_decay": 0.0},
     "motion-ddpm": {"degradation": "motion", "scale": 1, "critic_arch": None,
                     "lr": 1e-4, "weight_decay": 1e-2},
 }
@@ -94,6 +96,8 @@ class TrainConfig:
     Data and patches
         ``task``: ``gan3p`` (three-player GAN, x2 super-resolution), ``disgan`` (wavelet U-Net
         critic, noisy x2 inputs), ``motion-gan`` (scale-1 generator on motion-corrupted inputs),
+        ``denoise`` (scale-1 generator on Rician-noisy inputs; the learned denoiser is its
+        pixel-loss stage: ``warmup_iterations = iterations``),
         ``motion-ddpm`` (conditional diffusion on 2D/2.5D slices).
         ``patch_size``: edge of the *target* patch in voxels (x2 tasks: HR 64 ↔ LR 32; diffusion:
         the in-plane edge of a slice patch). ``batch_size`` is per process (DDP: the global batch

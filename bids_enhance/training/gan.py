@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from bids_enhance.models import build_model
 from bids_enhance.training.base import Trainer
-from bids_enhance.training.config import TrainConfig
+from bids_enhance.training.config import GAN_TASKS, TrainConfig
 from bids_enhance.training.ddp import DistributedContext
 from bids_enhance.training.losses import (
     LOSS_PRESETS,
@@ -57,7 +57,8 @@ __all__ = ["GANTrainer"]
 
 
 class GANTrainer(Trainer):
-    """Trainer of the three-player GAN family (tasks ``gan3p``, ``disgan``, ``motion-gan``).
+    """Trainer of the three-player GAN family (tasks ``gan3p``, ``disgan``, ``motion-gan``,
+    ``denoise``).
 
     Networks are built from ``config.generator``/``config.critic``/``config.feature_extractor``
     keyword arguments (model defaults otherwise; the generator's ``scale`` is the task's), seeded
@@ -72,7 +73,7 @@ class GANTrainer(Trainer):
         super().__init__(config, context=context)
         cfg = self.config
         if not cfg.is_gan:
-            raise ValueError(f"GANTrainer trains {('gan3p', 'disgan', 'motion-gan')}, got task "
+            raise ValueError(f"GANTrainer trains {GAN_TASKS}, got task "
                              f"{cfg.task!r}")
         if "scale" in cfg.generator and cfg.generator["scale"] != cfg.scale:
             raise ValueError(f"task {cfg.task!r} needs a scale-{cfg.scale} generator, got "

@@ -221,6 +221,7 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     enhance = order_chain(enhance)
     models = dict(models or {})
     missing = [s for s in enhance if STEPS[s] is not init_denoise_wf and s not in models]
+    # (the learned denoiser without a model runs the shipped weights, resolved in the node)
     if missing:
         raise ValueError(f"no model given for the generative step(s) {missing}")
     x2 = is_x2(enhance)
@@ -283,7 +284,7 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         if STEPS[step] is init_denoise_wf:
             step_wf = init_denoise_wf(method=denoise_method, noise_model=noise_model,
                                       device=device, omp_nthreads=omp_nthreads, mem_gb=mem_gb,
-                                      sloppy=sloppy, name=step_name)
+                                      sloppy=sloppy, model=models.get(step), name=step_name)
         else:
             step_wf = init_generative_wf(
                 step=step, model=models[step], consistency=consistency, device=device,

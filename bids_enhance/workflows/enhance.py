@@ -18,10 +18,13 @@ _NOISE_DESC = {
 
 def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
                     noise_model: str = "rician", device: str = "cpu", omp_nthreads: int = 1,
-                    mem_gb: float = 1.0, sloppy: bool = False,
+                    mem_gb: float = 1.0, sloppy: bool = False, model: dict | None = None,
                     name: str = "denoise_wf") -> LiterateWorkflow:
-    """Classical denoising (PRI-NLM or SANLM) with the noise level estimated from the image.
+    """Denoising (a classical filter, or the learned denoiser) with the noise level estimated
+    from the image.
 
+    ``model``: the learned method's verified checkpoint
+    (:meth:`bids_enhance.inference.weights.ResolvedModel.to_dict`; None: the shipped weights).
     Inputs: ``in_file``. Outputs: ``out_file``, ``out_info``, ``sigma`` (normalised units).
     """
     from bids_enhance.interfaces.denoise import ClassicalDenoise
@@ -32,12 +35,22 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
     workflow = LiterateWorkflow(name=name)
     spec = registry.DENOISE_METHODS[method]
     params = {**spec.parameters, **(spec.sloppy if sloppy else {})}
-    workflow.__desc__ = (
-        "The image " + spec.methods_text.format(**params) + ", implemented in PyTorch "
-        f"within *bids_enhance*, with {_NOISE_DESC[noise_model]}. The noise standard deviation "
-        "was estimated from the image itself with the object-based wavelet estimator of "
-        "@coupe2010, corrected for the Rician bias [@koay2006]. "
-    )
+    if spec.learned:
+        summary = (model or {}).get("summary") or {}
+        named = (f" (model *{summary.get('name')}*, sha256 {model['sha256'][:12]}…)"
+                 if model else "")
+        workflow.__desc__ = (
+            "The image " + spec.methods_text + named + ", in PyTorch within *bids_enhance*. "
+            "For the report, the noise standard deviation of its input was estimated with the "
+            "object-based wavelet estimator of @coupe2010, corrected for the Rician bias "
+            "[@koay2006]. ")
+    else:
+        workflow.__desc__ = (
+            "The image " + spec.methods_text.format(**params) + ", implemented in PyTorch "
+            f"within *bids_enhance*, with {_NOISE_DESC[noise_model]}. The noise standard "
+            "deviation was estimated from the image itself with the object-based wavelet "
+            "estimator of @coupe2010, corrected for the Rician bias [@koay2006]. "
+        )
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_info", "sigma"]),
                          name="outputnode")
@@ -45,6 +58,9 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
         ClassicalDenoise(method=method, noise_model=noise_model, device=device,
                          omp_nthreads=omp_nthreads, use_gpu=device != "cpu", sloppy=sloppy),
         name="denoise", n_procs=omp_nthreads, mem_gb=mem_gb)
+    if spec.learned and model:
+        denoise.inputs.checkpoint = model["path"]
+        denoise.inputs.checkpoint_sha256 = model["sha256"]
     workflow.connect([
         (inputnode, denoise, [("in_file", "in_file")]),
         (denoise, outputnode, [("out_file", "out_file"), ("out_info", "out_info"),

@@ -63,7 +63,7 @@ def test_no_default_weights_says_how_to_train_and_pass_one(tmp_path):
     assert "\n" not in message and "ships no default weights" in message
     assert "train --model disgan" in message
     assert "--checkpoint superres-denoise=OUT/models/disgan/checkpoint.pt" in message
-    assert set(DEFAULT_MODELS) == {"superres", "superres-denoise", "motion"}
+    assert set(DEFAULT_MODELS) == {"superres", "superres-denoise", "motion", "denoise"}
 
 
 def test_a_card_naming_a_missing_file_is_reported(tmp_path):

@@ -1,0 +1,101 @@
+"""``--denoise-method learned`` and ``train --model denoise`` (issue 12): a trained network run
+as a method of the denoise step, with the classical methods' sidecar, report and σ."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bids_enhance.classical import denoise
+from bids_enhance.cli.run import main
+from bids_enhance.inference.weights import ModelSelectionError, resolve_model
+from tests.conftest import phantom, write_bids
+from tests.generative_helpers import save_tiny_generator, write_model_card
+
+
+@pytest.fixture(scope="module")
+def denoiser(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("denoiser") / "tiny_denoise"
+    folder.mkdir()
+    sha = save_tiny_generator(folder / "checkpoint.pt", task="denoise", scale=1,
+                              preset="denoise-rician-wide")
+    write_model_card(folder, name="tiny_denoise", sha256=sha, task="denoise")
+    return folder, sha
+
+
+def test_learned_method_records_its_model_and_sigma(denoiser):
+    folder, sha = denoiser
+    noisy = phantom((24, 24, 24), noise=4.0) / 100.0
+    out, info = denoise(noisy, method="learned", checkpoint=str(folder / "checkpoint.pt"))
+    assert out.shape == noisy.shape and out.dtype == np.float32 and (out >= 0).all()
+    assert info["method"] == "learned" and info["sigma"] > 0
+    assert info["sigma_estimator"] == "coupe2010"
+    assert info["parameters"] == {}  # named by the model record, not by a local path
+    assert info["model"]["sha256"] == sha and info["model"]["task"] == "denoise"
+    assert info["model"]["name"] == "tiny_denoise" and info["model"]["card"]
+    json.dumps(info)
+
+
+def test_a_replaced_checkpoint_is_refused(denoiser):
+    folder, _ = denoiser
+    with pytest.raises(ValueError, match="was it replaced"):
+        denoise(np.ones((8, 8, 8), np.float32), method="learned", sigma=0.1,
+                checkpoint=str(folder / "checkpoint.pt"), sha256="0" * 64)
+
+
+def test_only_denoise_checkpoints_run_as_the_learned_method(tmp_path, denoiser):
+    sr = tmp_path / "sr.pt"
+    save_tiny_generator(sr, task="gan3p")
+    with pytest.raises(ModelSelectionError, match="--denoise-method learned needs a scale-1"):
+        resolve_model("denoise", sr)
+    motion = tmp_path / "motion.pt"
+    save_tiny_generator(motion, task="motion-gan")
+    with pytest.raises(ModelSelectionError, match="trained for 'motion-gan'.*--enhance motion"):
+        resolve_model("denoise", motion)
+    folder, _ = denoiser
+    with pytest.raises(ModelSelectionError,
+                       match="trained for 'denoise'.*use --denoise-method learned"):
+        resolve_model("motion", folder / "checkpoint.pt")
+
+
+def test_no_default_weights_is_one_line_naming_the_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIDS_ENHANCE_MODELS_DIR", str(tmp_path / "empty"))
+    with pytest.raises(ModelSelectionError, match="^--denoise-method learned needs a trained "
+                                                  "model.*train --model denoise"):
+        resolve_model("denoise")
+
+
+def test_a_denoise_checkpoint_needs_the_learned_method(tmp_path, capsys, denoiser):
+    folder, _ = denoiser
+    bids = write_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": phantom()})
+    with pytest.raises(SystemExit) as exited:
+        main([str(bids), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+              "--checkpoint", f"denoise={folder}"])
+    assert exited.value.code == 2
+    assert "runs a model only with --denoise-method learned" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_learned_denoiser_runs_with_sidecar_report_and_methods(tmp_path, denoiser):
+    folder, sha = denoiser
+    bids = write_bids(tmp_path / "bids", {"sub-01/anat/sub-01_T1w.nii.gz": phantom(noise=4.0)})
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "-w", str(tmp_path / "w"), "--nprocs",
+                 "1", "--skip-bids-validation", "--denoise-method", "learned",
+                 "--checkpoint", f"denoise={folder}"]) == 0
+    meta = json.loads((out / "sub-01/anat/sub-01_desc-denoised_T1w.json").read_text())
+    step = meta["EnhancementSteps"][0]
+    assert step["Step"] == "denoise" and step["Method"] == "learned"
+    assert step["NoiseSigma"] > 0 and step["NoiseModel"] == "rician"
+    assert step["Model"]["Sha256"] == sha and step["Model"]["Name"] == "tiny_denoise"
+    assert step["References"][0]["Key"] == "wang2023threeplayer"
+    report = (out / "sub-01.html").read_text()
+    assert "Learned denoiser: scale-1 RRDB generator" in report
+    assert "tiny_denoise" in report and "residual map" in report
+    assert "Held-out quality" in report  # from the model card next to the checkpoint
+    assert "PRI-NLM: prefiltered" not in report
+    methods = (out / "logs" / "CITATION.md").read_text()
+    assert "was denoised with a learned denoiser" in methods and sha[:12] in methods
