@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -379,15 +378,17 @@ def _configure_nipype(settings) -> None:
 
 
 def crash_messages(log_dir: Path) -> list[tuple[Path, str]]:
-    """One line per crash file in ``log_dir``: the innermost exception message."""
-    pattern = re.compile(r"^\s*([\w.]*(?:Error|Exception|Exit)\w*): (.+)$")
+    """One line per crash file in ``log_dir``: the innermost exception message (read as the
+    report reads it, :func:`~bids_enhance.reports.assemble.parse_crash_file`)."""
+    from bids_enhance.reports.assemble import parse_crash_file
+
     out = []
     for crash in sorted(log_dir.glob("crash-*.txt")):
-        message = "unknown error (see the crash file)"
-        for line in crash.read_text(errors="replace").splitlines():
-            match = pattern.match(line)
-            if match and "NodeExecutionError" not in match.group(1):
-                message = match.group(2).strip()
+        info = parse_crash_file(crash)
+        if info["error"] in (None, "NodeExecutionError"):  # no wrapped error named
+            message = "unknown error (see the crash file)"
+        else:  # the message without the exception's name ("MemoryError" alone if it has none)
+            message = info["message"].removeprefix(f"{info['error']}: ")
         out.append((crash, message))
     return out
 

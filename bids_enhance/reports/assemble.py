@@ -12,10 +12,11 @@ nireports' :class:`~nireports.assembler.report.Report` reads our specification
   ``part``. :class:`FigureIndex` answers the same ``get(**entities)`` queries from the file
   names alone (:func:`bids_enhance.bids.naming.parse_bids_name`): every entity of the source is
   kept, so echoes, parts, runs, … each get their own section.
-* **Errors.** nireports' ``custom: errors`` reportlet needs a ``Node:`` line in every crash file,
-  does not escape tracebacks and relies on Bootstrap's JavaScript; ours reads nipype's
-  plain-text crash files (``crash-*.txt``; pickled ones are never loaded), shows each error's
-  one-line message first with the traceback folded, and lists the figures that are missing.
+* **Errors.** nireports' ``custom: errors`` reportlet also loads pickled crash files, does not
+  escape tracebacks and relies on Bootstrap's JavaScript; ours reads the plain-text ones
+  (``crash-*.txt``, with nireports' ``read_crashfile``; pickled ones are never loaded), shows
+  each error's one-line message first with the traceback folded, and lists the figures that are
+  missing.
 * **Captions.** Reportlets with ``captions: <kind>`` get a subtitle and description built from
   the steps that ran on their image (:mod:`bids_enhance.reports.captions`; the chain is read
   from the image's IQM reportlet, else from the subject summary); the specification's own text
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from nireports.assembler.misc import read_crashfile
 from nireports.assembler.report import Report, SubReport
 from nireports.assembler.reportlet import Reportlet
 
@@ -152,49 +154,44 @@ def _anchor(text: str) -> str:
 # Crash files
 # --------------------------------------------------------------------------------------------
 def parse_crash_file(path: Path | str) -> dict:
-    """Read a nipype plain-text crash file.
+    """Read a nipype plain-text crash file with nireports' reader, plus its one-line error.
 
-    Returns ``{"file", "node", "workdir", "inputs": [(name, value)], "traceback", "message"}``;
-    ``message`` is the one-line error (the innermost ``SomethingError: …`` line, e.g. the error a
-    nipype ``NodeExecutionError`` wraps). Files without the ``Node:`` header (errors raised
-    outside a node) are read too.
+    Returns ``{"file", "node", "workdir", "inputs": [(name, value)], "traceback", "error",
+    "message"}``. ``message`` is the one-line error: the innermost ``SomethingError: …`` line
+    (e.g. the error a nipype ``NodeExecutionError`` wraps), else the last line of the file;
+    ``error`` is that exception's name (``None`` if no line names one). Files without the
+    ``Node:`` header (errors raised outside a node) are read too. Only ``*.txt`` files are
+    read: pickled crash files are never loaded (unpickling runs code).
     """
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    info: dict = {"file": str(path), "node": None, "workdir": None, "inputs": [],
-                  "traceback": text.strip(), "message": ""}
-    start = next((i for i, line in enumerate(lines) if line.startswith("Traceback")), None)
-    header = lines[:start] if start is not None else []
-    for line in header:
-        if line.startswith("Node:"):
-            info["node"] = line.split(":", 1)[1].strip()
-        elif line.startswith("Working directory:"):
-            info["workdir"] = line.split(":", 1)[1].strip()
-    if "Node inputs:" in header:
-        current: list = []
-        for line in header[header.index("Node inputs:") + 1:]:
-            if not line.strip():
-                continue
-            if not line[0].isspace() and " = " in line:
-                name, value = line.split(" = ", 1)
-                current = [name.strip(), value]
-                info["inputs"].append(current)
-            elif current:
-                current[1] += "\n" + line
-        info["inputs"] = [(k, v.strip()) for k, v in info["inputs"]]
-    if start is not None:
-        info["traceback"] = "\n".join(lines[start:]).strip()
-    body = info["traceback"].splitlines()
-    for line in reversed(body):
+    path = Path(path)
+    if path.suffix != ".txt":
+        raise ValueError(f"{path}: only plain-text crash files (crash-*.txt) are read")
+    try:
+        data = read_crashfile(path)
+    except (UnicodeDecodeError, IndexError, ValueError):
+        # not quite nipype's layout (empty, not UTF-8, an input line without " = "): keep the
+        # node, so the error is still shown with its image, and the whole text
+        text = path.read_text(encoding="utf-8", errors="replace")
+        first = text.split("\n", 1)[0]
+        data = {"traceback": text.strip(),
+                "node": first[len("Node:"):].strip() if first.startswith("Node:") else None}
+    info: dict = {"file": str(path), "node": data.get("node"), "workdir": None,
+                  "inputs": list(data.get("inputs", [])), "traceback": data["traceback"]}
+    if info["node"] is not None:
+        info["workdir"] = data.get("node_dir")
+    info["error"], info["message"] = _crash_message(info["traceback"])
+    return info
+
+
+def _crash_message(traceback: str) -> tuple[str | None, str]:
+    """(exception name, one-line message) of the innermost exception of a traceback."""
+    lines = traceback.splitlines()
+    for line in reversed(lines):
         match = _EXCEPTION_LINE.match(line)
         if match:
             name, message = match.group(1), (match.group(2) or "").strip()
-            info["message"] = f"{name}: {message}" if message else name
-            break
-    else:
-        info["message"] = next((ln.strip() for ln in reversed(body) if ln.strip()),
-                               "unknown error")
-    return info
+            return name, f"{name}: {message}" if message else name
+    return None, next((ln.strip() for ln in reversed(lines) if ln.strip()), "unknown error")
 
 
 # --------------------------------------------------------------------------------------------

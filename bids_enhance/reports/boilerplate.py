@@ -4,18 +4,27 @@ The Markdown comes from the workflows' ``__desc__`` texts with Pandoc citations 
 ``[@a; @b]``, in-text ``@key``). fMRIPrep turns it into HTML with pandoc and citeproc; we do not
 depend on pandoc: :func:`render_markdown` converts the small Markdown subset the descriptions use
 and renders citations in author–year form (Chicago style, as pandoc's default) with a reference
-list built from ``bids_enhance/data/boilerplate.bib``. ``CITATION.md`` keeps the keys, so users
-who prefer pandoc can still run it with ``CITATION.bib``.
+list built from ``bids_enhance/data/boilerplate.bib``, which is read with bibtexparser (v2:
+entries, ``@string`` macros, BibTeX name splitting, each entry's source text) and decoded with
+pylatexenc. The renderer is ours: citeproc-py's CSL Chicago author–date gives no year suffixes
+(2023a/2023b) for equal author–year labels. ``CITATION.md`` keeps the keys, so users who prefer
+pandoc can still run it with ``CITATION.bib``.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import bibtexparser
+from bibtexparser.exceptions import BlockAbortedException
+from bibtexparser.middlewares import NameParts, SeparateCoAuthors, SplitNameParts
+from pylatexenc.latex2text import LatexNodes2Text
 
 from bids_enhance.utils import atomic_write_text
 
@@ -43,157 +52,90 @@ _ITEM_KEY = re.compile(r"(-?)@(" + _KEY + r")")
 # --------------------------------------------------------------------------------------------
 # BibTeX
 # --------------------------------------------------------------------------------------------
+#: Fields whose values are identifiers, not LaTeX text: not decoded (``~``, ``%``, ``_`` kept).
+_VERBATIM = frozenset({"doi", "url", "eprint", "file", "isbn", "issn"})
+
+
 @dataclass
 class BibEntry:
-    """One BibTeX entry: type, key, fields (lower-case names, raw values) and its source text."""
+    """One BibTeX entry: type, key, fields (lower-case names, raw values), its source text and
+    its authors as (family, given) pairs in plain text (``others`` as ``("et al.", "")``)."""
 
     kind: str
     key: str
     fields: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    people: list[tuple[str, str]] = field(default_factory=list)
 
     def authors(self) -> list[str]:
         """Family names of the authors; ``"others"`` becomes ``"et al."`` (kept last)."""
-        raw = self.fields.get("author", "")
-        names = []
-        for person in _split_top_level(raw, " and "):
-            person = person.strip()
-            if not person:
-                continue
-            if person == "others":
-                names.append("et al.")
-                continue
-            if person.startswith("{") and person.endswith("}"):  # {Organisation Name}
-                names.append(latex_to_text(person))
-            elif "," in person:
-                names.append(latex_to_text(person.split(",", 1)[0]))
-            else:
-                names.append(latex_to_text(person.split()[-1]))
-        return names
+        return [family for family, _ in self.people]
 
     def full_authors(self) -> list[tuple[str, str]]:
         """(family, given) pairs of the authors, in order; ``others`` as ("et al.", "")."""
-        out = []
-        for person in _split_top_level(self.fields.get("author", ""), " and "):
-            person = person.strip()
-            if not person:
-                continue
-            if person == "others":
-                out.append(("et al.", ""))
-            elif "," in person and not person.startswith("{"):
-                family, given = person.split(",", 1)
-                out.append((latex_to_text(family), latex_to_text(given)))
-            elif person.startswith("{"):
-                out.append((latex_to_text(person), ""))
-            else:
-                bits = person.split()
-                out.append((latex_to_text(bits[-1]), latex_to_text(" ".join(bits[:-1]))))
-        return out
+        return list(self.people)
 
     def get(self, name: str) -> str:
-        return latex_to_text(self.fields.get(name, ""))
+        """Plain text of field ``name`` (identifiers such as ``doi`` as written); ``""`` if
+        absent."""
+        value = self.fields.get(name, "")
+        return " ".join(value.split()) if name in _VERBATIM else latex_to_text(value)
 
 
-def _split_top_level(text: str, sep: str) -> list[str]:
-    """Split ``text`` on ``sep`` outside braces."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(text):
-        char = text[i]
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-        elif depth == 0 and text.startswith(sep, i):
-            parts.append(text[start:i])
-            i += len(sep)
-            start = i
-            continue
-        i += 1
-    parts.append(text[start:])
-    return parts
+def _person(name: NameParts) -> tuple[str, str]:
+    """(family, given) of one parsed name: family is "von Last" (", Jr" appended)."""
+    if not name.first and not name.von and name.last == ["others"] and not name.jr:
+        return ("et al.", "")
+    family = latex_to_text(" ".join(name.von + name.last))
+    if name.jr:
+        family += ", " + latex_to_text(" ".join(name.jr))
+    return (family, latex_to_text(" ".join(name.first)))
 
 
 def parse_bibtex(text: str) -> dict[str, BibEntry]:
-    """Parse BibTeX ``text`` into ``{key: BibEntry}`` (``@comment``/``@string`` skipped).
+    """Parse BibTeX ``text`` into ``{key: BibEntry}`` with bibtexparser (``@comment``,
+    ``@preamble`` skipped, ``@string`` macros resolved, author names split the BibTeX way).
 
-    Values may be ``{braced}`` (nested braces allowed), ``"quoted"`` or bare numbers. Raises
-    ``ValueError`` naming the entry on unbalanced braces.
+    Raises ``ValueError`` naming the block that cannot be read (unbalanced braces or quotes,
+    a duplicate key, a malformed name list).
     """
+    library = bibtexparser.parse_string(
+        text, append_middleware=[SeparateCoAuthors(), SplitNameParts()])
+    if library.failed_blocks:
+        block = library.failed_blocks[0]
+        error = block.error
+        reason = getattr(error, "abort_reason", "") or str(error) or type(error).__name__
+        if isinstance(error, BlockAbortedException):
+            reason += " (unbalanced braces or quotes?)"
+        first = (block.raw or "").strip().splitlines()[:1]
+        raise ValueError(f"BibTeX block at line {(block.start_line or 0) + 1} "
+                         f"({first[0][:60] if first else '?'}): {reason}")
     entries: dict[str, BibEntry] = {}
-    pos = 0
-    while (at := text.find("@", pos)) >= 0:
-        match = re.compile(r"@(\w+)\s*\{").match(text, at)
-        if not match:
-            pos = at + 1
-            continue
-        kind = match.group(1).lower()
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-            i += 1
-        if depth:
-            raise ValueError(f"BibTeX entry at character {at}: unbalanced braces")
-        body = text[match.end(): i - 1]
-        pos = i
-        if kind in {"comment", "string", "preamble"}:
-            continue
-        key, _, rest = body.partition(",")
-        key = key.strip()
-        entries[key] = BibEntry(kind=kind, key=key, fields=_parse_fields(rest, key),
-                                source=text[at:i])
+    for entry in library.entries:
+        fields: dict[str, str] = {}
+        people: list[tuple[str, str]] = []
+        for item in entry.fields:
+            name = item.key.lower()
+            if isinstance(item.value, list):  # author/editor/translator: list[NameParts]
+                fields[name] = " and ".join(n.merge_last_name_first for n in item.value)
+                if name == "author":
+                    people = [_person(n) for n in item.value]
+            else:
+                fields[name] = " ".join(str(item.value).split())
+        entries[entry.key] = BibEntry(kind=entry.entry_type.lower(), key=entry.key,
+                                      fields=fields, source=entry.raw or "", people=people)
     return entries
 
 
-def _parse_fields(body: str, key: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    i, n = 0, len(body)
-    name_re = re.compile(r"\s*([A-Za-z][\w-]*)\s*=\s*")
-    while i < n:
-        match = name_re.match(body, i)
-        if not match:
-            i += 1
-            continue
-        name, i = match.group(1).lower(), match.end()
-        if i < n and body[i] == "{":
-            depth, j = 1, i + 1
-            while j < n and depth:
-                depth += {"{": 1, "}": -1}.get(body[j], 0)
-                j += 1
-            if depth:
-                raise ValueError(f"BibTeX entry {key!r}: unbalanced braces in field {name!r}")
-            value, i = body[i + 1: j - 1], j
-        elif i < n and body[i] == '"':
-            j = body.find('"', i + 1)
-            if j < 0:
-                raise ValueError(f"BibTeX entry {key!r}: unterminated quote in field {name!r}")
-            value, i = body[i + 1: j], j + 1
-        else:
-            j = body.find(",", i)
-            j = n if j < 0 else j
-            value, i = body[i:j].strip(), j
-        fields[name] = " ".join(value.split())
-        comma = body.find(",", i)
-        i = n if comma < 0 else comma + 1
-    return fields
+#: LaTeX → plain text; math kept verbatim, as bibtexparser's ``LatexDecodingMiddleware`` does.
+_LATEX = LatexNodes2Text(math_mode="verbatim")
 
 
-_ACCENTS = {"'": "\u0301", "`": "\u0300", "^": "\u0302", '"': "\u0308", "~": "\u0303",
-            "c": "\u0327", "v": "\u030c", "=": "\u0304", "u": "\u0306", ".": "\u0307"}
-
-
+@functools.lru_cache(maxsize=4096)
 def latex_to_text(value: str) -> str:
-    """Plain text of a BibTeX value: accent macros to Unicode, ``--`` to an en dash, braces
-    dropped."""
-    def accent(match: re.Match) -> str:
-        return match.group(2) + _ACCENTS[match.group(1)]
-
-    text = re.sub(r"\\([`'^\"~=.]|[cvu](?=[{\s]))\s*\{?([A-Za-z])\}?", accent, value)
-    text = text.replace("---", "—").replace("--", "–").replace("\\&", "&")
-    text = text.replace("{", "").replace("}", "")
-    return unicodedata.normalize("NFC", " ".join(text.split()))
+    """Plain text of a BibTeX value (pylatexenc): accent macros to Unicode, ``--`` to an en
+    dash, ``\\&`` to ``&``, braces dropped, whitespace collapsed."""
+    return unicodedata.normalize("NFC", " ".join(_LATEX.latex_to_text(value).split()))
 
 
 def load_bibliography(path: Path | str | None = None) -> dict[str, BibEntry]:

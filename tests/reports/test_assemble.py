@@ -127,6 +127,47 @@ def test_parse_crash_file(tmp_path):
     assert parse_crash_file(odd)["message"] == "something odd happened"
 
 
+def test_parse_crash_file_beyond_nipypes_layout(tmp_path):
+    # an input whose value runs over an unindented line: nireports' reader gives up, the node
+    # (which ties the crash to its image), message and whole text are still there
+    odd = tmp_path / "crash-1.txt"
+    odd.write_text(CRASH_TEXT.replace("    'b': 2}", "'b': 2}"))
+    info = parse_crash_file(odd)
+    assert info["node"].endswith("denoise_wf.denoise")
+    assert info["message"].startswith("ValueError: sub-01_echo-2_part-mag_T1w.nii.gz")
+    assert "'b': 2}" in info["traceback"] and "NodeExecutionError" in info["traceback"]
+    # a node that failed without a traceback; an empty file
+    bare = tmp_path / "crash-2.txt"
+    bare.write_text(CRASH_TEXT.split("Traceback (most")[0] + "RuntimeError: boom\n")
+    info = parse_crash_file(bare)
+    assert info["node"].endswith("denoise_wf.denoise") and info["message"] == "RuntimeError: boom"
+    empty = tmp_path / "crash-3.txt"
+    empty.write_text("")
+    assert parse_crash_file(empty)["message"] == "unknown error"
+
+
+def test_pickled_crash_files_are_never_loaded(tmp_path, monkeypatch):
+    import gzip
+    import pickle
+
+    from bids_enhance.cli.run import crash_messages
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled')",))
+
+    pklz = tmp_path / "crash-1.pklz"
+    pklz.write_bytes(gzip.compress(pickle.dumps(Boom())))  # as nipype writes them
+    with pytest.raises(ValueError, match="only plain-text crash files"):
+        parse_crash_file(pklz)
+    (tmp_path / "crash-2.txt").write_text(CRASH_TEXT)
+    (tmp_path / "crash-3.txt").write_text("Traceback (most recent call last):\n  File x\n"
+                                          "MemoryError\n")
+    # the CLI's one-line causes come from the same reader, without the exception's name
+    assert [m for _, m in crash_messages(tmp_path)] == [
+        "sub-01_echo-2_part-mag_T1w.nii.gz: noise estimate is not finite <nan>", "MemoryError"]
+
+
 @pytest.mark.parametrize(("name", "expected"), [
     ("sub-01_ses-a_run-1_desc-flicker_T1w.svg", "sub-01_ses-a_run-1_T1w"),
     ("sub-01_echo-2_part-phase_desc-iqms_T1w.html", "sub-01_echo-2_part-phase_T1w"),

@@ -48,6 +48,25 @@ def test_parse_bibtex_values_and_errors():
     assert entry.authors() == ["Doe", "ACME Consortium"]
     with pytest.raises(ValueError, match="unbalanced"):
         parse_bibtex("@article{k2, title = {open")
+    with pytest.raises(ValueError, match="Duplicate entry key 'k3'"):
+        parse_bibtex("@misc{k3, title = {a}}\n@misc{k3, title = {b}}")
+
+
+def test_parse_bibtex_names_macros_and_identifiers():
+    entry = parse_bibtex(r"""
+        @string{mia = {Medical Image Analysis}}
+        @article{k, author = {van Gogh, Jr., Vincent and Ludwig van Beethoven and
+                              M{\"u}ller, J{\"o}rg and others},
+                 journal = mia, title = {{MRI} at 50\% -- ``fast''},
+                 doi = {10.1000/a_b~c}}
+    """)["k"]
+    assert entry.full_authors() == [("van Gogh, Jr.", "Vincent"), ("van Beethoven", "Ludwig"),
+                                    ("Müller", "Jörg"), ("et al.", "")]
+    assert entry.authors()[:2] == ["van Gogh, Jr.", "van Beethoven"]
+    assert entry.get("journal") == "Medical Image Analysis"
+    assert entry.get("title") == "MRI at 50% – “fast”"
+    assert entry.get("doi") == "10.1000/a_b~c"  # an identifier, not LaTeX
+    assert entry.source.startswith("@article{k,") and entry.source.endswith("}")
 
 
 def test_latex_accents():
