@@ -2,7 +2,8 @@
 
 * :mod:`bids_enhance.metrics.quality` -- full reference, the evaluation protocol of METHODS.md;
 * :mod:`bids_enhance.metrics.iqm` -- no reference (SNR, Dietrich SNR, CNR, CJV, EFC, FBER ...);
-* :mod:`bids_enhance.metrics.spectrum` -- radially averaged power spectrum for reports.
+* :mod:`bids_enhance.metrics.spectrum` -- radially averaged power spectrum for reports;
+* :mod:`bids_enhance.metrics.residual` -- does a denoiser's residual hold anatomy (no reference).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bids_enhance.metrics.quality import (
     psnr,
     ssim3d,
 )
+from bids_enhance.metrics.residual import residual_structure
 from bids_enhance.metrics.spectrum import radial_power_spectrum
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "nrmse",
     "psnr",
     "radial_power_spectrum",
+    "residual_structure",
     "ssim3d",
     "tissue_masks",
 ]
