@@ -51,7 +51,6 @@ _EXPORTS = {
     "SuperResolutionEvaluator": "validation",
     "DiffusionSliceEvaluator": "validation",
     "make_default_evaluator": "validation",
-    "tiled_apply": "validation",
     "child_seed": "seeding",
     "plot_history": "monitor",
 }

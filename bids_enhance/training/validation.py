@@ -4,7 +4,8 @@ The training loop calls ``evaluate(model) -> {name: float}`` every ``validate_ev
 and at the end. These defaults need no files: each held-out :class:`TrainingVolume` is degraded
 once (whole volume, child seed ``("validation", subject)``), a central region is cut (edge
 ``validation_crop`` target voxels; LR region aligned to even HR origins for x2), the network runs
-on it (tiled when large) and :func:`bids_enhance.metrics.quality.evaluate` (protocol mode:
+on it (through :func:`~bids_enhance.inference.sliding.infer_volume`, the participant run's
+inference path: memory-planned patches, mirrored halo, Gaussian blending) and :func:`bids_enhance.metrics.quality.evaluate` (protocol mode:
 99.9th-percentile normalisation, PSNR/3D SSIM/NRMSE/HFEN inside the head mask) compares the result
 with the clean region. Metrics are averaged over volumes; the same measures of a reference
 (x2: cubic B-spline upsampling with the exact x2 geometry; scale 1: the corrupted input itself)
@@ -22,60 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from bids_enhance.training.data import TrainingVolume, _crop_pad
 from bids_enhance.training.seeding import child_seed, numpy_generator
 
-__all__ = ["DiffusionSliceEvaluator", "SuperResolutionEvaluator", "make_default_evaluator",
-           "tiled_apply"]
+__all__ = ["DiffusionSliceEvaluator", "SuperResolutionEvaluator", "make_default_evaluator"]
 
 AutocastFactory = Callable[[], contextlib.AbstractContextManager]
-
-
-@torch.no_grad()
-def tiled_apply(model: nn.Module, volume: Tensor, *, scale: int, tile: int = 48,
-                margin: int = 8, autocast: AutocastFactory | None = None) -> Tensor:
-    """Apply a 3D image-to-image ``model`` to ``(1, C, X, Y, Z)`` in overlapping tiles.
-
-    Tiles of ``tile`` input voxels (or the whole axis when shorter) overlap by ``2·margin``;
-    each output keeps its tile's interior (the outer ``margin`` input voxels are dropped where a
-    neighbouring tile covers them), so no blending is needed. Returns ``(1, C_out, s·X, s·Y,
-    s·Z)`` float32 on the model's device.
-    """
-    ctx = autocast or contextlib.nullcontext
-    shape = volume.shape[2:]
-    if all(n <= tile for n in shape):
-        with ctx():
-            return model(volume).float()
-    step = max(tile - 2 * margin, 1)
-    starts = []
-    for n in shape:
-        if n <= tile:
-            starts.append([0])
-            continue
-        s = list(range(0, n - tile, step)) + [n - tile]
-        starts.append(sorted(set(s)))
-    out = None
-    for i in starts[0]:
-        for j in starts[1]:
-            for k in starts[2]:
-                origin = (i, j, k)
-                index = tuple(slice(o, o + min(tile, n)) for o, n in zip(origin, shape, strict=True))
-                with ctx():
-                    piece = model(volume[(slice(None), slice(None), *index)]).float()
-                if out is None:
-                    out = torch.zeros((1, piece.shape[1], *(scale * n for n in shape)),
-                                      device=piece.device, dtype=torch.float32)
-                src, dst = [], []
-                for o, n in zip(origin, shape, strict=True):
-                    size = min(tile, n)
-                    lo = 0 if o == 0 else margin
-                    hi = size if o + size >= n else size - margin
-                    src.append(slice(scale * lo, scale * hi))
-                    dst.append(slice(scale * (o + lo), scale * (o + hi)))
-                out[(slice(None), slice(None), *dst)] = piece[(slice(None), slice(None), *src)]
-    return out
 
 
 def _central_origin(shape: Sequence[int], crop: int | None, multiple: int) -> tuple[list[int], list[int]]:
@@ -96,21 +51,12 @@ def _average(metrics: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in metrics])) for k in keys}
 
 
-def _lowres_offset(records: list[dict]) -> float:
-    """HR voxel ``j`` sits at LR coordinate ``j/2 − offset/2`` (box: offset 0.5; else 0)."""
+def _lowres_method(records: list[dict]) -> str:
+    """The low-resolution method of a degradation record (``box`` when none is named)."""
     for record in records:
         if record.get("kind") == "lowres":
-            return 0.5 if record.get("method") == "box" else 0.0
-    return 0.0
-
-
-def _cubic_x2(lowres: np.ndarray, *, offset: float) -> np.ndarray:
-    from scipy import ndimage
-
-    grids = [np.arange(2 * n) / 2.0 - offset / 2.0 for n in lowres.shape]
-    coords = np.meshgrid(*grids, indexing="ij")
-    return ndimage.map_coordinates(lowres.astype(np.float64), coords, order=3,
-                                   mode="nearest").astype(np.float32)
+            return str(record.get("method") or "box")
+    return "box"
 
 
 class SuperResolutionEvaluator:
@@ -121,14 +67,15 @@ class SuperResolutionEvaluator:
 
     def __init__(self, volumes: Sequence[TrainingVolume], *, degradation: Any, scale: int,
                  seed: int, crop: int | None = 96, device: torch.device | str = "cpu",
-                 autocast: AutocastFactory | None = None, tile: int = 48) -> None:
+                 precision: str = "auto") -> None:
         from bids_enhance.degrade import degrade
         from bids_enhance.image.mask import head_mask
+        from bids_enhance.inference.superres import upsample_baseline
         from bids_enhance.metrics.quality import evaluate
 
         if not volumes:
             raise ValueError("no validation volumes given")
-        self.scale, self.device, self.autocast, self.tile = scale, torch.device(device), autocast, tile
+        self.scale, self.device, self.precision = scale, torch.device(device), precision
         self.items: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         baseline = []
         for vol in volumes:
@@ -144,19 +91,24 @@ class SuperResolutionEvaluator:
             ref, lr, m = clean[hr_index], degraded[lr_index], mask[hr_index]
             m = m if m.any() else None
             self.items.append((vol.subject, ref, np.ascontiguousarray(lr), m))
-            guess = _cubic_x2(lr, offset=_lowres_offset(records)) if scale == 2 else lr
+            if scale == 2:  # the participant run's baseline, at the exact x2 geometry
+                guess, _ = upsample_baseline(lr, np.eye(4), kind="cubic",
+                                             method=_lowres_method(records))
+            else:
+                guess = lr
             baseline.append(evaluate(ref, guess, mask=m))
         self.baseline = {f"baseline_{k}": v for k, v in _average(baseline).items()}
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
+        from bids_enhance.inference.sliding import infer_volume
         from bids_enhance.metrics.quality import evaluate
 
         results = []
-        for _, ref, lr, mask in self.items:
-            x = torch.from_numpy(lr)[None, None].to(self.device)
-            y = tiled_apply(model, x, scale=self.scale, tile=self.tile, autocast=self.autocast)
-            results.append(evaluate(ref, y[0, 0].cpu().numpy(), mask=mask))
+        for _, ref, lr, mask in self.items:  # the participant run's inference path
+            y = infer_volume(model, lr, scale=self.scale, device=self.device,
+                             precision=self.precision)
+            results.append(evaluate(ref, y, mask=mask))
         out = _average(results)
         out.update(self.baseline)
         out["psnr_gain"] = out["psnr"] - out["baseline_psnr"]
@@ -243,4 +195,4 @@ def make_default_evaluator(trainer: Any, volumes: Sequence[TrainingVolume], *,
             autocast=trainer.autocast)
     return SuperResolutionEvaluator(volumes, degradation=degradation, scale=cfg.scale,
                                     seed=cfg.seed, crop=cfg.validation_crop,
-                                    device=trainer.device, autocast=trainer.autocast)
+                                    device=trainer.device, precision=cfg.precision)
