@@ -59,6 +59,8 @@ def collect_images(layout, *, participant_label: list[str] | None = None,
     name. Participants that were not asked for by label and have no matching image (e.g. an
     ``emptyroom`` subject) are skipped with a warning.
     """
+    from nipype.utils.filemanip import split_filename
+
     available = sorted(layout.get_subjects())
     if not available:
         raise BIDSInputError(f"{layout.root} contains no subjects (no sub-* folders)")
@@ -106,7 +108,7 @@ def collect_images(layout, *, participant_label: list[str] | None = None,
             continue
         stems: dict[str, Path] = {}
         for path in files:
-            stem = path.name.removesuffix(".gz").removesuffix(".nii")
+            stem = split_filename(path)[1]
             if stem in stems:
                 raise BIDSInputError(
                     f"{path} and {stems[stem]} are the same image name with two extensions; "

@@ -239,10 +239,12 @@ class Progress:
     # -- naming -------------------------------------------------------------------------------
     def set_images(self, subjects: dict[str, list[Path]]) -> None:
         """Map the workflow names of every image back to its BIDS name (``sub-02_ses-1_T1w``)."""
+        from nipype.utils.filemanip import split_filename
+
         from bids_enhance.bids.naming import image_id
 
         self.names = {(f"sub_{subject}_wf", f"{image_id(path)}_wf"):
-                      path.name.removesuffix(".gz").removesuffix(".nii")
+                      split_filename(path)[1]
                       for subject, paths in subjects.items() for path in paths}
 
     def where(self, node) -> str:

@@ -16,6 +16,7 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
+from nipype.utils.filemanip import fname_presuffix
 
 from bids_enhance.steps import DENOISE
 
@@ -286,8 +287,7 @@ def _step_entry(info: dict, scale: float) -> dict:
 
 def _source_metadata(source: Path) -> dict:
     """The source's own JSON sidecar, if it has one next to it (no inheritance lookup)."""
-    stem = source.name.removesuffix(".gz").removesuffix(".nii")
-    sidecar = source.with_name(stem + ".json")
+    sidecar = Path(fname_presuffix(source, suffix=".json", use_ext=False))
     try:
         return json.loads(sidecar.read_text()) if sidecar.exists() else {}
     except (OSError, json.JSONDecodeError):

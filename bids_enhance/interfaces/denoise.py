@@ -14,6 +14,7 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
+from nipype.utils.filemanip import fname_presuffix
 
 from bids_enhance.steps import DENOISE_METHODS, PIPELINE_METHODS
 
@@ -73,8 +74,8 @@ class ClassicalDenoise(SimpleInterface):
         out, info = denoise(img.get_fdata(dtype=np.float32), method=self.inputs.method,
                             noise_model=self.inputs.noise_model, sigma=sigma,
                             device=self.inputs.device, **params)
-        name = Path(self.inputs.in_file).name.removesuffix(".gz").removesuffix(".nii")
-        out_file = str(Path(runtime.cwd) / f"{name}_{self.inputs.method}.nii.gz")
+        out_file = fname_presuffix(self.inputs.in_file, suffix=f"_{self.inputs.method}.nii.gz",
+                                   newpath=runtime.cwd, use_ext=False)
         nib.save(nib.Nifti1Image(out.astype(np.float32), img.affine, img.header), out_file)
         out_info = Path(runtime.cwd) / "denoise_info.json"
         out_info.write_text(json.dumps(info, indent=2, default=float))

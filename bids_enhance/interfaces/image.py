@@ -12,11 +12,12 @@ from nipype.interfaces.base import (
     TraitedSpec,
     traits,
 )
+from nipype.utils.filemanip import fname_presuffix
 
 
 def _out_path(in_file: str, suffix: str, runtime_cwd: str) -> str:
-    name = Path(in_file).name.removesuffix(".gz").removesuffix(".nii")
-    return str(Path(runtime_cwd) / f"{name}_{suffix}.nii.gz")
+    return fname_presuffix(in_file, suffix=f"_{suffix}.nii.gz", newpath=runtime_cwd,
+                           use_ext=False)
 
 
 class _SanitizeImageInputSpec(BaseInterfaceInputSpec):

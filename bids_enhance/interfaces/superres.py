@@ -7,8 +7,6 @@ and the no-reference metrics, which all need one grid.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -17,6 +15,7 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
+from nipype.utils.filemanip import fname_presuffix
 
 
 class _UpsampleBaselineInputSpec(BaseInterfaceInputSpec):
@@ -58,8 +57,8 @@ class UpsampleBaseline(SimpleInterface):
         result.set_sform(affine, int(img.header["sform_code"]) or 1)
         result.set_qform(affine, int(img.header["qform_code"]) or 1)
         result.set_data_dtype(np.float32)
-        name = Path(self.inputs.in_file).name.removesuffix(".gz").removesuffix(".nii")
-        out_file = Path(runtime.cwd) / f"{name}_{self.inputs.kind}x2.nii.gz"
+        out_file = fname_presuffix(self.inputs.in_file, suffix=f"_{self.inputs.kind}x2.nii.gz",
+                                   newpath=runtime.cwd, use_ext=False)
         nib.save(result, out_file)
-        self._results["out_file"] = str(out_file)
+        self._results["out_file"] = out_file
         return runtime

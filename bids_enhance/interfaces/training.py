@@ -19,10 +19,7 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
-
-
-def _stem(path: str) -> str:
-    return Path(path).name.removesuffix(".gz").removesuffix(".nii")
+from nipype.utils.filemanip import fname_presuffix, split_filename
 
 
 class _SimulateDegradationInputSpec(BaseInterfaceInputSpec):
@@ -61,14 +58,16 @@ class SimulateDegradation(SimpleInterface):
                 reference = reference[tuple(slice(0, s - c) for s, c in
                                             zip(reference.shape, crop, strict=True))]
         cwd = Path(runtime.cwd)
-        out_file = cwd / f"{_stem(self.inputs.in_file)}_degraded.nii.gz"
-        out_ref = cwd / f"{_stem(self.inputs.in_file)}_reference.nii.gz"
+        out_file = fname_presuffix(self.inputs.in_file, suffix="_degraded.nii.gz", newpath=cwd,
+                                   use_ext=False)
+        out_ref = fname_presuffix(self.inputs.in_file, suffix="_reference.nii.gz", newpath=cwd,
+                                  use_ext=False)
         nib.save(nib.Nifti1Image(data.astype(np.float32), affine), out_file)
         nib.save(nib.Nifti1Image(np.ascontiguousarray(reference), img.affine), out_ref)
         out_record = cwd / "degradation.json"
         out_record.write_text(dump_json({"Simulation": {
             "Preset": self.inputs.preset, "Seed": self.inputs.seed, "Records": records}}))
-        self._results.update(out_file=str(out_file), out_reference=str(out_ref),
+        self._results.update(out_file=out_file, out_reference=out_ref,
                              out_record=str(out_record))
         return runtime
 
@@ -123,7 +122,8 @@ class GenerativeEnhance(SimpleInterface):
             info["model_card"] = dict(self.inputs.model_summary)
         info.update(shape_in=list(img.shape[:3]), shape_out=list(out.shape),
                     voxel_size_in=_voxel_sizes(img.affine), voxel_size_out=_voxel_sizes(affine))
-        out_file = Path(runtime.cwd) / f"{_stem(self.inputs.in_file)}_enhanced.nii.gz"
+        out_file = fname_presuffix(self.inputs.in_file, suffix="_enhanced.nii.gz",
+                                   newpath=runtime.cwd, use_ext=False)
         result = nib.Nifti1Image(out.astype(np.float32), affine)
         # the input's transform codes (scanner/aligned …), on the new grid when super-resolved
         result.set_sform(affine, int(img.header["sform_code"]) or 1)
@@ -132,7 +132,7 @@ class GenerativeEnhance(SimpleInterface):
         nib.save(result, out_file)
         out_info = Path(runtime.cwd) / "inference_info.json"
         out_info.write_text(dump_json(info))
-        self._results.update(out_file=str(out_file), out_info=str(out_info))
+        self._results.update(out_file=out_file, out_info=str(out_info))
         return runtime
 
 
@@ -178,7 +178,7 @@ class CompareToReference(SimpleInterface):
                              f"reference's {ref.shape}")
         mask = head_mask(ref)
         result = {"label": self.inputs.label if isdefined(self.inputs.label)
-                  else _stem(self.inputs.in_file),
+                  else split_filename(self.inputs.in_file)[1],
                   "protocol": "reference / its 99.9th percentile in the head mask; metrics in "
                               "the head mask; 3D SSIM (Gaussian σ 1.5)",
                   "enhanced": evaluate(ref, out, mask=mask), "baselines": {}}

@@ -463,18 +463,12 @@ def _input_html(info: Mapping) -> str:
     return text
 
 
-def _image_id(path: str) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
 def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str,
                          enhance: list[str], denoise_method: str, noise_model: str,
                          device: str, models: list[str] | None = None) -> str:
     """Summary box: subject, images found (paths relative to the dataset), chain, method."""
+    from nipype.utils.filemanip import split_filename
+
     root = Path(bids_dir).absolute() if bids_dir else None
     items = []
     for path in source_files:
@@ -484,7 +478,7 @@ def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str
                 shown = Path(path).absolute().relative_to(root).as_posix()
             except ValueError:
                 shown = Path(path).name
-        items.append(f'<li data-image="{_e(_image_id(str(path)))}"><code>{_e(shown)}</code></li>')
+        items.append(f'<li data-image="{_e(split_filename(path)[1])}"><code>{_e(shown)}</code></li>')
     images = f'<ul class="be-images">{"".join(items)}</ul>' if items else "none found"
     chain = " → ".join(_e(_STEP_NAMES.get(s, s)) for s in enhance) or "none"
     rows = [
