@@ -198,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="{}",
                         help='JSON {method: {param: value}} passed to the methods')
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--thick", type=int, default=1,
+                        help="average this many slices along the last voxel axis first: an "
+                             "anisotropic reference (e.g. 3: 1×1×3 mm from a 1 mm volume)")
+    parser.add_argument("--index-offset", type=int, default=0,
+                        help="position of the first --volumes entry in the run whose noise "
+                             "this one repeats (the noise seed is SEED, position, level): e.g. "
+                             "1 to add methods to the second volume of an earlier run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/denoise"),
                         help="output prefix: <out>.csv and <out>.md")
     # worker mode (internal)
@@ -229,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                 path = args.data_dir / f"{vol_name}.nii.gz"
             name = path.name.replace(".nii.gz", "").replace(".nii", "")
             clean = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+            if args.thick > 1:  # thick slices: the mean of each run of `thick` slices
+                k, n = args.thick, clean.shape[2] - clean.shape[2] % args.thick
+                clean = clean[:, :, :n].reshape(*clean.shape[:2], n // k, k).mean(axis=3)
+                name += f"_thick{k}"
             head = head_mask(clean)
             masks = {"head": head, "brain": head if name in SKULL_STRIPPED else None}
             crop = central_crop(head, args.crop)
@@ -237,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"intrinsic σ estimate {sigma0:.3g}", flush=True)
             for li, level in enumerate(args.levels):
                 sigma = sigma_from_fraction(clean, level / 100.0)
-                rng = np.random.default_rng(np.random.SeedSequence([SEED, vi, li]))
+                rng = np.random.default_rng(np.random.SeedSequence(
+                    [SEED, vi + args.index_offset, li]))
                 noisy = add_rician_noise(clean, sigma=sigma, rng=rng)
                 est = estimate_noise_sigma(noisy)
                 estimator_rows.append({
