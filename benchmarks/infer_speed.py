@@ -5,7 +5,7 @@ features, growth 32, 3 RRDBs), with its arithmetic count.
 Variants (each in its own child process, so memory peaks are its own):
 
 - ``network``: the network alone on the exact volume (no halo, no tiling). On CUDA the plain
-  forward; on CPU the memory-lean forward (:func:`bids_enhance.inference.sliding.rrdb_forward_lean`:
+  forward; on CPU the memory-lean forward (:meth:`bids_enhance.models.RRDBGenerator.forward_lean`:
   same arithmetic, head in slabs), since the plain one needs 6.6 kB per input voxel (13 GB at 128³);
 - ``compiled`` (CUDA): ``network`` after ``torch.compile``;
 - ``pipeline``: :func:`bids_enhance.inference.sliding.infer_volume` with its defaults (mirror
@@ -107,7 +107,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from bids_enhance.inference.sliding import autocast_context, infer_volume, rrdb_forward_lean
+    from bids_enhance.inference.sliding import autocast_context, infer_volume, lean_forward
     from bids_enhance.models import RRDBGenerator
 
     if args.threads:
@@ -167,7 +167,7 @@ def run_variant(args: argparse.Namespace) -> dict:
             forward = torch.compile(net)
         elif not cuda:
             def forward(t, _net=net):
-                return rrdb_forward_lean(_net, t)
+                return lean_forward(_net, t)
         runs = args.repeats if cuda else 1
         t_compile = time.perf_counter()
         with torch.inference_mode():

@@ -36,7 +36,7 @@ _EXPORTS = {
     "plan_inference": "sliding",
     "resolve_device": "sliding",
     "resolve_precision": "sliding",
-    "rrdb_forward_lean": "sliding",
+    "lean_forward": "sliding",
     "BASELINE_KINDS": "superres",
     "hr_to_lr_coordinates": "superres",
     "superresolve": "superres",

@@ -21,7 +21,7 @@ input voxel at ``s = 2`` (24³–64³ inputs) against 6.1 kB predicted (``24F`` 
 :data:`SAFETY` covers allocator slack, :data:`FIXED_OVERHEAD_GB` the libraries' one-off buffers.
 
 The x2 head dominates (``24F`` against ``6F + 12G``), but its receptive field is only two input
-voxels, so the memory-lean forward (:func:`bids_enhance.inference.sliding.rrdb_forward_lean`)
+voxels, so the memory-lean forward (:meth:`bids_enhance.models.RRDBGenerator.forward_lean`)
 runs the body on the whole input and the head in slabs: about ``6F + 12G`` channels per voxel,
 half the memory for the default generator (measured 3.5 against 6.6 kB per voxel at 64³), which
 lets whole volumes run where patches would otherwise be needed.
@@ -118,7 +118,7 @@ def receptive_radius(model: nn.Module) -> int:
 
 def rrdb_head_slab(model: RRDBGenerator, depth: int) -> int:
     """Depth (input voxels along axis 2 of ``(B, C, D, H, W)``) of the slabs in which the
-    memory-lean forward (:func:`bids_enhance.inference.sliding.rrdb_forward_lean`) runs the x2
+    memory-lean forward (:meth:`bids_enhance.models.RRDBGenerator.forward_lean`) runs the x2
     head: as deep as keeps the head's ``16F`` channels per voxel of a slab (plus its 2-voxel
     halos) within the body's ``4F + 8G``, but at least :data:`MIN_HEAD_SLAB` (so the halos cost
     little), and ``depth`` itself (one pass) when that is smaller."""
@@ -142,7 +142,7 @@ def activation_bytes(model: nn.Module, shape: tuple[int, ...], *, scale: int,
     out = 4.0 * scale**3 * voxels * batch_size
     net = _unwrap(model)
     b = dtype_bytes(precision)
-    if type(net) is RRDBGenerator and net.scale == 2:
+    if getattr(net, "supports_lean_forward", False):
         f, g, _ = _rrdb_dims(net)
         slab = rrdb_head_slab(net, d)
         head_depth = d if slab >= d else slab + 2 * HEAD_HALO

@@ -35,7 +35,7 @@ pessimistic generator was 9e-7 of the output range with ``gaussian`` blending an
 halo is therefore ``min(receptive radius, 8)``; whole-volume mode pads by the same halo, which
 costs 1.4× on a 128³ input and 1.25× on a 176×240×256 head (``halo=0`` skips it).
 
-An x2 :class:`~bids_enhance.models.RRDBGenerator` runs memory-lean (:func:`rrdb_forward_lean`:
+An x2 :class:`~bids_enhance.models.RRDBGenerator` runs memory-lean (:meth:`~bids_enhance.models.RRDBGenerator.forward_lean`:
 the x2 head in slabs), about half the memory of its plain forward, same result.
 
 Precision: ``"auto"`` is bf16 autocast on CUDA (bf16-capable GPUs) and fp32 on CPU. On CUDA the
@@ -57,7 +57,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bids_enhance.device import resolve_device
@@ -70,7 +69,6 @@ from bids_enhance.inference.memory import (
     receptive_radius,
     rrdb_head_slab,
 )
-from bids_enhance.models.generator import RRDBGenerator
 
 __all__ = [
     "BLEND_MODES",
@@ -87,7 +85,7 @@ __all__ = [
     "plan_inference",
     "resolve_device",
     "resolve_precision",
-    "rrdb_forward_lean",
+    "lean_forward",
     "tile_starts",
 ]
 
@@ -412,46 +410,22 @@ def _prepare_model(model: nn.Module, device: torch.device, channels_last: bool) 
     return model
 
 
-def rrdb_forward_lean(model: RRDBGenerator, x: torch.Tensor) -> torch.Tensor:
-    """The x2 RRDB generator's forward with less memory: stem, RRDBs and trunk on the whole
-    input, then the x2 head (conv → voxel shuffle → conv → LeakyReLU → conv) in slabs along
-    axis 2 of ``(B, C, D, H, W)`` (:func:`~bids_enhance.inference.memory.rrdb_head_slab`), each
-    with :data:`~bids_enhance.inference.memory.HEAD_HALO` trunk voxels of context on either side
-    — the head's whole receptive field, so the result equals ``model(x)`` up to float rounding.
-    Returns float32 ``(B, out_channels, 2D, 2H, 2W)``."""
-    if x.ndim != 5:
-        raise ValueError(f"expected (B, C, D, H, W), got shape {tuple(x.shape)}")
-    feat = model.conv_first(x)
-    feat = feat + model.conv_body(model.body(feat))
-    depth = feat.shape[2]
-    slab = rrdb_head_slab(model, depth)
-    out = None
-    for d0 in range(0, depth, slab):
-        d1 = min(d0 + slab, depth)
-        lo, hi = max(d0 - HEAD_HALO, 0), min(d1 + HEAD_HALO, depth)
-        # one expression, so each 8F-channel intermediate is freed as soon as it is consumed
-        y = model.conv_last(F.leaky_relu(model.conv_hr(model.upsample(feat[:, :, lo:hi])),
-                                         model.negative_slope))
-        if out is None:
-            if slab >= depth:
-                out = y.float()
-                break
-            out = torch.empty((y.shape[0], y.shape[1], 2 * depth, *y.shape[3:]),
-                              dtype=torch.float32, device=y.device)
-        out[:, :, 2 * d0:2 * d1] = y[:, :, 2 * (d0 - lo):2 * (d0 - lo) + 2 * (d1 - d0)]
-    assert out is not None
-    if model.image_skip:
-        out += model.image_residual(x).float()
-    return out
+def lean_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The model's own memory-lean forward (``forward_lean``, e.g.
+    :meth:`~bids_enhance.models.RRDBGenerator.forward_lean`) with the head slab of the memory
+    plan, or None when it has none."""
+    net = getattr(model, "_orig_mod", model)
+    if not getattr(net, "supports_lean_forward", False):
+        return None
+    return net.forward_lean(x, slab=rrdb_head_slab(net, x.shape[2]), halo=HEAD_HALO)
 
 
 def _forward(model: nn.Module, x: torch.Tensor, *, scale: int, plan: InferencePlan) -> torch.Tensor:
     if plan.channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     with autocast_context(plan.precision, plan.device):
-        if type(model) is RRDBGenerator and model.scale == 2:
-            y = rrdb_forward_lean(model, x)
-        else:
+        y = lean_forward(model, x)
+        if y is None:
             y = model(x)
     expected = (x.shape[0], 1, *(scale * n for n in x.shape[2:]))
     if tuple(y.shape) != expected:

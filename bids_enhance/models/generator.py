@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -119,6 +120,48 @@ class RRDBGenerator(nn.Module):
         out = self.conv_last(F.leaky_relu(self.conv_hr(feat), self.negative_slope))
         if self.image_skip:
             out = out + self.image_residual(x).to(out.dtype)
+        return out
+
+    @property
+    def supports_lean_forward(self) -> bool:
+        """Whether :meth:`forward_lean` applies: an x2 generator with its body on the input
+        grid (the head, on 8× the voxels, is what the lean forward slices)."""
+        return self.scale == 2 and not self.space_to_depth
+
+    def forward_lean(self, x: Tensor, *, slab: int, halo: int = 2) -> Tensor:
+        """:meth:`forward` with less memory (inference): stem, RRDBs and trunk on the whole
+        input, then the x2 head (conv → voxel shuffle → conv → LeakyReLU → conv) in slabs of
+        ``slab`` input voxels along axis 2 of ``(B, C, D, H, W)``, each with ``halo`` trunk
+        voxels of context on either side. ``halo`` ≥ 2 is the head's whole receptive field, so
+        the result equals ``forward(x)`` up to float rounding. The slab depth is chosen by the
+        caller's memory plan (:func:`bids_enhance.inference.memory.rrdb_head_slab`). Returns
+        float32 ``(B, out_channels, 2D, 2H, 2W)``."""
+        if not self.supports_lean_forward:
+            raise ValueError("forward_lean needs an x2 generator without space_to_depth")
+        if x.ndim != 5:
+            raise ValueError(f"expected (B, C, D, H, W), got shape {tuple(x.shape)}")
+        if slab < 1:
+            raise ValueError(f"slab must be >= 1, got {slab}")
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        depth = feat.shape[2]
+        out = None
+        for d0 in range(0, depth, slab):
+            d1 = min(d0 + slab, depth)
+            lo, hi = max(d0 - halo, 0), min(d1 + halo, depth)
+            # one expression, so each 8F-channel intermediate is freed as soon as it is consumed
+            y = self.conv_last(F.leaky_relu(self.conv_hr(self.upsample(feat[:, :, lo:hi])),
+                                            self.negative_slope))
+            if out is None:
+                if slab >= depth:
+                    out = y.float()
+                    break
+                out = torch.empty((y.shape[0], y.shape[1], 2 * depth, *y.shape[3:]),
+                                  dtype=torch.float32, device=y.device)
+            out[:, :, 2 * d0:2 * d1] = y[:, :, 2 * (d0 - lo):2 * (d0 - lo) + 2 * (d1 - d0)]
+        assert out is not None
+        if self.image_skip:
+            out += self.image_residual(x).float()
         return out
 
     def image_residual(self, x: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from bids_enhance.inference import (
     receptive_radius,
 )
 from bids_enhance.inference.memory import SAFETY, activation_bytes, rrdb_head_slab
-from bids_enhance.inference.sliding import deterministic, rrdb_forward_lean, tile_starts
+from bids_enhance.inference.sliding import deterministic, lean_forward, tile_starts
 from bids_enhance.models import RRDBGenerator, VoxelShuffle
 from tests.inference.conftest import TINY, smooth_volume, tiny_generator
 
@@ -124,10 +124,10 @@ def test_memory_lean_forward_equals_the_plain_forward(image_skip):
     x = torch.from_numpy(smooth_volume((61, 5, 4), seed=9))[None, None]
     assert rrdb_head_slab(model, 61) < 61  # the head really runs in several slabs
     with torch.inference_mode():
-        np.testing.assert_allclose(rrdb_forward_lean(model, x), model(x), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(lean_forward(model, x), model(x), rtol=0, atol=1e-5)
         small = x[:, :, :6]
         assert rrdb_head_slab(model, 6) >= 6  # one slab: the early exit
-        np.testing.assert_allclose(rrdb_forward_lean(model, small), model(small), rtol=0,
+        np.testing.assert_allclose(lean_forward(model, small), model(small), rtol=0,
                                    atol=1e-5)
     thesis = RRDBGenerator()
     lean = activation_bytes(thesis, (128, 128, 128), scale=2)
