@@ -1,7 +1,8 @@
 """Inference (core layer): arrays and modules in, arrays out; no BIDS, no nipype.
 
 - :func:`infer_volume` — whole-volume or overlapping-patch inference with mirror-padded halos,
-  smooth blending and a memory-budgeted patch size (:mod:`.sliding`, :mod:`.memory`);
+  smooth blending and a memory-budgeted patch size (:mod:`.sliding` runs it; :mod:`.planning`,
+  :mod:`.tiling`, :mod:`.precision` and :mod:`.memory` plan it);
 - :func:`superresolve`, :func:`upsample_baseline` — x2 super-resolution and the trilinear,
   cubic B-spline and zero-filled-FFT baselines, all on the exact finer grid (:mod:`.superres`);
 - :func:`consistency_error`, :func:`project_consistent` — data consistency with the input
@@ -26,16 +27,16 @@ _EXPORTS = {
     "activation_bytes_per_voxel": "memory",
     "memory_budget_gb": "memory",
     "receptive_radius": "memory",
-    "BLEND_MODES": "sliding",
-    "HALO_CAP": "sliding",
-    "PRECISIONS": "sliding",
-    "InferencePlan": "sliding",
-    "blend_window": "sliding",
-    "default_halo": "sliding",
+    "BLEND_MODES": "tiling",
+    "HALO_CAP": "planning",
+    "PRECISIONS": "precision",
+    "InferencePlan": "planning",
+    "blend_window": "tiling",
+    "default_halo": "planning",
     "infer_volume": "sliding",
-    "plan_inference": "sliding",
+    "plan_inference": "planning",
     "resolve_device": "sliding",
-    "resolve_precision": "sliding",
+    "resolve_precision": "precision",
     "lean_forward": "sliding",
     "BASELINE_KINDS": "superres",
     "hr_to_lr_coordinates": "superres",
