@@ -160,7 +160,9 @@ class Step:
     tables / running text; ``look_for``: what the before/after figure should show.
     ``methods_text``: training task → methods-boilerplate sentence of a generative step (the
     first task's when the checkpoint names none; a classical step's text is its method's).
-    ``tasks``: the ``train --model`` tasks whose checkpoints it runs; ``default_model``: the
+    ``tasks``: the ``train --model`` tasks whose checkpoints it runs; ``task_references``: what
+    a model of each task cites (keys of ``bids_enhance/data/boilerplate.bib``, the paper that
+    introduced the network first); ``default_model``: the
     folder of its shipped weights under the models dir; ``presets``: the degradation presets
     that check it in simulation mode (x2 steps: those of the model's down-sampling geometry).
     """
@@ -178,6 +180,7 @@ class Step:
     removes_noise: bool = False
     methods_text: Mapping[str, str] = field(default_factory=dict)
     tasks: tuple[str, ...] = ()
+    task_references: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     default_model: str | None = None
     presets: tuple[str, ...] = ()
     no_default_hint: str = ""  # added to the refusal when no default weights are shipped
@@ -188,6 +191,7 @@ class Step:
         if self.scale not in (1, 2):
             raise ValueError(f"scale must be 1 or 2, got {self.scale!r}")
         object.__setattr__(self, "methods_text", _frozen(self.methods_text))
+        object.__setattr__(self, "task_references", _frozen(self.task_references))
 
     @property
     def generative(self) -> bool:
@@ -226,6 +230,9 @@ MOTION = Step(
             "motion, sampled with DDIM [@song2021ddim]"),
     },
     tasks=("motion-gan", "motion-ddpm"), default_model="motion_gan",
+    # the motion GAN is the three-player GAN with a scale-1 generator
+    task_references={"motion-gan": ("wang2023threeplayer",),
+                     "motion-ddpm": ("ho2020ddpm", "song2021ddim")},
     presets=("motion", "motion-ghosting"),
 )
 _ABBREVIATIONS = tuple(DENOISE_METHODS[m].abbreviation for m in PIPELINE_METHODS
@@ -243,6 +250,8 @@ DENOISE = Step(
              "vessels)",
     removes_noise=True,
     tasks=tuple(DENOISE_METHODS[m].task for m in LEARNED_METHODS),
+    task_references={DENOISE_METHODS[m].task: DENOISE_METHODS[m].reference_keys
+                     for m in LEARNED_METHODS},
     default_model=DENOISE_METHODS[LEARNED_METHODS[0]].default_model,
     presets=("denoise-rician", "denoise-rician-wide", "noise-rician-3", "noise-rician-6", "noise-rician-9",
              "noise-gaussian-3"),
@@ -257,6 +266,7 @@ SUPERRES = Step(
     look_for="sharper edges and finer detail than in the interpolated input",
     methods_text={"gan3p": _GAN3P_TEXT},
     tasks=("gan3p",), default_model="gan3p_l1_x2",
+    task_references={"gan3p": ("wang2023threeplayer",)},
 )
 SUPERRES_DENOISE = Step(
     name="superres-denoise", kind=GENERATIVE, scale=2, desc="superresDenoised",
@@ -273,6 +283,7 @@ SUPERRES_DENOISE = Step(
         "removed, with the generator of DISGAN [@wang2023disgan], a generative adversarial "
         "network whose critic is a 3D U-Net informed by the Haar wavelet transform")},
     tasks=("disgan",), default_model="disgan_x2",
+    task_references={"disgan": ("wang2023disgan",)},
     no_default_hint=("; or use `--enhance denoise superres` (PRI-NLM, then the shipped x2 "
                      "model)"),
 )

@@ -37,8 +37,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("inference/weights.py", "prinlm"): "a baseline of the learned denoiser's model card",
     ("training/card.py", "prinlm"): "a baseline of the learned denoiser's model card",
     **{(rel, "denoise"): "the training task of the learned denoiser (`train --model denoise`)"
-       for rel in ("training/config.py", "models/registry.py", "bids/provenance.py",
-                   "cli/parser.py")},
+       for rel in ("training/config.py", "models/registry.py", "cli/parser.py")},
 }
 
 
@@ -136,6 +135,7 @@ def test_steps_are_complete():
             assert not step.methods_text
             assert step.tasks == tuple(m.task for m in learned), step.name
             assert step.default_model == (learned[0].default_model if learned else None)
+        assert set(step.task_references) == set(step.tasks), step.name
     tasks = [t for s in STEPS.values() for t in s.tasks]
     assert sorted(tasks) == sorted(TASKS)  # every training task is run by exactly one step
 

@@ -28,6 +28,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bids_enhance.steps import STEPS
+
 __all__ = [
     "MODEL_REFERENCES",
     "NOT_AVAILABLE",
@@ -41,16 +43,10 @@ __all__ = [
 #: Key of the map of reasons for the ``null`` values of a group of metrics.
 NOT_AVAILABLE = "NotAvailable"
 
-#: What to cite for each model task (``task`` of a checkpoint, ``Model.Task`` in the sidecar):
-#: keys of ``bids_enhance/data/boilerplate.bib``, the thesis paper that introduced the network
-#: first. The motion GAN is the three-player GAN with a scale-1 generator.
+#: What to cite for each model task (``task`` of a checkpoint, ``Model.Task`` in the sidecar),
+#: from the step registry (:attr:`bids_enhance.steps.Step.task_references`).
 MODEL_REFERENCES: dict[str, tuple[str, ...]] = {
-    "gan3p": ("wang2023threeplayer",),
-    "disgan": ("wang2023disgan",),
-    "motion-gan": ("wang2023threeplayer",),
-    "motion-ddpm": ("ho2020ddpm", "song2021ddim"),
-    "denoise": ("wang2023threeplayer",),
-}
+    task: keys for step in STEPS.values() for task, keys in step.task_references.items()}
 
 
 # --------------------------------------------------------------------------------------------
