@@ -35,6 +35,7 @@ __all__ = [
     "X2_STEPS",
     "DenoiseMethod",
     "Step",
+    "StepRecord",
 ]
 
 #: :attr:`Step.kind` of a step run by a classical filter / by a trained network
@@ -299,3 +300,33 @@ GENERATIVE_STEPS: tuple[str, ...] = tuple(s.name for s in STEPS.values() if s.ge
 X2_STEPS: tuple[str, ...] = tuple(s.name for s in STEPS.values() if s.x2)
 #: ``--enhance`` default.
 DEFAULT_ENHANCE: tuple[str, ...] = (DENOISE.name,)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step of a chain did: the ``out_info`` JSON of its node, typed.
+
+    ``kind``: :data:`CLASSICAL` (the denoise step's record, also of the learned method: method,
+    σ, parameters, and ``model`` for the learned one) or :data:`GENERATIVE` (a trained network's
+    inference record: ``sha256``, ``model`` task, patching, consistency). ``info`` is the record
+    itself. Records written before ``kind`` existed are told apart by their content.
+    """
+
+    step: str
+    kind: str
+    info: Mapping[str, Any]
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> StepRecord:
+        kind = info.get("kind")
+        if kind is None:  # an older record: only a trained network's names its checkpoint
+            kind = GENERATIVE if "sha256" in info else CLASSICAL
+        if kind not in (CLASSICAL, GENERATIVE):
+            raise ValueError(f"step record kind must be {CLASSICAL!r} or {GENERATIVE!r}, got "
+                             f"{kind!r}")
+        return cls(step=str(info.get("step") or DENOISE.name), kind=kind, info=info)
+
+    @property
+    def generative(self) -> bool:
+        return self.kind == GENERATIVE
+

@@ -187,3 +187,19 @@ def test_no_step_or_method_name_outside_the_registry():
 def test_allow_list_is_not_stale():
     for rel, value in ALLOWED:
         assert any(v == value for _, v in _literals(PACKAGE / rel)), (rel, value)
+
+
+def test_step_records_are_typed():
+    from bids_enhance.steps import CLASSICAL, GENERATIVE, StepRecord
+
+    classical = StepRecord.from_info({"method": "prinlm", "sigma": 0.1})
+    assert classical.kind == CLASSICAL and not classical.generative
+    assert classical.step == "denoise"
+    older = StepRecord.from_info({"step": "superres", "sha256": "ab" * 32, "model": "gan3p"})
+    assert older.generative and older.step == "superres"
+    learned = StepRecord.from_info({"step": "denoise", "kind": CLASSICAL,
+                                    "model": {"sha256": "ab" * 32}})
+    assert not learned.generative  # a model ran, but as the denoise step's method
+    assert StepRecord.from_info({"kind": GENERATIVE, "step": "motion"}).generative
+    with pytest.raises(ValueError, match="kind"):
+        StepRecord.from_info({"kind": "magic"})

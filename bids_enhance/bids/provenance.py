@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bids_enhance.steps import STEPS
+from bids_enhance.steps import STEPS, StepRecord
 
 __all__ = [
     "MODEL_REFERENCES",
@@ -69,7 +69,7 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
     """
     from bids_enhance.classical import REFERENCES
 
-    if "sha256" in record:  # a trained model
+    if StepRecord.from_info(record).generative:  # a trained network
         return MODEL_REFERENCES.get(str(record.get("model")), ())
     keys = [*REFERENCES.get(str(record.get("method")), ())]
     if record.get("sigma") is not None:

@@ -18,7 +18,7 @@ from nipype.interfaces.base import (
 )
 from nipype.utils.filemanip import fname_presuffix
 
-from bids_enhance.steps import DENOISE
+from bids_enhance.steps import DENOISE, StepRecord
 
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
@@ -258,7 +258,7 @@ def _references(info: dict) -> list[dict]:
 
 
 def _step_entry(info: dict, scale: float) -> dict:
-    if "sha256" in info:  # a trained model (GenerativeEnhance)
+    if StepRecord.from_info(info).generative:  # a trained network (GenerativeEnhance)
         return _generative_entry(info, scale)
     entry = {
         "Step": info.get("step", DENOISE.name),

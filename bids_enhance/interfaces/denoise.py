@@ -16,7 +16,7 @@ from nipype.interfaces.base import (
 )
 from nipype.utils.filemanip import fname_presuffix
 
-from bids_enhance.steps import DENOISE_METHODS, PIPELINE_METHODS
+from bids_enhance.steps import CLASSICAL, DENOISE, DENOISE_METHODS, PIPELINE_METHODS
 
 
 class _ClassicalDenoiseInputSpec(BaseInterfaceInputSpec):
@@ -77,6 +77,7 @@ class ClassicalDenoise(SimpleInterface):
         out_file = fname_presuffix(self.inputs.in_file, suffix=f"_{self.inputs.method}.nii.gz",
                                    newpath=runtime.cwd, use_ext=False)
         nib.save(nib.Nifti1Image(out.astype(np.float32), img.affine, img.header), out_file)
+        info.update(step=DENOISE.name, kind=CLASSICAL)
         out_info = Path(runtime.cwd) / "denoise_info.json"
         out_info.write_text(json.dumps(info, indent=2, default=float))
         self._results.update(out_file=out_file, sigma=float(info["sigma"]),

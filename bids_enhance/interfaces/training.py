@@ -21,6 +21,8 @@ from nipype.interfaces.base import (
 )
 from nipype.utils.filemanip import fname_presuffix, split_filename
 
+from bids_enhance.steps import GENERATIVE
+
 
 class _SimulateDegradationInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="clean image (normalised intensities)")
@@ -118,6 +120,7 @@ class GenerativeEnhance(SimpleInterface):
             consistency=None if self.inputs.consistency == "off" else self.inputs.consistency,
             mem_budget_gb=self.inputs.mem_gb if isdefined(self.inputs.mem_gb) else None)
         info["step"] = self.inputs.step
+        info["kind"] = GENERATIVE
         if isdefined(self.inputs.model_summary):
             info["model_card"] = dict(self.inputs.model_summary)
         info.update(shape_in=list(img.shape[:3]), shape_out=list(out.shape),
