@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from bids_enhance.classical._common import NOISE_MODELS, check_choice, to_numpy
+from bids_enhance.image.volume import check_volume
 
 __all__ = [
     "estimate_noise_pseudo_residual",
@@ -144,19 +145,9 @@ def koay_correction(mean: float, sigma_m: float, *, iterations: int = 500,
 # helpers
 # --------------------------------------------------------------------------------------------
 def _check_volume(volume) -> np.ndarray:
-    data = to_numpy(volume)
-    if data.ndim != 3:
-        raise ValueError(f"volume must be a 3D volume (D, H, W); got shape {data.shape}")
-    if data.dtype.kind not in "biuf":
-        raise ValueError(f"volume must be a real numeric array; got dtype {data.dtype}")
-    if min(data.shape) < 4:
-        raise ValueError(f"volume must be at least 4 voxels along every axis for noise "
-                         f"estimation; got shape {data.shape}")
-    data = np.asarray(data, dtype=np.float64)
-    if not np.isfinite(data).all():
-        raise ValueError(f"volume must contain only finite values; got "
-                         f"{int((~np.isfinite(data)).sum())} NaN/inf voxel(s)")
-    return data
+    """float64, 3D, finite, at least 4 voxels along every axis (the wavelet decomposition)."""
+    return np.asarray(check_volume(to_numpy(volume), name="volume", min_size=4),
+                      dtype=np.float64)
 
 
 def _check_mask(mask, shape) -> np.ndarray | None:

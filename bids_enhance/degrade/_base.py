@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bids_enhance.image.volume import check_volume as _check_volume
 from bids_enhance.utils import json_safe
 
 #: kind → deterministic step class; filled by :func:`register`.
@@ -42,16 +43,9 @@ def did_you_mean(value: str, options) -> str:
 
 
 def check_volume(data: Any, *, name: str = "data") -> np.ndarray:
-    """Return ``data`` as an array after checking it is a finite, real, 3D volume."""
-    array = np.asarray(data)
-    if array.ndim != 3:
-        raise ValueError(f"{name} must be a 3D volume (X, Y, Z), got shape {array.shape}")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-            or array.dtype == bool):
-        raise ValueError(f"{name} must be real-valued, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array
+    """Return ``data`` as an array after checking it is a finite, real, 3D volume
+    (:func:`bids_enhance.image.volume.check_volume`)."""
+    return _check_volume(data, name=name)
 
 
 def check_affine(affine: Any, *, name: str = "affine") -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bids_enhance.image.intensity import robust_max
+from bids_enhance.image.volume import check_volume
 
 __all__ = ["frame_mask", "head_mask", "largest_component"]
 
@@ -35,12 +36,8 @@ _MIN_FRAME_VOXELS = 500  # as MRIQC's RotationMask: smaller empty regions are no
 
 
 def _as_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
-    data = np.asarray(volume)
-    if data.ndim != 3:
-        raise ValueError(f"{name} must be a 3D volume, got shape {data.shape}")
-    if data.size == 0:
-        raise ValueError(f"{name} is empty (shape {data.shape})")
-    return data
+    """3D and non-empty (NaN are replaced by the callers)."""
+    return check_volume(volume, name=name, finite=False)
 
 
 def largest_component(mask: np.ndarray, *, connectivity: int = 1) -> np.ndarray:

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from bids_enhance.device import resolve_device
+from bids_enhance.image.volume import check_volume
 from bids_enhance.inference.memory import HEAD_HALO, rrdb_head_slab
 from bids_enhance.inference.planning import (
     HALO_CAP,
@@ -104,15 +105,8 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 
 def _check_volume(volume: Any) -> np.ndarray:
-    data = np.asarray(volume)
-    if data.ndim != 3:
-        raise ValueError(f"expected a 3D volume (X, Y, Z), got shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
-        raise ValueError(f"expected a real-valued volume, got dtype {data.dtype}")
-    data = data.astype(np.float32, copy=False)
-    if not np.isfinite(data).all():
-        raise ValueError("the volume contains NaN or infinite values; sanitise it first")
-    return data
+    """float32, 3D, real, finite (sanitised inputs)."""
+    return check_volume(volume, name="the volume").astype(np.float32, copy=False)
 
 
 def _prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:

@@ -50,6 +50,7 @@ from scipy import ndimage as ndi
 
 from bids_enhance.image.mask import frame_mask
 from bids_enhance.image.mask import head_mask as compute_head_mask
+from bids_enhance.image.volume import check_volume
 
 __all__ = [
     "CONTRAST_ORDER",
@@ -178,12 +179,8 @@ def fber(volume: np.ndarray, *, head_mask: np.ndarray, frame_mask: np.ndarray | 
 
 
 def _as_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
-    data = np.asarray(volume)
-    if data.ndim != 3:
-        raise ValueError(f"{name} must be a 3D volume, got shape {data.shape}")
-    if data.size == 0:
-        raise ValueError(f"{name} is empty (shape {data.shape})")
-    return data
+    """3D and non-empty (NaN are replaced by the callers)."""
+    return check_volume(volume, name=name, finite=False)
 
 
 def _as_mask(mask: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
