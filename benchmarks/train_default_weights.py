@@ -109,11 +109,16 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if TASKS.get(name) == "denoise":
         return DENOISE_TRAINING, DENOISE_HELD_OUT
     return TRAINING, HELD_OUT
-MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician")
+MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
+          "denoise_odct")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
-         "motion_gan": "motion-gan", "denoise_rician": "denoise"}
+         "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "denoise": "denoise-rician-wide"}
+#: models trained with the pixel loss alone (no adversarial stage)
+PIXEL_ONLY = ("gan3p_l1_x2", "denoise_rician", "denoise_odct")
+#: a model trained on another preset than its task's
+MODEL_PRESETS = {"denoise_odct": "denoise-rician-wide-odct"}
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -125,6 +130,9 @@ DESCRIPTIONS = {
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
                       "pixel loss (L1) only, blind to the noise level, trained on Rician noise "
                       "of 1-12 % of the robust maximum on T1w, T2w and IXI heads",
+    "denoise_odct": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then the "
+                    "scale-1 RRDB generator refining its output, pixel loss (L1), trained on "
+                    "Rician noise of 1-12 % of the robust maximum on T1w, T2w and IXI heads",
 }
 SMOKE_NETWORKS = {"generator": {"features": 8, "growth": 4, "num_blocks": 1},
                   "critic": {"widths": [8, 16]},
@@ -237,7 +245,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
     fields = dict(
         task=task, iterations=iterations, warmup_iterations=warmup,
         instance_noise_iterations=max(adversarial, 1), batch_size=args.batch_size,
-        patch_size=args.patch_size, degradation=PRESETS[task], seed=args.seed,
+        patch_size=args.patch_size, degradation=MODEL_PRESETS.get(name, PRESETS[task]),
+        seed=args.seed,
         realisations=args.realisations if task in ("disgan", "motion-gan", "denoise") else 1,
         samples_per_volume=args.samples_per_volume, queue_length=args.samples_per_volume,
         loss_preset=args.loss_preset, lr_schedule=args.lr_schedule, device=args.device,
@@ -438,7 +447,7 @@ def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int
     from bids_enhance.degrade import degrade
     from bids_enhance.image.intensity import normalise
     from bids_enhance.image.mask import head_mask
-    from bids_enhance.inference import run_checkpoint
+    from bids_enhance.inference.learned import learned_denoise
     from bids_enhance.metrics.quality import evaluate
     from bids_enhance.training.seeding import numpy_generator
 
@@ -452,8 +461,9 @@ def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int
             noisy, _, records = degrade(clean, affine, steps=preset,
                                         rng=numpy_generator(seed, "held-out", name, level))
             sigma = float(records[0]["sigma"])
-            out, _, info = run_checkpoint(checkpoint, noisy, affine, device=device,
-                                          consistency=None)
+            # the participant run's path: prefilter (if the model refines one, σ estimated),
+            # then the network through run_checkpoint
+            out, model = learned_denoise(noisy, checkpoint=checkpoint, device=device)
             row = {"label": f"{SHARED_FILES[name]} at {level} %",
                    "protocol": "reference / its 99.9th percentile in the head mask; metrics in "
                                "the head mask; 3D SSIM (Gaussian σ 1.5); Rician noise of the "
@@ -462,7 +472,7 @@ def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int
                    "degradation": {"preset": preset, "records": records},
                    "enhanced": evaluate(clean, np.maximum(out, 0), mask=mask),
                    "baselines": {"noisy": evaluate(clean, noisy, mask=mask)},
-                   "inference_seconds": info.get("seconds")}
+                   "inference_seconds": model.get("seconds")}
             for method in ("prinlm", "odct3d"):
                 filtered, _ = denoise(noisy, method=method, sigma=sigma, device=device)
                 row["baselines"][method] = evaluate(clean, filtered, mask=mask)
@@ -673,9 +683,9 @@ def train(args) -> int:
             total = args.iterations
         else:
             probe_cfg = _config(name, args, iterations=10**6,
-                                warmup=10**6 if name in ("gan3p_l1_x2", "denoise_rician") else 0,
+                                warmup=10**6 if name in PIXEL_ONLY else 0,
                                 adversarial=10**6)
-            phase = "l1" if name in ("gan3p_l1_x2", "denoise_rician") else "adversarial"
+            phase = "l1" if name in PIXEL_ONLY else "adversarial"
             rate = probe_throughput(train_vols, probe_cfg, phase=phase)
             if name in ("disgan_x2", "motion_gan"):  # warm-up steps are faster: weight both
                 l1_rate = probe_throughput(train_vols, _config(
@@ -684,7 +694,7 @@ def train(args) -> int:
                 rate = 1.0 / (w / l1_rate + (1 - w) / rate)
             total = _budget_iterations(rate, args.budget_min, reserve_s=args.reserve_s)
         resume = None
-        if name in ("gan3p_l1_x2", "denoise_rician"):  # pixel loss only
+        if name in PIXEL_ONLY:  # pixel loss only
             iterations, warmup, adversarial = total, total, max(total, 1)
         elif name == "gan3p_x2" and args.init_from:
             # a fresh adversarial run whose generator starts from the L1 weights: its own

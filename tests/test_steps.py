@@ -34,6 +34,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("workflows/base.py", "superres"): "a reportlet key of data/reports-spec.yml",
     ("reports/captions.py", "superres"): "a caption key of data/reports-spec.yml",
     ("classical/__init__.py", "odct3d"): "PRI-NLM's default guide image, in the step's record",
+    ("degrade/prefilter.py", "odct3d"): "the default prefilter of a learned refinement",
     ("inference/weights.py", "prinlm"): "a baseline of the learned denoiser's model card",
     ("training/card.py", "prinlm"): "a baseline of the learned denoiser's model card",
     **{(rel, "denoise"): "the training task of the learned denoiser (`train --model denoise`)"

@@ -27,6 +27,7 @@ from bids_enhance.degrade.noise import (
     sigma_from_fraction,
 )
 from bids_enhance.degrade.pipeline import PRESETS, Degradation, degrade, replay
+from bids_enhance.degrade.prefilter import Prefilter
 
 __all__ = [
     "PRESETS",
@@ -39,6 +40,7 @@ __all__ = [
     "Motion",
     "Noise",
     "NoiseMethod",
+    "Prefilter",
     "RandomGhosting",
     "RandomMotion",
     "RandomNoise",

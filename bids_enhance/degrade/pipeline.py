@@ -18,8 +18,10 @@ Presets (:data:`PRESETS`):
                             ``superres-denoise`` default is trained on)
 ``sr-box-x2-gaussian``      box average, then Gaussian noise, σ ~ U(1 %, 5 %)
 ``denoise-rician``          Rician noise only, σ ~ U(1 %, 5 %)
-``denoise-rician-wide``     Rician noise only, σ ~ U(1 %, 12 %) (what the shipped learned
-                            denoiser is trained on: clinical 3 T to low-field-like levels)
+``denoise-rician-wide``     Rician noise only, σ ~ U(1 %, 12 %) (clinical 3 T to
+                            low-field-like levels)
+``denoise-rician-wide-odct`` the same, then ODCT3D (σ estimated): the input of a learned
+                            refinement of ODCT3D (``--denoise-method learned``)
 ``noise-rician-3`` (6, 9)   Rician noise at exactly 3 % (6 %, 9 %) of the robust maximum (the
                             levels of the denoising benchmark; simulation mode)
 ``noise-gaussian-3``        Gaussian noise at exactly 3 %
@@ -51,6 +53,7 @@ from bids_enhance.degrade.ghosting import RandomGhosting
 from bids_enhance.degrade.lowres import LowResMethod, LowResolution
 from bids_enhance.degrade.motion import RandomMotion
 from bids_enhance.degrade.noise import NoiseMethod, RandomNoise
+from bids_enhance.degrade.prefilter import Prefilter
 
 #: noise level range (fraction of the robust maximum) of the noisy presets
 NOISE_FRACTION = (0.01, 0.05)
@@ -73,6 +76,8 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "denoise-rician": (RandomNoise(method=NoiseMethod.RICIAN, fraction=NOISE_FRACTION),),
     "denoise-rician-wide": (RandomNoise(method=NoiseMethod.RICIAN,
                                         fraction=DENOISE_NOISE_FRACTION),),
+    "denoise-rician-wide-odct": (RandomNoise(method=NoiseMethod.RICIAN,
+                                             fraction=DENOISE_NOISE_FRACTION), Prefilter()),
     "noise-rician-3": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.03, 0.03)),),
     "noise-rician-6": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.06, 0.06)),),
     "noise-rician-9": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.09, 0.09)),),

@@ -44,7 +44,11 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     data = volume.detach().cpu().numpy() if as_tensor else np.asarray(volume)
     if data.ndim != 3:
         raise ValueError(f"volume must be 3D, got shape {data.shape}")
-    out, _, info = run_checkpoint(resolved.path, data.astype(np.float32, copy=False), np.eye(4),
+    data = data.astype(np.float32, copy=False)
+    prefilter = _prefilter_of(resolved.degradation)
+    if prefilter is not None:  # a refinement of a classical filter: filter first, as in training
+        data = prefilter.apply(data, sigma=sigma, device=str(device))
+    out, _, info = run_checkpoint(resolved.path, data, np.eye(4),
                                   expected_sha256=resolved.sha256, device=device,
                                   consistency=None)
     if noise_model == "rician":
@@ -53,9 +57,20 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
         "name": resolved.summary.get("name"), "sha256": resolved.sha256,
         "origin": resolved.origin, "task": resolved.task, "architecture": resolved.architecture,
         "card": resolved.card, "summary": dict(resolved.summary),
+        "prefilter": prefilter.method if prefilter is not None else None,
         "patch_size": info.get("patch_size"), "seconds": info.get("seconds"),
     }
     out = out.astype(np.float32, copy=False)
     if as_tensor:
         return torch.from_numpy(out).to(volume.device), model
     return out, model
+
+
+def _prefilter_of(preset: str | None):
+    """The :class:`~bids_enhance.degrade.Prefilter` step of the checkpoint's degradation preset
+    (the network refines that filter's output), or None."""
+    from bids_enhance.degrade import PRESETS, Prefilter
+
+    steps = PRESETS.get(preset or "", ())
+    return next((s for s in steps if isinstance(s, Prefilter)), None)
+

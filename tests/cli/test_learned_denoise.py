@@ -99,3 +99,28 @@ def test_learned_denoiser_runs_with_sidecar_report_and_methods(tmp_path, denoise
     assert "PRI-NLM: prefiltered" not in report
     methods = (out / "logs" / "CITATION.md").read_text()
     assert "was denoised with a learned denoiser" in methods and sha[:12] in methods
+
+
+def test_a_refinement_model_runs_on_its_prefilter_output(tmp_path):
+    """A model trained on ``denoise-rician-wide-odct`` refines ODCT3D's output: the learned
+    method filters first (σ as given), then runs the network; a network that adds nothing
+    returns ODCT3D's result."""
+    import torch
+
+    from bids_enhance.models import build_model, save_checkpoint
+    from tests.generative_helpers import NORMALISATION, TINY
+
+    kwargs = {**TINY, "scale": 1, "image_skip": True}
+    model = build_model("rrdb_generator", **kwargs)
+    with torch.no_grad():  # the residual is zero: output = input
+        model.conv_last.weight.zero_()
+        model.conv_last.bias.zero_()
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, model=model, arch_name="rrdb_generator", arch_kwargs=kwargs,
+                    degradation={"preset": "denoise-rician-wide-odct", "records": []},
+                    normalisation=NORMALISATION, seed=1, extra={"task": "denoise", "iteration": 1})
+    noisy = phantom((24, 24, 24), noise=4.0)
+    out, info = denoise(noisy, method="learned", sigma=4.0, checkpoint=str(path))
+    odct, _ = denoise(noisy, method="odct3d", sigma=4.0)
+    assert info["model"]["prefilter"] == "odct3d"
+    np.testing.assert_allclose(out, np.maximum(odct, 0), rtol=1e-4, atol=1e-3)
