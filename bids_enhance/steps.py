@@ -82,6 +82,19 @@ class DenoiseMethod:
 
 _METHODS = (
     DenoiseMethod(
+        name="odct3d", abbreviation="ODCT3D",
+        title="ODCT3D: oracle-based 3D discrete cosine transform filter (Manjón et al. 2012)",
+        summary="oracle DCT filter alone", cited="Manjón 2012",
+        reference_keys=("manjon2012",),
+        function="bids_enhance.classical.odct:odct3d",
+        parameters={"memory_budget_gb": 0.5},
+        methods_text=(
+            "was denoised with the oracle-based 3D discrete cosine transform filter (ODCT3D) "
+            "[@manjon2012] alone, the fast first stage of PRI-NLM: overlapping 4×4×4 DCT "
+            "blocks were hard-thresholded at 2.7σ, and a second pass kept the noisy "
+            "coefficients where this first estimate (the oracle) exceeded σ"),
+    ),
+    DenoiseMethod(
         name="prinlm", abbreviation="PRI-NLM",
         title="PRI-NLM: prefiltered rotationally invariant non-local means (Manjón et al. 2012)",
         summary="ODCT-guided rotation-invariant NLM", cited="Manjón 2012",
@@ -109,19 +122,6 @@ _METHODS = (
             "was denoised with the spatially adaptive non-local means filter (SANLM) "
             "[@manjon2010; @coupe2008], which adapts the filtering strength to the local noise "
             "level (search radius {search_radius} voxels, patch radius {patch_radius} voxel)"),
-    ),
-    DenoiseMethod(
-        name="odct3d", abbreviation="ODCT3D",
-        title="ODCT3D: oracle-based 3D discrete cosine transform filter (Manjón et al. 2012)",
-        summary="oracle DCT filter alone", cited="Manjón 2012",
-        reference_keys=("manjon2012",),
-        function="bids_enhance.classical.odct:odct3d",
-        parameters={"memory_budget_gb": 0.5},
-        methods_text=(
-            "was denoised with the oracle-based 3D discrete cosine transform filter (ODCT3D) "
-            "[@manjon2012] alone, the fast first stage of PRI-NLM: overlapping 4×4×4 DCT "
-            "blocks were hard-thresholded at 2.7σ, and a second pass kept the noisy "
-            "coefficients where this first estimate (the oracle) exceeded σ"),
     ),
     DenoiseMethod(
         name="learned", abbreviation="learned denoiser",

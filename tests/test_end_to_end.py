@@ -77,7 +77,7 @@ def test_sidecars_carry_provenance(run_once):
     assert meta["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
     assert meta["SkullStripped"] is False and meta["Description"]
     step = meta["EnhancementSteps"][0]
-    assert step["Method"] == "prinlm" and step["NoiseModel"] == "rician"
+    assert step["Method"] == "odct3d" and step["NoiseModel"] == "rician"
     assert step["Parameters"] and step["Device"] == "cpu"
     # The estimator's accuracy is tested in tests/classical; on this 20-voxel phantom with sharp
     # edges it only has to land in the right range, and in input units.

@@ -89,13 +89,13 @@ def test_cli_help_text_unchanged():
     actions = {a.dest: a for a in build_parser()._actions}
     assert actions["enhance"].help == (
         "enhancement steps, always applied in this order: motion (motion-artefact correction, "
-        "motion-gan or motion-ddpm model) → denoise (classical PRI-NLM/SANLM/ODCT3D, or the "
+        "motion-gan or motion-ddpm model) → denoise (classical ODCT3D/PRI-NLM/SANLM, or the "
         "learned denoiser) → superres (x2 "
         "super-resolution, three-player GAN) or superres-denoise (x2 super-resolution with "
         "noise removal, DISGAN)")
     assert actions["denoise_method"].help == (
-        "prinlm: ODCT-guided rotation-invariant NLM (Manjón 2012); sanlm: spatially adaptive "
-        "NLM (Manjón 2010); odct3d: oracle DCT filter alone (Manjón 2012); learned: a trained "
+        "odct3d: oracle DCT filter alone (Manjón 2012); prinlm: ODCT-guided rotation-invariant "
+        "NLM (Manjón 2012); sanlm: spatially adaptive NLM (Manjón 2010); learned: a trained "
         "3D network (shipped CPU-trained weights, or --checkpoint denoise=PATH) (RRDB generator "
         "of Wang 2023)")
 

@@ -74,8 +74,8 @@ def denoise(volume, *, method: str = DEFAULT_DENOISE_METHOD, noise_model: str = 
     volume
         3D numpy array (any real dtype) or torch tensor ``(D, H, W)``, any intensity scale.
     method
-        ``"prinlm"`` (default; ODCT-guided rotation-invariant NLM), ``"sanlm"`` (spatially
-        adaptive NLM, as CAT12), ``"odct3d"`` (oracle DCT filter alone) or ``"learned"`` (the
+        ``"odct3d"`` (default; the oracle DCT filter), ``"prinlm"`` (ODCT-guided
+        rotation-invariant NLM), ``"sanlm"`` (spatially adaptive NLM, as CAT12) or ``"learned"`` (the
         trained denoiser of :mod:`bids_enhance.inference.learned`; its record adds ``model``).
     noise_model
         ``"rician"`` (magnitude images) or ``"gaussian"``.
