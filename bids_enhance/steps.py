@@ -137,8 +137,7 @@ _METHODS = (
             "was denoised with a learned denoiser: the residual-in-residual dense block "
             "generator of the three-player GAN [@wang2023threeplayer] at scale 1, trained with "
             "a pixel (L1) loss on images with simulated Rician noise of 1–12 % of the robust "
-            "maximum; the network is blind to the noise level (the σ recorded was estimated "
-            "for the report, not given to it)"),
+            "maximum; the network is not given the noise level"),
         learned=True, task="denoise", default_model="denoise_rician",
     ),
 )

@@ -36,14 +36,24 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
     spec = registry.DENOISE_METHODS[method]
     params = {**spec.parameters, **(spec.sloppy if sloppy else {})}
     if spec.learned:
+        from bids_enhance.degrade import PRESETS, Prefilter
+
         summary = (model or {}).get("summary") or {}
         named = (f" (model *{summary.get('name')}*, sha256 {model['sha256'][:12]}…)"
                  if model else "")
+        prefilter = next((s for s in PRESETS.get((model or {}).get("degradation") or "", ())
+                          if isinstance(s, Prefilter)), None)
+        sigma_use = "For the report, the noise standard deviation"
+        refine = ""
+        if prefilter is not None:
+            first = registry.DENOISE_METHODS[prefilter.method]
+            refine = (f" The network refines the output of {first.abbreviation} "
+                      f"[@{first.reference_keys[0]}], which was applied first, as in training.")
+            sigma_use = f"For {first.abbreviation} and the report, the noise standard deviation"
         workflow.__desc__ = (
-            "The image " + spec.methods_text + named + ", in PyTorch within *bids_enhance*. "
-            "For the report, the noise standard deviation of its input was estimated with the "
-            "object-based wavelet estimator of @coupe2010, corrected for the Rician bias "
-            "[@koay2006]. ")
+            "The image " + spec.methods_text + named + ", in PyTorch within *bids_enhance*."
+            + refine + f" {sigma_use} of its input was estimated with the object-based wavelet "
+            "estimator of @coupe2010, corrected for the Rician bias [@koay2006]. ")
     else:
         workflow.__desc__ = (
             "The image " + spec.methods_text.format(**params) + ", implemented in PyTorch "

@@ -124,3 +124,16 @@ def test_a_refinement_model_runs_on_its_prefilter_output(tmp_path):
     odct, _ = denoise(noisy, method="odct3d", sigma=4.0)
     assert info["model"]["prefilter"] == "odct3d"
     np.testing.assert_allclose(out, np.maximum(odct, 0), rtol=1e-4, atol=1e-3)
+
+
+def test_methods_text_names_the_prefilter_of_a_refinement_model(tmp_path):
+    from bids_enhance.workflows.enhance import init_denoise_wf
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    model = {"path": str(tmp_path / "checkpoint.pt"), "sha256": "ab" * 32, "degradation":
+             "denoise-rician-wide-odct", "summary": {"name": "denoise_odct"}}
+    text = init_denoise_wf(method="learned", model=model).__desc__
+    assert "refines the output of ODCT3D [@manjon2012]" in text and "denoise_odct" in text
+    blind = init_denoise_wf(method="learned", model={**model, "degradation":
+                                                     "denoise-rician-wide"}).__desc__
+    assert "refines" not in blind and "For the report" in blind
