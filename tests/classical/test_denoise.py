@@ -19,8 +19,15 @@ def noisy():
     return add_rician_noise(phantom, sigma=0.05, rng=np.random.default_rng(2)) * (phantom > 0)
 
 
-def test_default_prinlm_estimates_sigma(noisy):
+def test_default_method_is_odct3d_with_estimated_sigma(noisy):
     out, info = denoise(noisy)
+    assert info["method"] == "odct3d" and info["sigma_estimator"] == "coupe2010"
+    assert info["parameters"] == {"memory_budget_gb": 0.5}
+    np.testing.assert_array_equal(out, odct3d(noisy, sigma=info["sigma"]))
+
+
+def test_prinlm_estimates_sigma(noisy):
+    out, info = denoise(noisy, method="prinlm")
     assert out.shape == noisy.shape and out.dtype == np.float32
     assert set(info) == {"method", "noise_model", "sigma", "sigma_estimator", "parameters",
                          "device", "elapsed_s"}
@@ -36,7 +43,7 @@ def test_user_sigma_and_params_are_recorded(noisy):
     assert isinstance(out, torch.Tensor)
     assert info["method"] == "odct3d" and info["sigma_estimator"] == "user"
     np.testing.assert_array_equal(out.numpy(), odct3d(noisy, sigma=0.05))
-    _, info = denoise(noisy, sigma=0.05, search_radius=2, h_factor=0.5)
+    _, info = denoise(noisy, method="prinlm", sigma=0.05, search_radius=2, h_factor=0.5)
     assert info["parameters"]["search_radius"] == 2 and info["parameters"]["h_factor"] == 0.5
 
 
@@ -52,7 +59,7 @@ def test_sanlm_is_dispatched_with_estimated_sigma(noisy):
     [({"method": "pri-nlm"}, ValueError, "did you mean 'prinlm'"),
      ({"noise_model": "rayleigh"}, ValueError, "noise_model"),
      ({"sigma": -0.1}, ValueError, "sigma"),
-     ({"radius": 2}, TypeError, "accepted: search_radius"),
+     ({"method": "prinlm", "radius": 2}, TypeError, "accepted: search_radius"),
      ({"device": "tpu"}, ValueError, "device")],
 )
 def test_bad_arguments_raise(noisy, kwargs, error, match):
