@@ -284,8 +284,9 @@ SUPERRES_DENOISE = Step(
         "network whose critic is a 3D U-Net informed by the Haar wavelet transform")},
     tasks=("disgan",), default_model="disgan_x2",
     task_references={"disgan": ("wang2023disgan",)},
-    no_default_hint=("; or use `--enhance denoise superres` (PRI-NLM, then the shipped x2 "
-                     "model)"),
+    no_default_hint=("; or use `--enhance denoise superres` ("
+                     + DENOISE_METHODS[DEFAULT_DENOISE_METHOD].abbreviation
+                     + ", then the shipped x2 model)"),
 )
 
 #: Every ``--enhance`` step, by name, in the order a chain applies them.
