@@ -106,19 +106,23 @@ SOURCES = {
 
 def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training, held-out) volume names of the model ``name``."""
+    if name == "denoise_odct_1mm":  # the 2 mm IXI heads left out (another voxel size)
+        return tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE), DENOISE_HELD_OUT
     if TASKS.get(name) == "denoise":
         return DENOISE_TRAINING, DENOISE_HELD_OUT
     return TRAINING, HELD_OUT
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
-          "denoise_odct")
+          "denoise_odct", "denoise_odct_1mm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
-         "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise"}
+         "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
+         "denoise_odct_1mm": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "denoise": "denoise-rician-wide"}
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("gan3p_l1_x2", "denoise_rician", "denoise_odct")
+PIXEL_ONLY = ("gan3p_l1_x2", "denoise_rician", "denoise_odct", "denoise_odct_1mm")
 #: a model trained on another preset than its task's
-MODEL_PRESETS = {"denoise_odct": "denoise-rician-wide-odct"}
+MODEL_PRESETS = {"denoise_odct": "denoise-rician-wide-odct",
+                 "denoise_odct_1mm": "denoise-rician-wide-odct"}
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -133,6 +137,9 @@ DESCRIPTIONS = {
     "denoise_odct": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then the "
                     "scale-1 RRDB generator refining its output, pixel loss (L1), trained on "
                     "Rician noise of 1-12 % of the robust maximum on T1w, T2w and IXI heads",
+    "denoise_odct_1mm": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
+                        "the scale-1 RRDB generator refining its output, pixel loss (L1), "
+                        "trained on Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads only",
 }
 SMOKE_NETWORKS = {"generator": {"features": 8, "growth": 4, "num_blocks": 1},
                   "critic": {"widths": [8, 16]},
