@@ -60,6 +60,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmark scripts
+from denoise import central_crop  # noqa: E402  (the crop of benchmarks/denoise.py)
+
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data
 DEFAULT_VOLUMES = ("t1_highres/niivue_otsu_T1w_1mm.nii.gz", "t2/arcM2265_T2w_1mm.nii.gz")
 METHODS = ("prinlm", "odct3d", "sanlm", "learned")
@@ -79,18 +82,6 @@ def resolve_volume(spec: str, data_dir: Path) -> Path:
     if not hits:
         raise FileNotFoundError(f"volume {spec!r}: not a file, nor under {data_dir}")
     return hits[0]
-
-
-def central_crop(mask: np.ndarray, size: int) -> tuple[slice, ...]:
-    """Cube of edge ``size`` (clipped to the volume) centred on the mask's bounding box."""
-    idx = np.argwhere(mask)
-    centre = (idx.min(0) + idx.max(0)) // 2
-    box = []
-    for c, n in zip(centre, mask.shape, strict=True):
-        edge = min(size, n)
-        lo = int(np.clip(c - edge // 2, 0, n - edge))
-        box.append(slice(lo, lo + edge))
-    return tuple(box)
 
 
 def learned_available(params: dict) -> tuple[bool, str]:

@@ -106,11 +106,9 @@ SOURCES = {
 
 def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training, held-out) volume names of the model ``name``."""
-    if name == "denoise_odct_1mm":  # the 2 mm IXI heads left out (another voxel size)
-        return tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE), DENOISE_HELD_OUT
-    if TASKS.get(name) == "denoise":
-        return DENOISE_TRAINING, DENOISE_HELD_OUT
-    return TRAINING, HELD_OUT
+    return SPLITS.get(name, (TRAINING, HELD_OUT))
+
+
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
           "denoise_odct", "denoise_odct_1mm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
@@ -118,6 +116,14 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
          "denoise_odct_1mm": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "denoise": "denoise-rician-wide"}
+#: (training, held-out) volumes of the models that do not use TRAINING / HELD_OUT; the 1 mm
+#: refinement leaves the 2 mm IXI heads out (another voxel size)
+SPLITS = {
+    "denoise_rician": (DENOISE_TRAINING, DENOISE_HELD_OUT),
+    "denoise_odct": (DENOISE_TRAINING, DENOISE_HELD_OUT),
+    "denoise_odct_1mm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                         DENOISE_HELD_OUT),
+}
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("gan3p_l1_x2", "denoise_rician", "denoise_odct", "denoise_odct_1mm")
 #: a model trained on another preset than its task's

@@ -26,7 +26,7 @@ from bids_enhance.degrade.noise import (
     add_rician_noise,
     sigma_from_fraction,
 )
-from bids_enhance.degrade.pipeline import PRESETS, Degradation, degrade, replay
+from bids_enhance.degrade.pipeline import PRESETS, Degradation, degrade, prefilter_of, replay
 from bids_enhance.degrade.prefilter import Prefilter
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "degrade",
     "downsample",
     "lowres_affine",
+    "prefilter_of",
     "replay",
     "sigma_from_fraction",
     "step_from_record",

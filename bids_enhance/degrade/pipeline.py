@@ -135,6 +135,12 @@ class Degradation:
         return np.asarray(data, dtype=np.float32), affine, records
 
 
+def prefilter_of(preset: str | None) -> Prefilter | None:
+    """The :class:`~bids_enhance.degrade.Prefilter` step of a preset — the classical filter whose
+    output a model trained on it refines — or None (also for an unknown or missing preset)."""
+    return next((s for s in PRESETS.get(preset or "", ()) if isinstance(s, Prefilter)), None)
+
+
 def degrade(data: np.ndarray, affine: np.ndarray, *,
             steps: str | Degradation | Sequence[Step],
             rng: np.random.Generator | int) -> tuple[np.ndarray, np.ndarray, list[dict]]:

@@ -32,6 +32,7 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     """
     import torch
 
+    from bids_enhance.degrade import prefilter_of
     from bids_enhance.inference.run import run_checkpoint
     from bids_enhance.inference.weights import resolve_model
     from bids_enhance.steps import DENOISE
@@ -45,7 +46,7 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     if data.ndim != 3:
         raise ValueError(f"volume must be 3D, got shape {data.shape}")
     data = data.astype(np.float32, copy=False)
-    prefilter = _prefilter_of(resolved.degradation)
+    prefilter = prefilter_of(resolved.degradation)
     if prefilter is not None:  # a refinement of a classical filter: filter first, as in training
         data = prefilter.apply(data, sigma=sigma, device=str(device))
     out, _, info = run_checkpoint(resolved.path, data, np.eye(4),
@@ -64,13 +65,3 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     if as_tensor:
         return torch.from_numpy(out).to(volume.device), model
     return out, model
-
-
-def _prefilter_of(preset: str | None):
-    """The :class:`~bids_enhance.degrade.Prefilter` step of the checkpoint's degradation preset
-    (the network refines that filter's output), or None."""
-    from bids_enhance.degrade import PRESETS, Prefilter
-
-    steps = PRESETS.get(preset or "", ())
-    return next((s for s in steps if isinstance(s, Prefilter)), None)
-

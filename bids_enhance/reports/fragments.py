@@ -418,10 +418,7 @@ def _steps_html(steps: list) -> str:
         if step.get("Model") and name != DENOISE.name:  # a generative step
             rows = [("Method", _e(step.get("Method") or "n/a")), *_generative_rows(step)]
             table = _step_table(index, name, step, rows, params_label="Inference")
-            card = _model_card_html(step["Model"])
-            tables.append(table + (
-                f'<details open><summary>Model card</summary><table class="be-table be-kv '
-                f'be-compact">{card}</table></details>' if card else ""))
+            tables.append(table + _model_card_details(step["Model"]))
             continue
         method = step.get("Method")
         rows = [("Method", _e(_METHOD_NAMES.get(str(method), method)) if method else "n/a")]
@@ -432,11 +429,15 @@ def _steps_html(steps: list) -> str:
             rows.append(("Model", f"{_e(model.get('Name') or 'n/a')} (sha256 "
                                   f"<code>{_e(str(model.get('Sha256') or '')[:12])}…</code>)"))
         table = _step_table(index, name, step, rows, params_label="Parameters")
-        card = _model_card_html(model) if model else ""
-        tables.append(table + (
-            f'<details open><summary>Model card</summary><table class="be-table be-kv '
-            f'be-compact">{card}</table></details>' if card else ""))
+        tables.append(table + (_model_card_details(model) if model else ""))
     return "".join(tables)
+
+
+def _model_card_details(model: Mapping) -> str:
+    """The folded model-card table of a step that ran a trained network ("" when empty)."""
+    card = _model_card_html(model)
+    return (f'<details open><summary>Model card</summary><table class="be-table be-kv '
+            f'be-compact">{card}</table></details>' if card else "")
 
 
 def _input_html(info: Mapping) -> str:

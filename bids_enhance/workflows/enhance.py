@@ -36,13 +36,12 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
     spec = registry.DENOISE_METHODS[method]
     params = {**spec.parameters, **(spec.sloppy if sloppy else {})}
     if spec.learned:
-        from bids_enhance.degrade import PRESETS, Prefilter
+        from bids_enhance.degrade import prefilter_of
 
         summary = (model or {}).get("summary") or {}
         named = (f" (model *{summary.get('name')}*, sha256 {model['sha256'][:12]}…)"
                  if model else "")
-        prefilter = next((s for s in PRESETS.get((model or {}).get("degradation") or "", ())
-                          if isinstance(s, Prefilter)), None)
+        prefilter = prefilter_of((model or {}).get("degradation"))
         sigma_use = "For the report, the noise standard deviation"
         refine = ""
         if prefilter is not None:
