@@ -110,8 +110,9 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
-          "denoise_odct", "denoise_odct_1mm")
+          "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
+         "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p",
          "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
@@ -123,15 +124,23 @@ SPLITS = {
     "denoise_odct": (DENOISE_TRAINING, DENOISE_HELD_OUT),
     "denoise_odct_1mm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                          DENOISE_HELD_OUT),
+    # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
+    # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
+    "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
 }
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("gan3p_l1_x2", "denoise_rician", "denoise_odct", "denoise_odct_1mm")
+PIXEL_ONLY = ("gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "denoise_rician", "denoise_odct",
+              "denoise_odct_1mm")
 #: a model trained on another preset than its task's
 MODEL_PRESETS = {"denoise_odct": "denoise-rician-wide-odct",
                  "denoise_odct_1mm": "denoise-rician-wide-odct"}
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
+    "gan3p_l1_x2_ft": "x2 super-resolution, RRDB generator (L1 only): the shipped L1 model "
+                      "trained further on the same three heads (control of gan3p_l1_x2_ixi)",
+    "gan3p_l1_x2_ixi": "x2 super-resolution, RRDB generator (L1 only): the shipped L1 model "
+                       "trained further on the three heads plus twelve IXI heads (2 mm → 4 mm)",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "disgan_x2": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",

@@ -7,7 +7,6 @@ usable from Python and from the training workflow.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import tomllib
@@ -16,8 +15,6 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bids_enhance.steps import DEFAULT_DENOISE_METHOD, DEFAULT_ENHANCE
 
@@ -129,15 +126,11 @@ class Settings:
 
     # -- seeds ---------------------------------------------------------------------------------
     def seed_for(self, *key: str) -> int:
-        """A child seed of the master seed for a named purpose (e.g. a file name).
+        """A child seed of the master seed for a named purpose (e.g. a file name): the 63-bit
+        :func:`bids_enhance.seeding.child_seed`, the scheme training uses too."""
+        from bids_enhance.seeding import child_seed
 
-        ``numpy.random.SeedSequence`` with a spawn key derived from ``key``: stable across runs
-        and processes (unlike ``hash``), independent between keys.
-        """
-        digest = hashlib.sha256("\x1f".join(key).encode()).digest()
-        spawn_key = tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
-        seq = np.random.SeedSequence(self.random_seed, spawn_key=spawn_key)
-        return int(seq.generate_state(1, dtype=np.uint32)[0])
+        return child_seed(self.random_seed, *key)
 
     # -- TOML ----------------------------------------------------------------------------------
     def to_toml_dict(self) -> dict[str, dict[str, Any]]:

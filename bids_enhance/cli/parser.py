@@ -105,6 +105,16 @@ def _existing_file(value: str) -> Path:
     return path
 
 
+def _seed(value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 2**63)")
+    return seed
+
+
 def _device(value: str) -> str:
     if not re.fullmatch(r"cpu|auto|cuda(:[0-9]+)?", value):
         raise argparse.ArgumentTypeError(
@@ -279,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config-file", dest="config_file", type=_existing_file, metavar="FILE",
                    help="TOML settings (option names as keys, or a previous run's "
                         "bids_enhance.toml); command-line options win")
-    g.add_argument("--random-seed", dest="random_seed", type=int, metavar="SEED",
+    g.add_argument("--random-seed", dest="random_seed", type=_seed, metavar="SEED",
                    help="master seed; every random draw derives from it (recorded in outputs)")
     g.add_argument("--reports-only", dest="reports_only", action="store_true",
                    help="only (re)build the reports from existing outputs")

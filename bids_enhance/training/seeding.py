@@ -26,37 +26,13 @@ shifts the others, and every DDP rank derives the same seeds.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
+from bids_enhance.seeding import check_seed, child_seed, numpy_generator
+
 __all__ = ["IsolatedTorchRNG", "check_seed", "child_seed", "numpy_generator", "seeded_init"]
-
-
-def check_seed(seed: object, *, name: str = "seed") -> int:
-    """Return ``seed`` if it is an int in ``[0, 2**63)``; ``ValueError`` otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
-    if not 0 <= int(seed) < 2**63:
-        raise ValueError(f"{name} must be in [0, 2**63), got {seed}")
-    return int(seed)
-
-
-def child_seed(seed: int, *key: object) -> int:
-    """A 63-bit child seed of ``seed`` for the purpose named by ``key`` (stable across runs,
-    processes and Python versions; independent between keys)."""
-    seed = check_seed(seed)
-    digest = hashlib.sha256("\x1f".join(str(k) for k in key).encode()).digest()
-    spawn_key = tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
-    state = np.random.SeedSequence(seed, spawn_key=spawn_key).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) | (int(state[1]) << 32)) & (2**63 - 1)
-
-
-def numpy_generator(seed: int, *key: object) -> np.random.Generator:
-    """``numpy.random.Generator`` seeded with :func:`child_seed` ``(seed, *key)``."""
-    return np.random.default_rng(child_seed(seed, *key))
 
 
 @contextlib.contextmanager

@@ -149,3 +149,22 @@ def test_child_seeds_are_stable_and_distinct(tiny_bids, tmp_path):
     assert s.seed_for("a") == s.seed_for("a") != s.seed_for("b")
     other = parse_args([str(tiny_bids), str(tmp_path / "o"), "participant", "--random-seed", "8"])
     assert other.seed_for("a") != s.seed_for("a")
+
+
+def test_image_seeds_use_the_training_seed_scheme(tiny_bids, tmp_path):
+    from bids_enhance.seeding import child_seed
+    from bids_enhance.training.seeding import child_seed as training_child_seed
+
+    s = parse_args([str(tiny_bids), str(tmp_path / "o"), "participant", "--random-seed", "7"])
+    assert training_child_seed is child_seed
+    assert s.seed_for("simulate", "sub-01/anat/sub-01_T1w.nii.gz") == child_seed(
+        7, "simulate", "sub-01/anat/sub-01_T1w.nii.gz")
+    assert 2**32 <= max(s.seed_for(str(k)) for k in range(8)) < 2**63  # 63-bit children
+
+
+@pytest.mark.parametrize("bad", ["-1", str(2**63), "x"])
+def test_random_seed_out_of_range_is_refused(tiny_bids, tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as exc:
+        parse_args([str(tiny_bids), str(tmp_path / "o"), "participant", "--random-seed", bad])
+    assert exc.value.code == 2
+    assert "--random-seed" in capsys.readouterr().err
