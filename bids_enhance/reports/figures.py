@@ -381,21 +381,17 @@ def animate_flicker(svg: str) -> str:
 def nearest_on_grid(lowres: np.ndarray, lowres_affine: np.ndarray, shape: Sequence[int],
                     affine: np.ndarray) -> np.ndarray:
     """``lowres`` shown on a finer grid (``shape``, ``affine``) by nearest neighbour, through
-    world coordinates: every voxel takes the value of the input voxel it lies in, so the input's
-    own voxels appear as blocks — what the scanner delivered, without interpolation."""
+    world coordinates (``nibabel.processing.resample_from_to``, order 0, edges extended): every
+    voxel takes the value of the input voxel it lies in, so the input's own voxels appear as
+    blocks — what the scanner delivered, without interpolation."""
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
     lowres = np.asarray(lowres)
-    to_lr = np.linalg.inv(np.asarray(lowres_affine, float)) @ np.asarray(affine, float)
-    index = []
-    for axis in range(3):
-        # axis-aligned grids (x2 outputs of a grid): each LR index depends on one HR index
-        ijk = np.zeros((4, shape[axis]))
-        ijk[axis] = np.arange(shape[axis])
-        ijk[3] = 1.0
-        lr = to_lr @ ijk
-        index.append(np.clip(np.rint(lr[axis]), 0, lowres.shape[axis] - 1).astype(int))
-    if not np.allclose(to_lr[:3, :3], np.diag(np.diag(to_lr[:3, :3])), atol=1e-6):
-        raise ValueError("the output grid is not aligned with the input's (rotated affines)")
-    return lowres[np.ix_(*index)]
+    source = nib.Nifti1Image(lowres, np.asarray(lowres_affine, float))
+    out = resample_from_to(source, (tuple(int(n) for n in shape[:3]), np.asarray(affine, float)),
+                           order=0, mode="nearest")
+    return np.asarray(out.dataobj, dtype=lowres.dtype)
 
 
 def _detail_box(image2d: np.ndarray, mask2d: np.ndarray, size: int) -> tuple[slice, slice]:

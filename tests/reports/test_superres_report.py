@@ -46,10 +46,11 @@ def test_nearest_on_grid_shows_input_voxels_as_blocks(grids):
     _, affine, lr, lr_affine = grids
     up = nearest_on_grid(lr, lr_affine, (32, 34, 30), affine)
     np.testing.assert_array_equal(up, np.repeat(np.repeat(np.repeat(lr, 2, 0), 2, 1), 2, 2))
-    rotated = affine.copy()
-    rotated[:3, :3] = [[0, 1, 0], [1, 0, 0], [0, 0, 1]]
-    with pytest.raises(ValueError, match="not aligned"):
-        nearest_on_grid(lr, lr_affine, (32, 34, 30), rotated)
+    # a grid with swapped axes (world coordinates decide, not array axes)
+    swapped = affine[:, [1, 0, 2, 3]]
+    up = nearest_on_grid(lr, lr_affine, (34, 32, 30), swapped)
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(np.repeat(lr.transpose(1, 0, 2), 2, 0),
+                                                          2, 1), 2, 2))
 
 
 def test_spectral_density_is_comparable_across_grids(grids):
