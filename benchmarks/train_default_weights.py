@@ -407,7 +407,7 @@ def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup:
 def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str, seed: int,
                       crop: int | None) -> list[dict]:
     """The model and its baselines on the whole held-out volumes, in the format of
-    :class:`bids_enhance.interfaces.training.CompareToReference` (for the model card).
+    :func:`bids_enhance.metrics.comparison.compare_to_reference` (for the model card).
 
     x2 tasks: against trilinear, cubic B-spline and zero-filled k-space interpolation of the
     degraded input; ``motion-gan``: against the motion-corrupted input itself (``corrupted``).
@@ -417,6 +417,7 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
     from bids_enhance.image.intensity import normalise
     from bids_enhance.image.mask import head_mask
     from bids_enhance.inference import run_checkpoint, upsample_baseline
+    from bids_enhance.metrics.comparison import PROTOCOL
     from bids_enhance.metrics.quality import evaluate
     from bids_enhance.training.seeding import numpy_generator
 
@@ -435,9 +436,7 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
                                                consistency="measure" if x2 else None)
         if out.shape != hr.shape or not np.allclose(out_affine, affine, atol=1e-5):
             raise RuntimeError(f"{name}: the output does not lie on the reference grid")
-        row = {"label": f"t1_highres/{name}.nii.gz",
-               "protocol": "reference / its 99.9th percentile in the head mask; metrics in the "
-                           "head mask; 3D SSIM (Gaussian σ 1.5)",
+        row = {"label": f"t1_highres/{name}.nii.gz", "protocol": PROTOCOL,
                "degradation": {"preset": PRESETS[task], "records": records},
                "enhanced": evaluate(hr, out, mask=mask), "baselines": {},
                "inference_seconds": info.get("seconds")}

@@ -5,6 +5,7 @@ Every file under a final name in the output directory is written through :func:`
 the data goes to a hidden temporary file in the same directory, which is renamed over the final
 name only once it is complete (``os.replace`` is atomic on POSIX file systems). An interrupted run
 therefore never leaves a partial file under a final name; at worst a ``.tmp-*`` file is left.
+A whole folder is published the same way (:func:`atomic_copy_dir`: a trained model's folder).
 
 Several runs may write into one output directory at the same time (one per participant, on one
 machine or on the nodes of a cluster). A temporary's name therefore says who writes it
@@ -128,6 +129,70 @@ def atomic_copy(src: Path | str, final: Path | str) -> Path:
     with atomic_path(final) as tmp:
         shutil.copyfile(src, tmp)
     return Path(final)
+
+
+def _tree_files(src: Path | str | None, extra_files=()) -> dict[str, Path]:
+    """Relative POSIX path → source file, for the files under ``src`` and ``extra_files`` (by
+    name, at the top; they win over a file of ``src`` of that name)."""
+    files: dict[str, Path] = {}
+    if src is not None:
+        root = Path(src)
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                files[path.relative_to(root).as_posix()] = path
+    for extra in extra_files:
+        files[Path(extra).name] = Path(extra)
+    return files
+
+
+def _holds(folder: Path, files: dict[str, Path]) -> bool:
+    """Whether ``folder`` holds exactly ``files`` (same names, same bytes)."""
+    if not folder.is_dir() or set(_tree_files(folder)) != set(files):
+        return False
+    return all(_same_content(src, folder / rel) for rel, src in files.items())
+
+
+def atomic_copy_dir(src: Path | str, final: Path | str, *, extra_files=()) -> bool:
+    """Make the folder ``final`` a copy of the files under ``src`` and of ``extra_files`` (put at
+    its top), never leaving it partial; return whether ``final`` was (re)written.
+
+    The files are copied into a hidden temporary sibling (``.tmp-<owner>-<pid>-<random>-<name>``)
+    that is renamed to ``final`` once complete. An existing ``final`` is replaced only then: it
+    is renamed aside, the copy renamed into place, and the old folder deleted (so ``final`` is
+    missing only for the instant between the two renames, never partial or mixed). When
+    ``final`` already holds the same files with the same bytes nothing is copied (False).
+    Temporary folders of earlier copies to ``final`` whose writer is gone
+    (:func:`is_stale_temporary`) are removed first.
+    """
+    final = Path(final)
+    files = _tree_files(src, extra_files)
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(f"{final} exists and is not a folder")
+    if _holds(final, files):
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    mine = re.compile(rf"\.tmp-[A-Za-z0-9.]+-\d+-[0-9a-f]{{8}}-{re.escape(final.name)}")
+    for leftover in final.parent.iterdir():
+        if (mine.fullmatch(leftover.name) and leftover.is_dir()
+                and is_stale_temporary(leftover)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    tmp, old = _tmp_name(final), _tmp_name(final)
+    try:
+        tmp.mkdir()
+        for rel, source in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, tmp / rel)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists():
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # the new copy did not get into place: put the previous one back
+                os.replace(old, final)
+    return True
 
 
 def _process_exists(pid: int) -> bool:

@@ -31,7 +31,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("inference/__init__.py", "superres"): "the submodule inference/superres.py (lazy exports)",
     ("workflows/enhance.py", "denoise"): "the nipype node name of the denoising node",
     ("cli/run.py", "denoise"): "the nipype node name, watched by the progress callback",
-    ("workflows/base.py", "superres"): "a reportlet key of data/reports-spec.yml",
+    ("workflows/outputs.py", "superres"): "a reportlet key of data/reports-spec.yml",
     ("reports/captions.py", "superres"): "a caption key of data/reports-spec.yml",
     ("classical/__init__.py", "odct3d"): "PRI-NLM's default guide image, in the step's record",
     ("degrade/prefilter.py", "odct3d"): "the default prefilter of a learned refinement",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -15,6 +16,12 @@ def train_bids(tmp_path_factory):
     root = tmp_path_factory.mktemp("train") / "bids"
     return write_bids(root, {f"sub-0{i}/anat/sub-0{i}_T1w.nii.gz":
                              phantom((32, 32, 32), noise=1.0, seed=i) for i in range(1, 4)})
+
+
+def _node_model_folder(work):
+    """The ``model/`` folder of the training workflow's ``train`` node."""
+    (folder,) = work.rglob("train/model")
+    return folder
 
 
 def _train(bids, tmp_path, *extra):
@@ -46,6 +53,14 @@ def test_train_writes_checkpoint_and_model_card(train_bids, tmp_path, model):
     assert (folder / "losses.png").stat().st_size > 0
     _, meta = load_checkpoint(folder / "checkpoint.pt", expected_sha256=card["checkpoint"]["sha256"])
     assert meta["degradation"]["preset"] == card["data"]["degradation"]
+    # only the finished model is in OUT/models: the state folder went when it was published
+    assert sorted(p.name for p in folder.parent.iterdir()) == [model]
+    # training handed its model folder to the train node's own folder, which nipype caches
+    node_model = _node_model_folder(tmp_path / "work")
+    for path in node_model.iterdir():
+        assert (folder / path.name).read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [p.name for p in node_model.iterdir()] + ["model_card.json", "model_card.md"])
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -95,3 +110,81 @@ def test_compact_size_reaches_the_checkpoint(train_bids, tmp_path):
     expected = size_preset("compact", "motion-gan")["generator"]
     assert {k: meta["arch_kwargs"][k] for k in expected} == expected
     assert model.space_to_depth is True and model.hr_features == 8
+
+
+def _trainer_modules(folder):
+    import torch
+
+    return torch.load(folder / "checkpoint_state.pt", weights_only=True)["trainer"]["modules"]
+
+
+def _losses(folder):
+    """losses.csv without the wall-clock column."""
+    rows = [line.split(",") for line in (folder / "losses.csv").read_text().splitlines()]
+    return [[v for i, v in enumerate(row) if i != 1] for row in rows]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_exactly_from_its_periodic_checkpoint(train_bids, tmp_path,
+                                                                         monkeypatch, capsys):
+    import torch
+
+    from bids_enhance.training.gan import GANTrainer
+
+    args = ["--model", "gan3p", "--val-subjects", "02", "--iterations", "4",
+            "--checkpoint-every", "2"]
+    assert _train(train_bids, tmp_path / "whole", *args) == 0
+    whole = tmp_path / "whole" / "out" / "models" / "gan3p"
+
+    original = GANTrainer.train_step
+
+    def killed(self, source, target, iteration):
+        if iteration == 2:  # the third step: after the checkpoint of iteration 2
+            raise RuntimeError("node lost")
+        return original(self, source, target, iteration)
+
+    monkeypatch.setattr(GANTrainer, "train_step", killed)
+    assert _train(train_bids, tmp_path, *args) == 1
+    models = tmp_path / "out" / "models"
+    partial = models / "gan3p.partial"
+    assert sorted(p.name for p in models.iterdir()) == ["gan3p.partial"]  # nothing published
+    assert torch.load(partial / "checkpoint_state.pt", weights_only=True)["iteration"] == 2
+    assert f"--resume {partial / 'checkpoint.pt'}" in capsys.readouterr().err
+
+    monkeypatch.setattr(GANTrainer, "train_step", original)
+    assert _train(train_bids, tmp_path, *args, "--resume", str(partial / "checkpoint.pt")) == 0
+    folder = models / "gan3p"
+    assert sorted(p.name for p in models.iterdir()) == ["gan3p"]
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["training"]["iterations"] == 4
+    assert torch.load(folder / "checkpoint_state.pt", weights_only=True)["iteration"] == 4
+    resumed, uninterrupted = _trainer_modules(folder), _trainer_modules(whole)
+    for role, state in uninterrupted.items():
+        for key, value in state.items():
+            assert torch.equal(value, resumed[role][key]), (role, key)
+    assert _losses(folder) == _losses(whole)  # the curves cover the whole run, once
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_cached_and_its_model_folder_restored(train_bids, tmp_path,
+                                                                monkeypatch):
+    from bids_enhance.models.checkpoint import sha256_file
+    from bids_enhance.training import launch
+
+    args = ["--model", "motion-gan", "--val-subjects", "03"]
+    assert _train(train_bids, tmp_path, *args) == 0
+    folder = tmp_path / "out" / "models" / "motion-gan"
+    digest, inode = sha256_file(folder / "checkpoint.pt"), (folder / "checkpoint.pt").stat().st_ino
+    card = (folder / "model_card.json").read_text()
+
+    def no_training(*_, **__):
+        raise AssertionError("a finished, cached run was trained again")
+
+    monkeypatch.setattr(launch, "train_from_files", no_training)
+    assert _train(train_bids, tmp_path, *args) == 0
+    assert (folder / "checkpoint.pt").stat().st_ino == inode  # left alone: the same files
+    shutil.rmtree(folder)
+    assert _train(train_bids, tmp_path, *args) == 0  # the sink restores it from the cache
+    assert sha256_file(folder / "checkpoint.pt") == digest
+    assert (folder / "model_card.json").read_text() == card
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["motion-gan"]

@@ -169,3 +169,91 @@ def test_file_lock_says_when_it_waits_for_another_process(tmp_path):
         pass  # reached once the holder let go
     holder.wait(timeout=30)
     assert waited == ["busy"]
+
+
+# ------------------------------------------------------------------------ atomic_copy_dir
+def _model_folder(root, **files):
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
+
+
+def _folder_listing(root):
+    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*")
+            if p.is_file()}
+
+
+def test_atomic_copy_dir_publishes_a_complete_folder(tmp_path):
+    src = _model_folder(tmp_path / "node" / "model", **{"checkpoint.pt": "w1", "losses.csv": "l"})
+    (src / "sub").mkdir()
+    (src / "sub" / "x.txt").write_text("x")
+    card = tmp_path / "card" / "model_card.json"
+    _model_folder(card.parent, **{"model_card.json": "{}"})
+    final = tmp_path / "out" / "models" / "gan3p"
+    assert utils.atomic_copy_dir(src, final, extra_files=[card]) is True
+    assert _folder_listing(final) == {"checkpoint.pt": "w1", "losses.csv": "l",
+                                      "sub/x.txt": "x", "model_card.json": "{}"}
+    assert sorted(p.name for p in final.parent.iterdir()) == ["gan3p"]  # no temporaries
+    # the same files again: nothing is rewritten
+    before = (final / "checkpoint.pt").stat().st_ino
+    assert utils.atomic_copy_dir(src, final, extra_files=[card]) is False
+    assert (final / "checkpoint.pt").stat().st_ino == before
+
+
+def test_atomic_copy_dir_replaces_a_folder_only_once_the_copy_is_complete(tmp_path,
+                                                                          monkeypatch):
+    final = _model_folder(tmp_path / "models" / "m", **{"checkpoint.pt": "old", "stale": "s"})
+    src = _model_folder(tmp_path / "new", **{"checkpoint.pt": "new", "losses.csv": "l"})
+    real_copy, seen = utils.shutil.copy2, []
+
+    def failing_copy(source, dest, **kwargs):
+        seen.append(_folder_listing(final))  # the published folder while the copy runs
+        if len(seen) == 2:
+            raise OSError("disk full")
+        return real_copy(source, dest, **kwargs)
+
+    monkeypatch.setattr(utils.shutil, "copy2", failing_copy)
+    with pytest.raises(OSError, match="disk full"):
+        utils.atomic_copy_dir(src, final)
+    assert seen == [{"checkpoint.pt": "old", "stale": "s"}] * 2
+    assert _folder_listing(final) == {"checkpoint.pt": "old", "stale": "s"}
+    assert sorted(p.name for p in final.parent.iterdir()) == ["m"]  # temporary removed
+    monkeypatch.undo()
+    assert utils.atomic_copy_dir(src, final) is True
+    assert _folder_listing(final) == {"checkpoint.pt": "new", "losses.csv": "l"}
+    assert sorted(p.name for p in final.parent.iterdir()) == ["m"]  # old version removed
+
+
+def test_a_kill_between_the_folder_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
+    final = _model_folder(tmp_path / "models" / "m", **{"checkpoint.pt": "old"})
+    src = _model_folder(tmp_path / "new", **{"checkpoint.pt": "new"})
+    real_replace, calls = os.replace, []
+
+    def killed(a, b):
+        calls.append((os.path.basename(a), os.path.basename(b)))
+        if len(calls) == 2:  # the copy's rename into place
+            raise KeyboardInterrupt
+        return real_replace(a, b)
+
+    monkeypatch.setattr(utils.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        utils.atomic_copy_dir(src, final)
+    assert calls[0][0] == "m" and calls[1][1] == "m"  # aside first, then the copy in
+    assert _folder_listing(final) == {"checkpoint.pt": "old"}
+    assert sorted(p.name for p in final.parent.iterdir()) == ["m"]
+
+
+def test_atomic_copy_dir_removes_the_temporaries_of_killed_copies(tmp_path):
+    models = tmp_path / "models"
+    dead = models / f".tmp-{owner_tag()}-{_dead_pid()}-0123abcd-m"
+    other = models / f".tmp-{owner_tag()}-{_dead_pid()}-0123abcd-other"
+    mine = models / f".tmp-{owner_tag()}-{os.getpid()}-4567abcd-m"
+    for folder in (dead, other, mine):
+        _model_folder(folder, part="x")
+    src = _model_folder(tmp_path / "src", **{"checkpoint.pt": "w"})
+    utils.atomic_copy_dir(src, models / "m")
+    assert not dead.exists() and other.exists() and mine.exists()
+    with pytest.raises(FileExistsError, match="not a folder"):
+        (models / "f").write_text("")
+        utils.atomic_copy_dir(src, models / "f")

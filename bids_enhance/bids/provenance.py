@@ -1,7 +1,7 @@
 """What an image sidecar records beyond the BIDS fields: the references of each enhancement step,
 the reason for every metric without a value, and where the noise estimate is.
 
-Used by :class:`bids_enhance.interfaces.bids.BuildSidecar`, which writes the sidecars.
+Used by :func:`bids_enhance.bids.sidecar.build_sidecar`, which builds the sidecars.
 
 - **References.** Every entry of ``EnhancementSteps`` has ``References``: the papers of its
   method (a classical filter and its noise estimator, or the network a model was trained as),
@@ -62,7 +62,7 @@ def _bibliography() -> dict:
 def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
     """Bibliography keys of one enhancement step, from its record (the ``out_info`` of
     :class:`~bids_enhance.interfaces.denoise.ClassicalDenoise` or of
-    :class:`~bids_enhance.interfaces.training.GenerativeEnhance`).
+    :class:`~bids_enhance.interfaces.generative.GenerativeEnhance`).
 
     A classical step cites its filter, then the noise estimator when σ was estimated; a trained
     model cites the network of its task. Unknown methods or tasks cite nothing.
@@ -159,7 +159,7 @@ _REFERENCE_REASONS = {
 
 def reference_metric_reasons(comparison: Mapping[str, Any]) -> dict[str, Any]:
     """The ``NotAvailable`` map of a ``ReferenceMetrics`` record
-    (:class:`~bids_enhance.interfaces.training.CompareToReference`): ``{"enhanced": {metric:
+    (:func:`~bids_enhance.metrics.comparison.compare_to_reference`): ``{"enhanced": {metric:
     reason}, "baselines": {name: {metric: reason}}}``, only where a value is missing."""
     def reasons(values) -> dict[str, str]:
         return {key: _REFERENCE_REASONS.get(key, "not a finite number")

@@ -276,12 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--degradation", metavar="PRESET",
                    help="degradation preset to train for (default per model)")
     g.add_argument("--checkpoint-every", dest="checkpoint_every", type=_positive_int,
-                   default=1000, metavar="N")
+                   default=1000, metavar="N",
+                   help="save the run every N iterations into OUTPUT_DIR/models/NAME.partial "
+                        "(what --resume continues); the finished model goes to "
+                        "OUTPUT_DIR/models/NAME")
     g.add_argument("--validate-every", dest="validate_every", type=_positive_int, metavar="N",
                    help="validate on the held-out images every N iterations (default: at the "
                         "end)")
     g.add_argument("--resume", type=_existing_file, metavar="CHECKPOINT",
-                   help="continue an interrupted run from its checkpoint.pt")
+                   help="continue a run exactly from its checkpoint.pt: an interrupted "
+                        "run's OUTPUT_DIR/models/NAME.partial/checkpoint.pt, or a finished "
+                        "model's, to train it for more --iterations")
     g.add_argument("--nproc-per-node", dest="nproc_per_node", type=_positive_int, default=1,
                    metavar="N", help="GPUs to train on with torchrun (DDP)")
 

@@ -699,6 +699,12 @@ def run_train(settings) -> int:
     for cause in causes:
         LOGGER.error(cause)
     if causes:
+        from bids_enhance.training.launch import CHECKPOINT_NAME, state_dir_for
+
+        partial = state_dir_for(model_dir.parent, settings.model_name) / CHECKPOINT_NAME
+        if partial.is_file():  # an interrupted run: its last periodic checkpoint is kept there
+            LOGGER.error("training: the run's last checkpoint is %s; run the same command "
+                         "with --resume %s to continue it", partial, partial)
         return EXIT_FAILED
     LOGGER.info("Model and model card: %s", model_dir)
     return EXIT_OK
@@ -750,33 +756,22 @@ def _train_config(settings) -> dict:
 
 
 def build_workflow(settings, subjects):
-    import shlex
-
     from bids_enhance.workflows.base import init_bids_enhance_wf
+    from bids_enhance.workflows.spec import ChainSpec
 
     seeds = {str(p): settings.seed_for(Path(p).relative_to(settings.bids_dir).as_posix())
              for images in subjects.values() for p in images}
     return init_bids_enhance_wf(
         subjects=subjects, bids_dir=settings.bids_dir, output_dir=settings.output_dir,
-        enhance=settings.enhance, denoise_method=settings.denoise_method,
-        noise_model=settings.noise_model, device=settings.device,
-        omp_nthreads=settings.omp_nthreads, random_seed=settings.random_seed, seeds=seeds,
-        sloppy=settings.sloppy, simulate=settings.simulate,
-        fmriprep_compat=settings.fmriprep_compat, models=settings.models,
-        consistency=settings.consistency, mem_budget_gb=inference_budget_gb(settings),
-        command_line=shlex.join(["bids_enhance", *settings.argv]), run_id=settings.run_uuid,
-        base_dir=settings.work_dir)
+        spec=ChainSpec.from_settings(settings), seeds=seeds, base_dir=settings.work_dir)
 
 
 def inference_budget_gb(settings) -> float | None:
-    """Memory budget of one generative inference node: ``--gpu-mem`` on a GPU; on the CPU
-    ``--mem`` shared by the processes that may run at once (None: a share of what is free)."""
-    if settings.device != "cpu":
-        return settings.gpu_mem_gb
-    if settings.mem_gb is None:
-        return None
-    parallel = max(1, (settings.nprocs or 1) // max(1, settings.omp_nthreads or 1))
-    return settings.mem_gb / parallel
+    """Memory budget of one generative inference node (the chain spec's ``mem_budget_gb``):
+    see :func:`bids_enhance.workflows.spec.inference_budget_gb`."""
+    from bids_enhance.workflows.spec import inference_budget_gb as budget
+
+    return budget(settings)
 
 
 def _set_crash_dirs(workflow, settings, subjects) -> None:

@@ -4,7 +4,8 @@ Each degradation is a deterministic step (a frozen dataclass holding every param
 twin that draws those parameters from a seeded ``numpy.random.Generator``; steps compose into a
 :class:`Degradation` (or a named preset) and every applied step yields a JSON record that
 :func:`replay` turns back into the identical output. TorchIO is imported only when a motion or
-ghosting step runs.
+ghosting step runs. :func:`simulate` degrades a clean image from one seed and keeps the clean
+reference on the grid outputs are compared on (simulation mode, held-out evaluation).
 """
 
 from bids_enhance.degrade._base import STEP_KINDS, DegradationStep, Step, step_from_record
@@ -28,6 +29,7 @@ from bids_enhance.degrade.noise import (
 )
 from bids_enhance.degrade.pipeline import PRESETS, Degradation, degrade, prefilter_of, replay
 from bids_enhance.degrade.prefilter import Prefilter
+from bids_enhance.degrade.simulation import Simulation, crop_reference, simulate
 
 __all__ = [
     "PRESETS",
@@ -44,16 +46,19 @@ __all__ = [
     "RandomGhosting",
     "RandomMotion",
     "RandomNoise",
+    "Simulation",
     "Step",
     "add_gaussian_noise",
     "add_motion",
     "add_rician_noise",
+    "crop_reference",
     "degrade",
     "downsample",
     "lowres_affine",
     "prefilter_of",
     "replay",
     "sigma_from_fraction",
+    "simulate",
     "step_from_record",
     "upsampled_affine",
     "upsampled_shape",

@@ -9,6 +9,8 @@
   (:mod:`.consistency`);
 - :func:`diffusion_correct` — slice-wise DDIM motion correction (:mod:`.diffusion`);
 - :func:`run_checkpoint` — load a checkpoint and dispatch to the above (:mod:`.run`);
+  :func:`run_checkpoint_image` the same on a NIfTI image, the result keeping its header's
+  transform codes and units;
 - :func:`resolve_model` — choose and verify the checkpoint of an enhancement step: the shipped
   default weights or a user's own (:mod:`.weights`).
 
@@ -49,6 +51,7 @@ _EXPORTS = {
     "CONSISTENCY_MODES": "run",
     "lowres_method_of": "run",
     "run_checkpoint": "run",
+    "run_checkpoint_image": "run",
     "GENERATIVE_STEPS": "weights",
     "ModelSelectionError": "weights",
     "ResolvedModel": "weights",

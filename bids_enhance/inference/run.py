@@ -42,7 +42,7 @@ from bids_enhance.inference.superres import _check_affine, superresolve
 from bids_enhance.models import CheckpointError, NoiseSchedule, load_checkpoint
 from bids_enhance.models.registry import describe_arch
 
-__all__ = ["CONSISTENCY_MODES", "lowres_method_of", "run_checkpoint"]
+__all__ = ["CONSISTENCY_MODES", "lowres_method_of", "run_checkpoint", "run_checkpoint_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,3 +177,32 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
     info["consistency_mode"] = consistency if "method" in report else None
     info["seconds"] = time.perf_counter() - t0
     return out, out_affine, info
+
+
+def run_checkpoint_image(path: str | os.PathLike[str], img: Any, *,
+                         expected_sha256: str | None = None, device: torch.device | str = "cpu",
+                         seed: int = 0, consistency: str | None = "measure",
+                         mem_budget_gb: float | None = None, step: str = "generative",
+                         model_summary: dict[str, Any] | None = None
+                         ) -> tuple[Any, dict[str, Any]]:
+    """:func:`run_checkpoint` on a NIfTI image; what the generative enhancement node runs.
+
+    Returns ``(result, info)``: the float32 result image with ``img``'s sform/qform codes and
+    units on its own grid (:func:`bids_enhance.image.nifti.result_image`; the x2 grid for
+    super-resolution models), and :func:`run_checkpoint`'s record with the step's name
+    (``step``), its kind (``generative``), the model card's summary (``model_card``, when
+    given), and the shapes and voxel sizes in and out.
+    """
+    from bids_enhance.image.nifti import result_image, voxel_sizes
+    from bids_enhance.steps import GENERATIVE
+
+    out, affine, info = run_checkpoint(
+        path, img.get_fdata(dtype=np.float32), img.affine, expected_sha256=expected_sha256,
+        device=device, seed=seed, consistency=consistency, mem_budget_gb=mem_budget_gb)
+    info["step"] = step
+    info["kind"] = GENERATIVE
+    if model_summary is not None:
+        info["model_card"] = dict(model_summary)
+    info.update(shape_in=list(img.shape[:3]), shape_out=list(out.shape),
+                voxel_size_in=voxel_sizes(img.affine), voxel_size_out=voxel_sizes(affine))
+    return result_image(out, affine, img), info

@@ -93,28 +93,21 @@ class _DenormalizeOutputSpec(TraitedSpec):
 
 
 class DenormalizeIntensity(SimpleInterface):
-    """Undo :class:`NormalizeIntensity`; the header comes from ``reference``."""
+    """Undo :class:`NormalizeIntensity`; the header comes from ``reference``
+    (:func:`bids_enhance.image.nifti.denormalised_image`)."""
 
     input_spec = _DenormalizeInputSpec
     output_spec = _DenormalizeOutputSpec
 
     def _run_interface(self, runtime):
         import nibabel as nib
-        import numpy as np
 
         from bids_enhance.image.intensity import IntensityScale, denormalise
+        from bids_enhance.image.nifti import denormalised_image
 
         img = nib.load(self.inputs.in_file)
-        ref = nib.load(self.inputs.reference)
         data = denormalise(img.get_fdata(dtype="float32"), IntensityScale(self.inputs.scale))
-        header = ref.header.copy()
-        if data.shape != ref.shape:  # a super-resolved image: the enhancer set the geometry
-            header = img.header.copy()
-            if header.get_xyzt_units()[0] == "unknown":  # the units, though, are the input's
-                header.set_xyzt_units(*ref.header.get_xyzt_units())
-        out = nib.Nifti1Image(data.astype(np.float32), img.affine, header)
-        out.set_data_dtype(np.float32)
         out_file = _out_path(self.inputs.in_file, "denorm", runtime.cwd)
-        nib.save(out, out_file)
+        nib.save(denormalised_image(data, img, nib.load(self.inputs.reference)), out_file)
         self._results["out_file"] = out_file
         return runtime

@@ -190,13 +190,10 @@ class SuperResolutionRPT(SimpleInterface):
         import nibabel as nib
         import numpy as np
 
+        from bids_enhance.reports.captions import superres_annotations
         from bids_enhance.reports.figures import plot_superres
 
         sidecar = json.loads(Path(self.inputs.in_sidecar).read_text())
-        step = next((s for s in sidecar.get("EnhancementSteps") or []
-                     if s.get("VoxelSizeOut") and s.get("VoxelSizeOut") != s.get("VoxelSizeIn")),
-                    {})
-        model = step.get("Model") or {}
         images = [nib.as_closest_canonical(nib.load(f)) for f in
                   (self.inputs.in_lowres, self.inputs.in_upsampled, self.inputs.in_after)]
         lowres, upsampled, after = (
@@ -206,12 +203,7 @@ class SuperResolutionRPT(SimpleInterface):
             raise ValueError(f"{self.inputs.in_upsampled} and {self.inputs.in_after} are not "
                              "on one grid")
         out = Path(runtime.cwd) / "superres.svg"
-        name = model.get("Name") or model.get("Task")
         plot_superres(lowres[0], lowres[1], upsampled[0], after[0], after[1], out,
-                      consistency=step.get("ConsistencyError"),
-                      projected=step.get("ConsistencyErrorAfterProjection")
-                      if step.get("ConsistencyProjected") else None,
-                      model_name=f"{name} (sha256 {str(model.get('Sha256'))[:12]}…)"
-                      if name else None)
+                      **superres_annotations(sidecar))
         self._results["out_report"] = str(out)
         return runtime

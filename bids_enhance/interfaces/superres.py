@@ -42,6 +42,7 @@ class UpsampleBaseline(SimpleInterface):
         import nibabel as nib
         import numpy as np
 
+        from bids_enhance.image.nifti import result_image
         from bids_enhance.inference.superres import upsample_baseline
 
         img = nib.load(self.inputs.in_file)
@@ -53,12 +54,8 @@ class UpsampleBaseline(SimpleInterface):
                 raise ValueError(
                     f"{self.inputs.reference}: its grid (shape {ref.shape[:3]}) is not the x2 "
                     f"{self.inputs.method} grid of {self.inputs.in_file} (shape {out.shape})")
-        result = nib.Nifti1Image(out, affine, img.header)
-        result.set_sform(affine, int(img.header["sform_code"]) or 1)
-        result.set_qform(affine, int(img.header["qform_code"]) or 1)
-        result.set_data_dtype(np.float32)
         out_file = fname_presuffix(self.inputs.in_file, suffix=f"_{self.inputs.kind}x2.nii.gz",
                                    newpath=runtime.cwd, use_ext=False)
-        nib.save(result, out_file)
+        nib.save(result_image(out, affine, img, keep_header=True), out_file)
         self._results["out_file"] = out_file
         return runtime

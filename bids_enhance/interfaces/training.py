@@ -1,7 +1,16 @@
-"""Nipype interfaces for simulation, generative inference, evaluation and training.
+"""Nipype interfaces of the training workflow: train, write the model card, publish the model.
 
-The participant workflow (simulation mode) and the training workflow share these nodes with
-the load/normalise nodes of :mod:`bids_enhance.interfaces.image`.
+``TrainModel`` (:func:`bids_enhance.training.launch.train_from_files`) trains in a state folder
+outside nipype's node folders (its checkpoints survive an interruption and ``--resume`` continues
+them) and copies the finished model folder into its own node folder, which nipype caches;
+``ModelCard`` (:func:`bids_enhance.training.card.write_model_card`) writes the card into its node
+folder; ``ModelSink`` (:func:`bids_enhance.training.launch.publish_model`) copies both to
+``OUT/models/<name>`` atomically. The layout is described in :mod:`bids_enhance.training.launch`.
+
+The held-out evaluation uses the nodes of the participant workflow:
+:class:`~bids_enhance.interfaces.degrade.SimulateDegradation`,
+:class:`~bids_enhance.interfaces.generative.GenerativeEnhance` and
+:class:`~bids_enhance.interfaces.metrics.CompareToReference`.
 """
 
 from __future__ import annotations
@@ -19,189 +28,6 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
-from nipype.utils.filemanip import fname_presuffix, split_filename
-
-from bids_enhance.steps import GENERATIVE
-
-
-class _SimulateDegradationInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="clean image (normalised intensities)")
-    preset = traits.Str(mandatory=True, desc="degradation preset (bids_enhance.degrade.PRESETS)")
-    seed = traits.Int(mandatory=True, desc="seed of this image's draw (replayable)")
-
-
-class _SimulateDegradationOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="degraded image (its own grid for low-resolution presets)")
-    out_reference = File(exists=True, desc="the clean image on the grid outputs are compared on")
-    out_record = File(exists=True, desc="JSON records that replay the degradation exactly")
-
-
-class SimulateDegradation(SimpleInterface):
-    """Degrade a clean image as the models were trained (low resolution, noise, motion)."""
-
-    input_spec = _SimulateDegradationInputSpec
-    output_spec = _SimulateDegradationOutputSpec
-
-    def _run_interface(self, runtime):
-        import nibabel as nib
-        import numpy as np
-
-        from bids_enhance.degrade import degrade
-        from bids_enhance.utils import dump_json
-
-        img = nib.load(self.inputs.in_file)
-        clean = img.get_fdata(dtype=np.float32)
-        data, affine, records = degrade(clean, img.affine, steps=self.inputs.preset,
-                                        rng=np.random.default_rng(self.inputs.seed))
-        reference = clean
-        for record in records:  # odd axes lose their last voxel before a x2 reduction
-            crop = record.get("cropped")
-            if crop:
-                reference = reference[tuple(slice(0, s - c) for s, c in
-                                            zip(reference.shape, crop, strict=True))]
-        cwd = Path(runtime.cwd)
-        out_file = fname_presuffix(self.inputs.in_file, suffix="_degraded.nii.gz", newpath=cwd,
-                                   use_ext=False)
-        out_ref = fname_presuffix(self.inputs.in_file, suffix="_reference.nii.gz", newpath=cwd,
-                                  use_ext=False)
-        nib.save(nib.Nifti1Image(data.astype(np.float32), affine), out_file)
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(reference), img.affine), out_ref)
-        out_record = cwd / "degradation.json"
-        out_record.write_text(dump_json({"Simulation": {
-            "Preset": self.inputs.preset, "Seed": self.inputs.seed, "Records": records}}))
-        self._results.update(out_file=out_file, out_reference=out_ref,
-                             out_record=str(out_record))
-        return runtime
-
-
-class _GenerativeEnhanceInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="image to enhance")
-    checkpoint = File(exists=True, mandatory=True, desc="bids_enhance model checkpoint")
-    expected_sha256 = traits.Str(desc="refuse the checkpoint unless its sha256 matches")
-    consistency = traits.Enum("measure", "project", "off", usedefault=True,
-                              desc="x2 models: measure the data consistency, or enforce it")
-    seed = traits.Int(0, usedefault=True, desc="diffusion sampling seed")
-    step = traits.Str("generative", usedefault=True,
-                      desc="name of the enhancement step, recorded in out_info")
-    model_summary = traits.Dict(desc="model-card summary recorded in out_info")
-    device = traits.Str("cpu", usedefault=True, nohash=True, desc="torch device")
-    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
-    mem_gb = traits.Float(desc="memory budget for choosing the patch size", nohash=True)
-    use_gpu = traits.Bool(False, usedefault=True, nohash=True,
-                          desc="tell nipype's MultiProc this node occupies a GPU")
-
-
-class _GenerativeEnhanceOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="enhanced image (x2 grid for super-resolution models)")
-    out_info = File(exists=True, desc="JSON: model, sha256, device, patching, consistency")
-
-
-class GenerativeEnhance(SimpleInterface):
-    """Run a trained model on one image (whole volume or blended patches)."""
-
-    input_spec = _GenerativeEnhanceInputSpec
-    output_spec = _GenerativeEnhanceOutputSpec
-
-    def _run_interface(self, runtime):
-        import nibabel as nib
-        import numpy as np
-        import torch
-
-        from bids_enhance.inference import run_checkpoint
-        from bids_enhance.utils import dump_json
-
-        torch.set_num_threads(max(1, self.inputs.omp_nthreads))
-        img = nib.load(self.inputs.in_file)
-        out, affine, info = run_checkpoint(
-            self.inputs.checkpoint, img.get_fdata(dtype=np.float32), img.affine,
-            expected_sha256=(self.inputs.expected_sha256 or None)
-            if isdefined(self.inputs.expected_sha256) else None,
-            device=self.inputs.device, seed=self.inputs.seed,
-            consistency=None if self.inputs.consistency == "off" else self.inputs.consistency,
-            mem_budget_gb=self.inputs.mem_gb if isdefined(self.inputs.mem_gb) else None)
-        info["step"] = self.inputs.step
-        info["kind"] = GENERATIVE
-        if isdefined(self.inputs.model_summary):
-            info["model_card"] = dict(self.inputs.model_summary)
-        info.update(shape_in=list(img.shape[:3]), shape_out=list(out.shape),
-                    voxel_size_in=_voxel_sizes(img.affine), voxel_size_out=_voxel_sizes(affine))
-        out_file = fname_presuffix(self.inputs.in_file, suffix="_enhanced.nii.gz",
-                                   newpath=runtime.cwd, use_ext=False)
-        result = nib.Nifti1Image(out.astype(np.float32), affine)
-        # the input's transform codes (scanner/aligned …), on the new grid when super-resolved
-        result.set_sform(affine, int(img.header["sform_code"]) or 1)
-        result.set_qform(affine, int(img.header["qform_code"]) or 1)
-        result.header.set_xyzt_units(*img.header.get_xyzt_units())
-        nib.save(result, out_file)
-        out_info = Path(runtime.cwd) / "inference_info.json"
-        out_info.write_text(dump_json(info))
-        self._results.update(out_file=out_file, out_info=str(out_info))
-        return runtime
-
-
-def _voxel_sizes(affine) -> list[float]:
-    import numpy as np
-
-    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
-
-
-class _CompareToReferenceInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="enhanced image")
-    reference = File(exists=True, mandatory=True, desc="clean image on the same grid")
-    in_degraded = File(exists=True, desc="the degraded input, to score baselines as well")
-    baselines = traits.List(traits.Enum("identity", "trilinear", "cubic", "kspace"),
-                            desc="baselines scored on in_degraded: identity (the degraded input "
-                                 "itself, same-grid tasks), trilinear/cubic/kspace (x2 tasks)")
-    lowres_method = traits.Str("box", usedefault=True, desc="geometry of the x2 degradation")
-    label = traits.Str(desc="name of the image in the output (e.g. its BIDS name)")
-
-
-class _CompareToReferenceOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="JSON: PSNR, 3D SSIM, NRMSE, HFEN per image and baseline")
-
-
-class CompareToReference(SimpleInterface):
-    """Full-reference metrics in the head mask (evaluation protocol of METHODS.md)."""
-
-    input_spec = _CompareToReferenceInputSpec
-    output_spec = _CompareToReferenceOutputSpec
-
-    def _run_interface(self, runtime):
-        import nibabel as nib
-        import numpy as np
-
-        from bids_enhance.image.mask import head_mask
-        from bids_enhance.metrics.quality import evaluate
-        from bids_enhance.utils import dump_json
-
-        ref = nib.load(self.inputs.reference).get_fdata(dtype=np.float32)
-        out = nib.load(self.inputs.in_file).get_fdata(dtype=np.float32)
-        if out.shape != ref.shape:
-            raise ValueError(f"{self.inputs.in_file}: shape {out.shape} differs from the "
-                             f"reference's {ref.shape}")
-        mask = head_mask(ref)
-        result = {"label": self.inputs.label if isdefined(self.inputs.label)
-                  else split_filename(self.inputs.in_file)[1],
-                  "protocol": "reference / its 99.9th percentile in the head mask; metrics in "
-                              "the head mask; 3D SSIM (Gaussian σ 1.5)",
-                  "enhanced": evaluate(ref, out, mask=mask), "baselines": {}}
-        if isdefined(self.inputs.in_degraded) and isdefined(self.inputs.baselines):
-            deg_img = nib.load(self.inputs.in_degraded)
-            degraded = deg_img.get_fdata(dtype=np.float32)
-            for kind in self.inputs.baselines:
-                if kind == "identity":
-                    base = degraded
-                else:
-                    from bids_enhance.inference import upsample_baseline
-
-                    base, _ = upsample_baseline(degraded, deg_img.affine, kind=kind,
-                                                method=self.inputs.lowres_method)
-                if base.shape == ref.shape:
-                    result["baselines"][kind] = evaluate(ref, base, mask=mask)
-        out_file = Path(runtime.cwd) / "comparison.json"
-        out_file.write_text(dump_json(result))
-        self._results["out_file"] = str(out_file)
-        return runtime
 
 
 class _TrainModelInputSpec(BaseInterfaceInputSpec):
@@ -211,9 +37,15 @@ class _TrainModelInputSpec(BaseInterfaceInputSpec):
     val_files = InputMultiObject(File(exists=True), desc="held-out images (normalised)")
     val_subjects = traits.List(traits.Str, desc="subject of each held-out image")
     config = traits.Dict(mandatory=True, desc="TrainConfig fields")
-    out_dir = Directory(mandatory=True, desc="where the checkpoint, CSVs and plot go")
+    state_dir = Directory(mandatory=True, nohash=True,
+                          desc="where the run trains (checkpoints every checkpoint_every "
+                               "iterations, CSVs): outside nipype's node folders, which are "
+                               "emptied before an unfinished node reruns, so an interrupted "
+                               "run's checkpoint survives")
     training_command = traits.List(traits.Str, desc="command line recorded in the checkpoint")
-    resume = File(exists=True, desc="checkpoint of an interrupted run to continue")
+    resume = File(exists=True, nohash=True,
+                  desc="checkpoint of an interrupted run to continue; not hashed: an exact "
+                       "resumption computes what the uninterrupted run would")
     nproc_per_node = traits.Int(1, usedefault=True, nohash=True,
                                 desc="processes (GPUs) for torchrun; 1 trains in this process")
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
@@ -222,89 +54,49 @@ class _TrainModelInputSpec(BaseInterfaceInputSpec):
 
 
 class _TrainModelOutputSpec(TraitedSpec):
-    checkpoint = File(exists=True, desc="trained checkpoint (self-describing)")
+    checkpoint = File(exists=True, desc="trained checkpoint (self-describing), in model_dir")
+    model_dir = Directory(exists=True, desc="the finished model folder, in the node's folder: "
+                                            "checkpoint, training state, CSVs, plot")
     out_result = File(exists=True, desc="JSON: metrics, wall time, iterations, device, paths")
 
 
 class TrainModel(SimpleInterface):
-    """Train one of the thesis' models (GAN, DISGAN, motion GAN, conditional DDPM)."""
+    """Train one of the thesis' models (GAN, DISGAN, motion GAN, conditional DDPM).
+
+    Trains in ``state_dir`` (resumable), then copies the finished run into ``model/`` of the
+    node's folder (``model_dir``), which is all the node's result refers to.
+    """
 
     input_spec = _TrainModelInputSpec
     output_spec = _TrainModelOutputSpec
 
     def _run_interface(self, runtime):
+        import torch
+
+        from bids_enhance.training.launch import train_from_files
         from bids_enhance.utils import dump_json
 
         inputs = self.inputs
-        out_dir = Path(inputs.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        command = list(inputs.training_command) if isdefined(inputs.training_command) else None
-        resume = inputs.resume if isdefined(inputs.resume) else None
-        val_files = list(inputs.val_files) if isdefined(inputs.val_files) else []
-        val_subjects = list(inputs.val_subjects) if isdefined(inputs.val_subjects) else []
-        if inputs.nproc_per_node > 1:
-            result = _train_torchrun(inputs, out_dir, command, resume, val_files, val_subjects,
-                                     Path(runtime.cwd))
-        else:
-            import torch
-
-            from bids_enhance.training import TrainConfig, train
-
-            torch.set_num_threads(max(1, inputs.omp_nthreads))
-            trained = train(_volumes(inputs.train_files, inputs.train_subjects),
-                            config=TrainConfig.from_dict(dict(inputs.config)), out_dir=out_dir,
-                            val_volumes=_volumes(val_files, val_subjects) or None,
-                            resume=resume, training_command=command)
-            result = trained.to_dict()
-        out_result = Path(runtime.cwd) / "training_result.json"
+        cwd = Path(runtime.cwd)
+        model_dir = cwd / "model"
+        torch.set_num_threads(max(1, inputs.omp_nthreads))
+        result = train_from_files(
+            list(inputs.train_files), list(inputs.train_subjects), config=dict(inputs.config),
+            state_dir=inputs.state_dir, model_dir=model_dir,
+            val_files=list(inputs.val_files) if isdefined(inputs.val_files) else [],
+            val_subjects=list(inputs.val_subjects) if isdefined(inputs.val_subjects) else [],
+            resume=inputs.resume if isdefined(inputs.resume) else None,
+            training_command=list(inputs.training_command)
+            if isdefined(inputs.training_command) else None,
+            nproc_per_node=inputs.nproc_per_node, work_dir=cwd)
+        out_result = cwd / "training_result.json"
         out_result.write_text(dump_json(result))
-        self._results.update(checkpoint=str(out_dir / "checkpoint.pt"),
-                             out_result=str(out_result))
+        self._results.update(checkpoint=str(model_dir / "checkpoint.pt"),
+                             model_dir=str(model_dir), out_result=str(out_result))
         return runtime
 
 
-def _volumes(files, subjects):
-    import nibabel as nib
-    import numpy as np
-
-    from bids_enhance.training import TrainingVolume
-
-    vols = []
-    for path, subject in zip(files, subjects, strict=True):
-        img = nib.load(path)
-        vols.append(TrainingVolume(subject=subject, data=img.get_fdata(dtype=np.float32),
-                                   affine=img.affine))
-    return vols
-
-
-def _train_torchrun(inputs, out_dir: Path, command, resume, val_files, val_subjects,
-                    cwd: Path) -> dict:
-    """Multi-GPU training: ``torchrun -m bids_enhance.training --spec spec.json``."""
-    import subprocess
-    import sys
-
-    spec = {
-        "config": dict(inputs.config), "out_dir": str(out_dir), "normalise": False,
-        "train": [{"subject": s, "path": p} for p, s in zip(inputs.train_files,
-                                                             inputs.train_subjects, strict=True)],
-        "validation": [{"subject": s, "path": p} for p, s in zip(val_files, val_subjects,
-                                                                  strict=True)],
-        "resume": resume, "training_command": command,
-    }
-    spec_file = cwd / "torchrun_spec.json"
-    spec_file.write_text(json.dumps(spec, indent=2))
-    from bids_enhance.utils import find_executable
-
-    torchrun = find_executable("torchrun")
-    cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
-        "--standalone", f"--nproc_per_node={inputs.nproc_per_node}", "-m",
-        "bids_enhance.training", "--spec", str(spec_file)]
-    subprocess.run(cmd, check=True, cwd=cwd)
-    return json.loads((out_dir / "result.json").read_text())
-
-
 class _ModelCardInputSpec(BaseInterfaceInputSpec):
-    out_dir = Directory(mandatory=True, desc="the model's folder (checkpoint, CSVs, plot)")
     model_name = traits.Str(mandatory=True, desc="name of the model")
     training_result = File(exists=True, mandatory=True, desc="TrainModel's JSON result")
     comparisons = InputMultiObject(File(exists=True), desc="CompareToReference JSONs")
@@ -319,7 +111,8 @@ class _ModelCardOutputSpec(TraitedSpec):
 
 
 class ModelCard(SimpleInterface):
-    """Write the model card: data, command, iterations, device, wall time, held-out metrics."""
+    """Write the model card (into the node's folder): data, command, iterations, device, wall
+    time, held-out metrics."""
 
     input_spec = _ModelCardInputSpec
     output_spec = _ModelCardOutputSpec
@@ -331,10 +124,49 @@ class ModelCard(SimpleInterface):
         comparisons = [json.loads(Path(f).read_text())
                        for f in (inputs.comparisons if isdefined(inputs.comparisons) else [])]
         json_path, md_path = write_model_card(
-            Path(inputs.out_dir), name=inputs.model_name,
+            Path(runtime.cwd), name=inputs.model_name,
             result=json.loads(Path(inputs.training_result).read_text()),
             comparisons=comparisons, train_sources=list(inputs.train_sources),
             val_sources=list(inputs.val_sources) if isdefined(inputs.val_sources) else [],
             command=list(inputs.command) if isdefined(inputs.command) else [])
         self._results.update(out_json=str(json_path), out_markdown=str(md_path))
+        return runtime
+
+
+class _ModelSinkInputSpec(BaseInterfaceInputSpec):
+    model_dir = Directory(exists=True, mandatory=True,
+                          desc="the finished model folder (TrainModel's model_dir)")
+    in_files = InputMultiObject(File(exists=True), desc="files added to it (the model card)")
+    out_dir = Directory(mandatory=True, desc="the published model folder, OUT/models/<name>")
+    state_dir = Directory(desc="the run's state folder, removed once the model is published "
+                               "(unless it holds another run by then)")
+
+
+class _ModelSinkOutputSpec(TraitedSpec):
+    out_dir = Directory(exists=True, desc="the published model folder")
+    checkpoint = File(exists=True, desc="its checkpoint")
+
+
+class ModelSink(SimpleInterface):
+    """Publish a trained model: copy its folder and model card to ``out_dir`` atomically.
+
+    The copy goes into a hidden sibling and is renamed to ``out_dir`` once complete; an existing
+    ``out_dir`` is replaced only then, and left alone when it already holds the same files, so
+    ``out_dir`` is only ever a complete model folder. Like the derivatives sinks it always runs,
+    even when nipype finds its inputs unchanged: a rerun restores a deleted model folder.
+    """
+
+    input_spec = _ModelSinkInputSpec
+    output_spec = _ModelSinkOutputSpec
+    _always_run = True
+
+    def _run_interface(self, runtime):
+        from bids_enhance.training.launch import publish_model
+
+        inputs = self.inputs
+        publish_model(inputs.model_dir, inputs.out_dir,
+                      extra_files=list(inputs.in_files) if isdefined(inputs.in_files) else [],
+                      state_dir=inputs.state_dir if isdefined(inputs.state_dir) else None)
+        self._results.update(out_dir=str(inputs.out_dir),
+                             checkpoint=str(Path(inputs.out_dir) / "checkpoint.pt"))
         return runtime

@@ -62,6 +62,7 @@ __all__ = [
     "compute_iqms",
     "efc",
     "fber",
+    "iqms_before_after",
     "snr",
     "snr_dietrich",
     "tissue_masks",
@@ -433,6 +434,25 @@ def compute_iqms(volume: np.ndarray, *, head_mask: np.ndarray | None = None,
     out["n_head"] = float(head.sum())
     out["n_frame"] = float(frame.sum())
     return out
+
+
+def iqms_before_after(before: np.ndarray, after: np.ndarray, *, contrast: Contrast = "T1w",
+                      name: str = "the enhanced image") -> dict[str, dict[str, float]]:
+    """The IQMs of an image before and after enhancement, on the same masks.
+
+    Head and tissue masks come from ``before``, so a change in a metric is the image changing,
+    not the masks; ``after`` must lie on the same grid (``name`` names it in the error).
+    Returns ``{"Before": {...}, "After": {...}}`` (:func:`compute_iqms`).
+    """
+    if before.shape != after.shape:
+        raise ValueError(f"{name}: shape {after.shape} differs from the "
+                         f"input's {before.shape}; no-reference metrics need one grid")
+    mask = compute_head_mask(before)
+    tissues = tissue_masks(before, head_mask=mask, contrast=contrast)
+    return {
+        "Before": compute_iqms(before, head_mask=mask, tissues=tissues),
+        "After": compute_iqms(after, head_mask=mask, tissues=tissues),
+    }
 
 
 # --------------------------------------------------------------------------- reports

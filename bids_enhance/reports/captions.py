@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from bids_enhance.steps import CHAIN_ORDER, DENOISE, MOTION, STEPS
 
-__all__ = ["CAPTIONS", "STEP_LABELS", "STEP_NOUNS", "Chain", "caption", "residual_legend"]
+__all__ = ["CAPTIONS", "STEP_LABELS", "STEP_NOUNS", "Chain", "caption", "residual_legend",
+           "superres_annotations"]
 
 #: Step → how the report names it (summary, method tables).
 STEP_LABELS = {name: step.label for name, step in STEPS.items()}
@@ -188,6 +189,22 @@ def superres_caption(chain: Chain) -> tuple[str, str]:
 #: ``captions:`` key of the report specification → caption builder.
 CAPTIONS = {"flicker": flicker_caption, "residual": residual_caption,
             "superres": superres_caption}
+
+
+def superres_annotations(sidecar: Mapping) -> dict:
+    """What the super-resolution figure (:func:`bids_enhance.reports.figures.plot_superres`)
+    annotates, from the image's sidecar: the data-consistency error of the step that changed
+    the grid (``consistency``), the error after projection when it was projected
+    (``projected``), and the model's name with its sha256 (``model_name``)."""
+    step = next((s for s in sidecar.get("EnhancementSteps") or []
+                 if s.get("VoxelSizeOut") and s.get("VoxelSizeOut") != s.get("VoxelSizeIn")),
+                {})
+    model = step.get("Model") or {}
+    name = model.get("Name") or model.get("Task")
+    return {"consistency": step.get("ConsistencyError"),
+            "projected": step.get("ConsistencyErrorAfterProjection")
+            if step.get("ConsistencyProjected") else None,
+            "model_name": f"{name} (sha256 {str(model.get('Sha256'))[:12]}…)" if name else None}
 
 
 def caption(kind: str, chain: Chain) -> tuple[str, str]:

@@ -53,6 +53,9 @@ _EXPORTS = {
     "make_default_evaluator": "validation",
     "child_seed": "seeding",
     "plot_history": "monitor",
+    "publish_model": "launch",
+    "state_dir_for": "launch",
+    "train_from_files": "launch",
 }
 
 __all__ = sorted(_EXPORTS)

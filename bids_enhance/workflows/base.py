@@ -1,23 +1,27 @@
-"""The participant workflow: one sub-workflow per subject, one per image inside it."""
+"""The participant workflow: one sub-workflow per subject, one per image inside it.
+
+Every builder takes the run-wide settings as one :class:`~bids_enhance.workflows.spec.ChainSpec`;
+what differs per subject or image (its files, its seed) is an argument of its own. Outputs are
+written by the ``init_ds_*_wf`` builders of :mod:`bids_enhance.workflows.outputs`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from bids_enhance.workflows.engine import LiterateWorkflow
-from bids_enhance.workflows.enhance import (
-    STEPS,
-    X2_RES_LABEL,
-    X2_STEPS,
-    init_denoise_wf,
-    init_generative_wf,
-    is_x2,
-    order_chain,
-    output_desc,
+from bids_enhance.workflows.enhance import STEPS, X2_STEPS, init_denoise_wf, init_generative_wf
+from bids_enhance.workflows.outputs import (
+    init_ds_enhanced_wf,
+    init_ds_reportlets_wf,
+    init_ds_simulated_wf,
+    init_ds_subject_reportlets_wf,
 )
+from bids_enhance.workflows.spec import ChainSpec
 
 #: Bytes of memory per voxel a classical denoising node needs (image, guide, accumulators,
 #: a z-chunk of 64 DCT channels); measured on a 1 mm head, rounded up.
@@ -26,6 +30,9 @@ _BYTES_PER_VOXEL = 120
 #: arrays (output, consistency check and projection), the model's activations are budgeted
 #: separately (patches) within ``--mem`` / ``--gpu-mem``
 _GENERATIVE_BYTES_PER_VOXEL = 400
+
+#: An output of a node: ``(node, field)``.
+Port = tuple[pe.Node, str]
 
 
 def workflow_name() -> str:
@@ -49,56 +56,37 @@ def estimate_mem_gb(path: Path | str, *, bytes_per_voxel: int = _BYTES_PER_VOXEL
 
 
 def init_bids_enhance_wf(*, subjects: dict[str, list[Path]], bids_dir: Path, output_dir: Path,
-                         enhance: list[str], denoise_method: str, noise_model: str, device: str,
-                         omp_nthreads: int, random_seed: int, seeds: dict[str, int],
-                         sloppy: bool = False, simulate: str | None = None,
-                         fmriprep_compat: bool = False, models: dict[str, dict] | None = None,
-                         consistency: str = "measure", mem_budget_gb: float | None = None,
-                         command_line: str | None = None, run_id: str | None = None,
+                         spec: ChainSpec, seeds: dict[str, int],
                          base_dir: Path | None = None) -> LiterateWorkflow:
-    """Top-level workflow over ``subjects`` (label → list of images).
+    """Top-level workflow over ``subjects`` (label → list of images), all enhanced as ``spec``
+    says.
 
-    ``seeds`` maps every image path (as a string) to its child seed of ``random_seed``.
-    ``models``: the verified checkpoint of every generative step of ``enhance``
-    (:meth:`bids_enhance.inference.weights.ResolvedModel.to_dict`); ``consistency``: what x2
-    steps do about data consistency; ``mem_budget_gb``: the memory budget of generative
-    inference (GPU memory on CUDA; None: a share of the free memory). ``command_line`` (the
-    invocation, as a shell would read it) and ``run_id`` (the run's UUID, the name of its
-    ``sub-<label>/log/<run_id>`` folder) go into every image sidecar as ``CommandLine`` and
-    ``RunId``; None leaves them out.
+    ``seeds`` maps every image path (as a string) to its child seed of ``spec.random_seed``.
+    ``base_dir``: the nipype work directory.
     """
     from bids_enhance import __version__
 
     workflow = LiterateWorkflow(name=workflow_name(), base_dir=str(base_dir) if base_dir else None)
     for subject, images in subjects.items():
         workflow.add_nodes([init_single_subject_wf(
-            subject=subject, images=images, bids_dir=bids_dir, output_dir=output_dir,
-            enhance=enhance, denoise_method=denoise_method, noise_model=noise_model,
-            device=device, omp_nthreads=omp_nthreads, random_seed=random_seed, seeds=seeds,
-            sloppy=sloppy, simulate=simulate, fmriprep_compat=fmriprep_compat,
-            models=models, consistency=consistency, mem_budget_gb=mem_budget_gb,
-            command_line=command_line, run_id=run_id, version=__version__)])
+            subject=subject, images=images, bids_dir=bids_dir, output_dir=output_dir, spec=spec,
+            seeds=seeds, version=__version__)])
     return workflow
 
 
 def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
-                           output_dir: Path, enhance: list[str], denoise_method: str,
-                           noise_model: str, device: str, omp_nthreads: int, random_seed: int,
-                           seeds: dict[str, int], sloppy: bool = False,
-                           simulate: str | None = None, fmriprep_compat: bool = False,
-                           models: dict[str, dict] | None = None, consistency: str = "measure",
-                           mem_budget_gb: float | None = None,
-                           command_line: str | None = None, run_id: str | None = None,
-                           version: str = "", name: str | None = None) -> LiterateWorkflow:
-    """Enhance every image of one subject and write its summary reportlets.
+                           output_dir: Path, spec: ChainSpec, seeds: dict[str, int],
+                           version: str, name: str | None = None) -> LiterateWorkflow:
+    """Enhance every image of one subject (``sub_<label>_wf``) and write its summary
+    reportlets.
 
-    ``fmriprep_compat``: also write one ``sub-X[_ses-Y]_desc-preproc_<suffix>`` per subject (per
-    session) from the image :func:`preproc_representatives` picks, for
-    ``fmriprep --derivatives``. ``command_line``, ``run_id``: see :func:`init_bids_enhance_wf`.
+    ``seeds``: see :func:`init_bids_enhance_wf`; ``version``: of bids_enhance, for the methods
+    text and the about reportlet. With ``spec.fmriprep_compat``, also write one
+    ``sub-X[_ses-Y]_desc-preproc_<suffix>`` per subject (per session) from the image
+    :func:`preproc_representatives` picks, for ``fmriprep --derivatives``.
     """
     from nipype import __version__ as nipype_version
 
-    from bids_enhance.interfaces.bids import DerivativesDataSink
     from bids_enhance.interfaces.reports import AboutRPT, SubjectSummaryRPT
 
     workflow = LiterateWorkflow(name=name or f"sub_{subject}_wf")
@@ -108,51 +96,26 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
         "[@nipype1; @nipype2]. "
     )
     suffixes = sorted({Path(p).name.split("_")[-1].split(".")[0] for p in images})
-    # Subject-level reportlets are named after the subject and the first suffix.
-    pseudo_source = f"sub-{subject}_{suffixes[0]}.nii.gz"
     summary = pe.Node(SubjectSummaryRPT(
         subject=subject, source_files=[str(p) for p in images], bids_dir=str(bids_dir),
-        enhance=order_chain(enhance), denoise_method=denoise_method, noise_model=noise_model,
-        device=device, models=[
-            f"{step}: {(m.get('summary') or {}).get('name')} ({m.get('origin')} weights, "
-            f"sha256 {m['sha256'][:12]}…)" for step, m in (models or {}).items()]),
+        enhance=list(spec.enhance), denoise_method=spec.denoise_method,
+        noise_model=spec.noise_model, device=spec.device, models=spec.model_lines),
         name="summary", run_without_submitting=True)
     about = pe.Node(AboutRPT(version=version), name="about", run_without_submitting=True)
-    ds_summary = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
-                                             source_file=pseudo_source, desc="summary",
-                                             datatype="figures"),
-                         name="ds_summary", run_without_submitting=True)
-    ds_about = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
-                                           source_file=pseudo_source, desc="about",
-                                           datatype="figures"),
-                       name="ds_about", run_without_submitting=True)
+    # Subject-level reportlets are named after the subject and the first suffix.
+    ds_subject_wf = init_ds_subject_reportlets_wf(
+        source_file=f"sub-{subject}_{suffixes[0]}.nii.gz", output_dir=output_dir)
     workflow.connect([
-        (summary, ds_summary, [("out_report", "in_file")]),
-        (about, ds_about, [("out_report", "in_file")]),
+        (summary, ds_subject_wf, [("out_report", "inputnode.summary")]),
+        (about, ds_subject_wf, [("out_report", "inputnode.about")]),
     ])
 
-    representatives = preproc_representatives(images) if fmriprep_compat else {}
+    representatives = preproc_representatives(images) if spec.fmriprep_compat else {}
     for path in images:
-        image_wf = init_enhance_image_wf(
-            source_file=Path(path), bids_dir=bids_dir, output_dir=output_dir, enhance=enhance,
-            denoise_method=denoise_method, noise_model=noise_model, device=device,
-            omp_nthreads=omp_nthreads, random_seed=random_seed, image_seed=seeds[str(path)],
-            sloppy=sloppy, simulate=simulate, models=models, consistency=consistency,
-            mem_budget_gb=mem_budget_gb, preproc_name=representatives.get(Path(path)),
-            command_line=command_line, run_id=run_id)
-        workflow.add_nodes([image_wf])
+        workflow.add_nodes([init_enhance_image_wf(
+            source_file=Path(path), bids_dir=bids_dir, output_dir=output_dir, spec=spec,
+            image_seed=seeds[str(path)], preproc_name=representatives.get(Path(path)))])
     return workflow
-
-
-def run_metadata(*, command_line: str | None = None, run_id: str | None = None) -> dict:
-    """``{"CommandLine", "RunId"}`` of an image sidecar (what is given): the invocation that
-    wrote the image, and the run whose settings are in ``sub-<label>/log/<RunId>/``."""
-    out = {}
-    if command_line:
-        out["CommandLine"] = str(command_line)
-    if run_id:
-        out["RunId"] = str(run_id)
-    return out
 
 
 def preproc_representatives(images: list[Path]) -> dict[Path, str]:
@@ -177,22 +140,20 @@ def preproc_representatives(images: list[Path]) -> dict[Path, str]:
 
 
 def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path,
-                          enhance: list[str], denoise_method: str, noise_model: str,
-                          device: str, omp_nthreads: int, random_seed: int, image_seed: int,
-                          sloppy: bool = False, simulate: str | None = None,
-                          preproc_name: str | None = None, models: dict[str, dict] | None = None,
-                          consistency: str = "measure", mem_budget_gb: float | None = None,
-                          command_line: str | None = None, run_id: str | None = None,
+                          spec: ChainSpec, image_seed: int, preproc_name: str | None = None,
                           name: str | None = None) -> LiterateWorkflow:
-    """sanitise → normalise → enhancement chain → de-normalise → outputs, IQMs and reportlets.
+    """sanitise → normalise → (simulate) → enhancement chain → de-normalise → IQMs and sidecar
+    → outputs and reportlets, for one image (``<image_id>_wf``).
 
-    ``simulate``: a degradation preset. The normalised image is degraded (seeded with
-    ``image_seed``), the degraded image is what gets enhanced, and the result is compared with
-    the original (PSNR, 3D SSIM, HFEN in the sidecar and the report): a check of the method on
-    the user's own scans. Outputs are then ``desc-simulated`` and ``desc-sim<Chain>``.
-    ``preproc_name``: also write the result as ``desc-preproc`` under this pseudo-source name
-    (``--fmriprep-compat``). ``models``, ``consistency``, ``mem_budget_gb``, ``command_line``,
-    ``run_id``: see :func:`init_bids_enhance_wf`.
+    ``image_seed``: the image's child seed of ``spec.random_seed`` (generative steps, and the
+    degradation of simulation mode). ``preproc_name``: also write the result as ``desc-preproc``
+    under this pseudo-source name (``--fmriprep-compat``).
+
+    In simulation mode (``spec.simulate``, a degradation preset) the normalised image is
+    degraded (seeded with ``image_seed``), the degraded image is what gets enhanced, and the
+    result is compared with the original (PSNR, 3D SSIM, HFEN in the sidecar and the report): a
+    check of the method on the user's own scans. Outputs are then ``desc-simulated`` and
+    ``desc-sim<Chain>``.
 
     A chain ending in x2 super-resolution writes its image on the finer grid with a ``res-x2``
     entity (and ``Resolution`` in the sidecar); its input, interpolated onto that grid with a
@@ -200,36 +161,16 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
     (``desc-superres``) shows a zoomed detail, power spectra and the data-consistency error.
     In simulation mode the output lies on the source's own grid and has no ``res-`` entity.
     """
-    from bids_enhance.bids.naming import bids_uri, image_id, parse_bids_name
-    from bids_enhance.interfaces.bids import BuildSidecar, DerivativesDataSink
+    from bids_enhance.bids.naming import image_id
     from bids_enhance.interfaces.image import (
         DenormalizeIntensity,
         NormalizeIntensity,
         SanitizeImage,
     )
-    from bids_enhance.interfaces.metrics import QualityMetrics
-    from bids_enhance.interfaces.reports import (
-        BeforeAfterRPT,
-        IQMTableRPT,
-        ResidualMosaicRPT,
-        SuperResolutionRPT,
-    )
 
-    _, suffix, _ = parse_bids_name(source_file)
+    source_file = Path(source_file)
     workflow = LiterateWorkflow(name=name or f"{image_id(source_file)}_wf")
     mem_gb = estimate_mem_gb(source_file)
-    enhance = order_chain(enhance)
-    models = dict(models or {})
-    missing = [s for s in enhance if STEPS[s] is not init_denoise_wf and s not in models]
-    # (the learned denoiser without a model runs the shipped weights, resolved in the node)
-    if missing:
-        raise ValueError(f"no model given for the generative step(s) {missing}")
-    x2 = is_x2(enhance)
-    x2_model = next((models[s] for s in enhance if s in X2_STEPS), None)
-    desc = output_desc(enhance, simulated=simulate is not None)
-    # Added by the sinks (which always run), not by BuildSidecar: a run id in the sidecar node's
-    # inputs would recompute it, and the reportlets that read it, on every run.
-    run_meta = run_metadata(command_line=command_line, run_id=run_id)
 
     sanitize = pe.Node(SanitizeImage(in_file=str(source_file)), name="sanitize",
                        mem_gb=mem_gb / 4)
@@ -240,159 +181,205 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
         (normalize, denormalize, [("scale", "scale")]),
         (sanitize, denormalize, [("out_file", "reference")]),
     ])
+    # What the chain enhances, and its "before" on the source's intensity scale.
+    before, chain_input = (sanitize, "out_file"), (normalize, "out_file")
+    simulation = None
+    if spec.simulated:  # degrade the clean image; that is what gets enhanced and measured
+        simulation = _add_simulation(workflow, source_file=source_file, spec=spec,
+                                     image_seed=image_seed, mem_gb=mem_gb, sanitize=sanitize,
+                                     normalize=normalize)
+        before, chain_input = (simulation.degraded, "out_file"), (simulation.simulate, "out_file")
 
-    # Simulation mode: degrade the clean image; that is what gets enhanced and measured.
-    before, before_field = sanitize, "out_file"
-    previous, previous_field = normalize, "out_file"
-    if simulate:
-        from bids_enhance.interfaces.training import CompareToReference, SimulateDegradation
+    result, step_infos = _add_chain(workflow, chain_input, source_file=source_file, spec=spec,
+                                    image_seed=image_seed, mem_gb=mem_gb)
+    workflow.connect(*result, denormalize, "in_file")
+    if simulation:
+        workflow.connect(*result, simulation.compare, "in_file")
+    # x2: the input on the output grid is the "before" of the views, residual and metrics.
+    before_up = (_add_upsampled_input(workflow, before, denormalize, spec=spec, mem_gb=mem_gb)
+                 if spec.is_x2 else before)
+    sidecar = _add_sidecar(workflow, before_up, source_file=source_file, bids_dir=bids_dir,
+                           spec=spec, image_seed=image_seed, mem_gb=mem_gb, sanitize=sanitize,
+                           normalize=normalize, denormalize=denormalize, step_infos=step_infos,
+                           simulation=simulation)
+    reports = _add_report_nodes(workflow, before, before_up, spec=spec, mem_gb=mem_gb,
+                                denormalize=denormalize, sidecar=sidecar)
 
-        simulation = pe.Node(SimulateDegradation(preset=simulate, seed=image_seed),
-                             name="simulate", mem_gb=mem_gb / 4)
-        denorm_degraded = pe.Node(DenormalizeIntensity(), name="denormalize_degraded",
-                                  mem_gb=mem_gb / 4)
-        compare = pe.Node(CompareToReference(
-            label=Path(source_file).name,
-            baselines=["trilinear", "cubic", "kspace"] if x2 else ["identity"],
-            lowres_method=(x2_model or {}).get("lowres_method") or "box"),
-            name="compare", mem_gb=mem_gb * (8 if x2 else 1) / 2)
-        ds_degraded = pe.Node(DerivativesDataSink(
-            base_directory=str(output_dir), source_file=str(source_file), desc="simulated",
-            meta_dict={"Description": f"Simulated degradation ({simulate}) of the source; the "
-                                      "input of the enhancement in simulation mode.",
-                       "Sources": [bids_uri(source_file, bids_dir)], "SkullStripped": False,
-                       **run_meta}),
-            name="ds_degraded", run_without_submitting=True)
-        workflow.connect([
-            (normalize, simulation, [("out_file", "in_file")]),
-            (simulation, denorm_degraded, [("out_file", "in_file")]),
-            (normalize, denorm_degraded, [("scale", "scale")]),
-            (sanitize, denorm_degraded, [("out_file", "reference")]),
-            (simulation, compare, [("out_reference", "reference"),
-                                   ("out_file", "in_degraded")]),
-            (denorm_degraded, ds_degraded, [("out_file", "in_file")]),
-            (simulation, ds_degraded, [("out_record", "meta_files")]),
-        ])
-        before, before_field = denorm_degraded, "out_file"
-        previous, previous_field = simulation, "out_file"
-
-    # The enhancement chain, in its fixed order (motion → denoise → x2 super-resolution).
-    step_infos = pe.Node(niu.Merge(len(enhance)), name="step_infos",
-                         run_without_submitting=True)
-    for index, step in enumerate(enhance):
-        step_name = f"{step.replace('-', '_')}_wf"
-        if STEPS[step] is init_denoise_wf:
-            step_wf = init_denoise_wf(method=denoise_method, noise_model=noise_model,
-                                      device=device, omp_nthreads=omp_nthreads, mem_gb=mem_gb,
-                                      sloppy=sloppy, model=models.get(step), name=step_name)
-        else:
-            step_wf = init_generative_wf(
-                step=step, model=models[step], consistency=consistency, device=device,
-                omp_nthreads=omp_nthreads, seed=image_seed, mem_budget_gb=mem_budget_gb,
-                mem_gb=estimate_mem_gb(source_file, bytes_per_voxel=_GENERATIVE_BYTES_PER_VOXEL
-                                       if step in X2_STEPS else _BYTES_PER_VOXEL),
-                name=step_name)
-        workflow.connect([
-            (previous, step_wf, [(previous_field, "inputnode.in_file")]),
-            (step_wf, step_infos, [("outputnode.out_info", f"in{index + 1}")]),
-        ])
-        previous, previous_field = step_wf, "outputnode.out_file"
-    workflow.connect(previous, previous_field, denormalize, "in_file")
-    if simulate:
-        workflow.connect(previous, previous_field, compare, "in_file")
-
-    # x2: the input on the output grid (cubic B-spline at the exact x2 coordinates) is the
-    # "before" of the views, the residual and the metrics, which need one grid.
-    before_up, before_up_field = before, before_field
-    if x2:
-        from bids_enhance.interfaces.superres import UpsampleBaseline
-
-        upsample = pe.Node(UpsampleBaseline(kind="cubic",
-                                            method=x2_model.get("lowres_method") or "box"),
-                           name="upsample_input", mem_gb=mem_gb * 4)
-        workflow.connect([(before, upsample, [(before_field, "in_file")]),
-                          (denormalize, upsample, [("out_file", "reference")])])
-        before_up, before_up_field = upsample, "out_file"
-
-    if x2 and not simulate:
-        geometry = ("x2 super-resolved onto a grid twice as fine that covers the source's field "
-                    "of view (world coordinates preserved); same orientation and intensity "
-                    "scale as the source")
-    elif x2:
-        geometry = ("x2 super-resolved back onto the source's grid; same orientation and "
-                    "intensity scale as the source")
-    else:
-        geometry = "same grid, orientation and intensity scale as the source"
-    iqms = pe.Node(QualityMetrics(contrast=suffix if suffix in {"T1w", "T2w", "FLAIR", "PD"}
-                                  else "T1w"), name="iqms", mem_gb=mem_gb * (8 if x2 else 1) / 2)
-    sidecar = pe.Node(BuildSidecar(
-        source_file=str(source_file), bids_dir=str(bids_dir), random_seed=random_seed,
-        image_seed=image_seed,
-        description=(f"{suffix} image enhanced by bids_enhance ({', '.join(enhance)}); "
-                     f"{geometry}."
-                     + (f" Simulation mode: the source was first degraded ({simulate})."
-                        if simulate else ""))),
-        name="sidecar", run_without_submitting=True)
-    ds_image = pe.Node(DerivativesDataSink(
-        base_directory=str(output_dir), source_file=str(source_file), desc=desc,
-        meta_dict=run_meta, **({"res": X2_RES_LABEL} if x2 and not simulate else {})),
-        name="ds_image", run_without_submitting=True)
-    if simulate:
-        workflow.connect([
-            (simulation, sidecar, [("out_record", "simulation")]),
-            (compare, sidecar, [("out_file", "reference_metrics")]),
-        ])
+    ds_enhanced_wf = init_ds_enhanced_wf(source_file=source_file, output_dir=output_dir,
+                                         spec=spec, preproc_name=preproc_name)
+    ds_reportlets_wf = init_ds_reportlets_wf(source_file=source_file, output_dir=output_dir,
+                                             x2=spec.is_x2)
     workflow.connect([
-        (before_up, iqms, [(before_up_field, "in_before")]),
+        (denormalize, ds_enhanced_wf, [("out_file", "inputnode.enhanced")]),
+        (sidecar, ds_enhanced_wf, [("out_file", "inputnode.sidecar")]),
+        *[(node, ds_reportlets_wf, [("out_report", f"inputnode.{node.name}")])
+          for node in reports],
+    ])
+    if simulation:
+        ds_simulated_wf = init_ds_simulated_wf(source_file=source_file, bids_dir=bids_dir,
+                                               output_dir=output_dir, spec=spec)
+        workflow.connect([
+            (simulation.degraded, ds_simulated_wf, [("out_file", "inputnode.simulated")]),
+            (simulation.simulate, ds_simulated_wf, [("out_record", "inputnode.simulation")]),
+        ])
+    return workflow
+
+
+class _Simulation(NamedTuple):
+    """The nodes of simulation mode in an image workflow."""
+
+    simulate: pe.Node  #: the degraded image (normalised; the chain's input) and its record
+    degraded: pe.Node  #: the degraded image on the source's intensity scale
+    compare: pe.Node  #: the result compared with the clean image (``in_file``: the result)
+
+
+def _add_simulation(workflow: LiterateWorkflow, *, source_file: Path, spec: ChainSpec,
+                    image_seed: int, mem_gb: float, sanitize: pe.Node,
+                    normalize: pe.Node) -> _Simulation:
+    """Simulation mode: degrade the normalised image with ``spec.simulate`` (seeded with
+    ``image_seed``) and prepare its comparison with the clean image."""
+    from bids_enhance.interfaces.degrade import SimulateDegradation
+    from bids_enhance.interfaces.image import DenormalizeIntensity
+    from bids_enhance.interfaces.metrics import CompareToReference
+
+    simulate = pe.Node(SimulateDegradation(preset=spec.simulate, seed=image_seed),
+                       name="simulate", mem_gb=mem_gb / 4)
+    degraded = pe.Node(DenormalizeIntensity(), name="denormalize_degraded", mem_gb=mem_gb / 4)
+    compare = pe.Node(CompareToReference(
+        label=source_file.name, baselines=spec.reference_baselines,
+        lowres_method=spec.lowres_method),
+        name="compare", mem_gb=mem_gb * spec.grid_factor / 2)
+    workflow.connect([
+        (normalize, simulate, [("out_file", "in_file")]),
+        (simulate, degraded, [("out_file", "in_file")]),
+        (normalize, degraded, [("scale", "scale")]),
+        (sanitize, degraded, [("out_file", "reference")]),
+        (simulate, compare, [("out_reference", "reference"), ("out_file", "in_degraded")]),
+    ])
+    return _Simulation(simulate, degraded, compare)
+
+
+def _add_chain(workflow: LiterateWorkflow, chain_input: Port, *, source_file: Path,
+               spec: ChainSpec, image_seed: int, mem_gb: float) -> tuple[Port, pe.Node]:
+    """The enhancement chain fed from ``chain_input``, in its fixed order (motion → denoise →
+    x2 super-resolution): its output, and the node merging the steps' records (``out``)."""
+    step_infos = pe.Node(niu.Merge(len(spec.enhance)), name="step_infos",
+                         run_without_submitting=True)
+    previous = chain_input
+    for index, step in enumerate(spec.enhance, start=1):
+        step_wf = _init_step_wf(step, source_file=source_file, spec=spec, image_seed=image_seed,
+                                mem_gb=mem_gb)
+        workflow.connect([
+            (previous[0], step_wf, [(previous[1], "inputnode.in_file")]),
+            (step_wf, step_infos, [("outputnode.out_info", f"in{index}")]),
+        ])
+        previous = (step_wf, "outputnode.out_file")
+    return previous, step_infos
+
+
+def _init_step_wf(step: str, *, source_file: Path, spec: ChainSpec, image_seed: int,
+                  mem_gb: float) -> LiterateWorkflow:
+    """One step of the chain (``<step>_wf``)."""
+    name = f"{step.replace('-', '_')}_wf"
+    if STEPS[step] is init_denoise_wf:
+        return init_denoise_wf(method=spec.denoise_method, noise_model=spec.noise_model,
+                               device=spec.device, omp_nthreads=spec.omp_nthreads, mem_gb=mem_gb,
+                               sloppy=spec.sloppy, model=spec.models.get(step), name=name)
+    return init_generative_wf(
+        step=step, model=spec.models[step], consistency=spec.consistency, device=spec.device,
+        omp_nthreads=spec.omp_nthreads, seed=image_seed, mem_budget_gb=spec.mem_budget_gb,
+        mem_gb=estimate_mem_gb(source_file, bytes_per_voxel=_GENERATIVE_BYTES_PER_VOXEL
+                               if step in X2_STEPS else _BYTES_PER_VOXEL),
+        name=name)
+
+
+def _add_upsampled_input(workflow: LiterateWorkflow, before: Port, denormalize: pe.Node, *,
+                         spec: ChainSpec, mem_gb: float) -> Port:
+    """x2: the chain's input on the output grid (cubic B-spline at the exact x2 coordinates of
+    the model's down-sampling geometry), so "before" and "after" share one grid."""
+    from bids_enhance.interfaces.superres import UpsampleBaseline
+
+    upsample = pe.Node(UpsampleBaseline(kind="cubic", method=spec.lowres_method),
+                       name="upsample_input", mem_gb=mem_gb * 4)
+    workflow.connect([(before[0], upsample, [(before[1], "in_file")]),
+                      (denormalize, upsample, [("out_file", "reference")])])
+    return upsample, "out_file"
+
+
+def _add_sidecar(workflow: LiterateWorkflow, before_up: Port, *, source_file: Path,
+                 bids_dir: Path, spec: ChainSpec, image_seed: int, mem_gb: float,
+                 sanitize: pe.Node, normalize: pe.Node, denormalize: pe.Node,
+                 step_infos: pe.Node, simulation: _Simulation | None) -> pe.Node:
+    """Image quality metrics before/after and the JSON sidecar of the enhanced image.
+
+    The sidecar node is cached: the run's ``CommandLine`` and ``RunId`` are added by the sinks
+    (which always run), since a run id among its inputs would recompute it, and the reportlets
+    that read it, on every run.
+    """
+    from bids_enhance.bids.naming import parse_bids_name
+    from bids_enhance.interfaces.bids import BuildSidecar
+    from bids_enhance.interfaces.metrics import QualityMetrics
+
+    _, suffix, _ = parse_bids_name(source_file)
+    iqms = pe.Node(QualityMetrics(contrast=suffix if suffix in {"T1w", "T2w", "FLAIR", "PD"}
+                                  else "T1w"),
+                   name="iqms", mem_gb=mem_gb * spec.grid_factor / 2)
+    sidecar = pe.Node(BuildSidecar(
+        source_file=str(source_file), bids_dir=str(bids_dir), random_seed=spec.random_seed,
+        image_seed=image_seed, description=spec.description(suffix)),
+        name="sidecar", run_without_submitting=True)
+    workflow.connect([
+        (before_up[0], iqms, [(before_up[1], "in_before")]),
         (denormalize, iqms, [("out_file", "in_after")]),
         (sanitize, sidecar, [("out_report", "sanitise_report")]),
         (normalize, sidecar, [("scale", "scale")]),
         (step_infos, sidecar, [("out", "steps")]),
         (iqms, sidecar, [("out_file", "iqms")]),
-        (denormalize, ds_image, [("out_file", "in_file")]),
-        (sidecar, ds_image, [("out_file", "meta_files")]),
     ])
-
-    if preproc_name:
-        ds_preproc = pe.Node(DerivativesDataSink(
-            base_directory=str(output_dir), source_file=preproc_name, desc="preproc",
-            meta_dict=run_meta),
-            name="ds_preproc", run_without_submitting=True)
+    if simulation:
         workflow.connect([
-            (denormalize, ds_preproc, [("out_file", "in_file")]),
-            (sidecar, ds_preproc, [("out_file", "meta_files")]),
+            (simulation.simulate, sidecar, [("out_record", "simulation")]),
+            (simulation.compare, sidecar, [("out_file", "reference_metrics")]),
         ])
+    return sidecar
 
-    # Reportlets
-    before_label = "simulated" if simulate else "input"
+
+def _add_report_nodes(workflow: LiterateWorkflow, before: Port, before_up: Port, *,
+                      spec: ChainSpec, mem_gb: float, denormalize: pe.Node,
+                      sidecar: pe.Node) -> list[pe.Node]:
+    """The reportlets of one image (``out_report``): before/after views, residual mosaic, IQM
+    table, and on the x2 grid the super-resolution figure. Named as the fields of
+    :func:`~bids_enhance.workflows.outputs.init_ds_reportlets_wf`."""
+    from bids_enhance.interfaces.reports import (
+        BeforeAfterRPT,
+        IQMTableRPT,
+        ResidualMosaicRPT,
+        SuperResolutionRPT,
+    )
+
+    before_label = "simulated" if spec.simulated else "input"
     flicker = pe.Node(BeforeAfterRPT(
-        before_label=f"{before_label} (cubic B-spline, output grid)" if x2 else before_label,
-        after_label=desc, generate_report=True),
-        name="flicker", mem_gb=mem_gb * (8 if x2 else 1) / 2)
-    residual = pe.Node(ResidualMosaicRPT(steps=enhance), name="residual",
-                       mem_gb=mem_gb * (8 if x2 else 1) / 2)
+        before_label=(f"{before_label} (cubic B-spline, output grid)" if spec.is_x2
+                      else before_label),
+        after_label=spec.desc, generate_report=True),
+        name="flicker", mem_gb=mem_gb * spec.grid_factor / 2)
+    residual = pe.Node(ResidualMosaicRPT(steps=list(spec.enhance)), name="residual",
+                       mem_gb=mem_gb * spec.grid_factor / 2)
     iqm_table = pe.Node(IQMTableRPT(), name="iqm_table", run_without_submitting=True)
-    reportlets = [(flicker, "flicker"), (residual, "residual"), (iqm_table, "iqms")]
-    if x2:
-        superres_rpt = pe.Node(SuperResolutionRPT(), name="superres_report", mem_gb=mem_gb * 4)
-        workflow.connect([
-            (before, superres_rpt, [(before_field, "in_lowres")]),
-            (before_up, superres_rpt, [(before_up_field, "in_upsampled")]),
-            (denormalize, superres_rpt, [("out_file", "in_after")]),
-            (sidecar, superres_rpt, [("out_file", "in_sidecar")]),
-        ])
-        reportlets.append((superres_rpt, "superres"))
-    for node, figure_desc in reportlets:
-        ds = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
-                                         source_file=str(source_file), desc=figure_desc,
-                                         datatype="figures"),
-                     name=f"ds_report_{node.name}", run_without_submitting=True)
-        workflow.connect(node, "out_report", ds, "in_file")
     workflow.connect([
-        (before_up, flicker, [(before_up_field, "before")]),
+        (before_up[0], flicker, [(before_up[1], "before")]),
         (denormalize, flicker, [("out_file", "after")]),
-        (before_up, residual, [(before_up_field, "in_before")]),
+        (before_up[0], residual, [(before_up[1], "in_before")]),
         (denormalize, residual, [("out_file", "in_after")]),
         (sidecar, iqm_table, [("out_file", "in_sidecar")]),
     ])
-    return workflow
+    if not spec.is_x2:
+        return [flicker, residual, iqm_table]
+    superres_rpt = pe.Node(SuperResolutionRPT(), name="superres_report", mem_gb=mem_gb * 4)
+    workflow.connect([
+        (before[0], superres_rpt, [(before[1], "in_lowres")]),
+        (before_up[0], superres_rpt, [(before_up[1], "in_upsampled")]),
+        (denormalize, superres_rpt, [("out_file", "in_after")]),
+        (sidecar, superres_rpt, [("out_file", "in_sidecar")]),
+    ])
+    return [flicker, residual, iqm_table, superres_rpt]

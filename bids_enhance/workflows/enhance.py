@@ -10,6 +10,13 @@ from nipype.pipeline import engine as pe
 from bids_enhance import steps as registry
 from bids_enhance.workflows.engine import LiterateWorkflow
 
+# The chain vocabulary lives with the chain spec (no nipype there); re-exported here.
+from bids_enhance.workflows.spec import DESC_LABELS as DESC_LABELS
+from bids_enhance.workflows.spec import X2_RES_LABEL as X2_RES_LABEL
+from bids_enhance.workflows.spec import is_x2 as is_x2
+from bids_enhance.workflows.spec import order_chain as order_chain
+from bids_enhance.workflows.spec import output_desc as output_desc
+
 _NOISE_DESC = {
     "rician": "a Rician noise model (the bias of magnitude images removed from the estimate)",
     "gaussian": "a Gaussian noise model",
@@ -96,13 +103,13 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
 
     ``model``: the step's verified checkpoint
     (:meth:`bids_enhance.inference.weights.ResolvedModel.to_dict`). Runs
-    :class:`~bids_enhance.interfaces.training.GenerativeEnhance` (the node the training
+    :class:`~bids_enhance.interfaces.generative.GenerativeEnhance` (the node the training
     workflow validates with), which checks the checkpoint's sha256 again when loading it.
     x2 steps write their output on the finer grid covering the input's field of view.
 
     Inputs: ``in_file``. Outputs: ``out_file``, ``out_info``.
     """
-    from bids_enhance.interfaces.training import GenerativeEnhance
+    from bids_enhance.interfaces.generative import GenerativeEnhance
 
     if model.get("step") != step:
         raise ValueError(f"model was resolved for {model.get('step')!r}, not {step!r}")
@@ -148,32 +155,7 @@ X2_STEPS = registry.X2_STEPS
 #: Enhancement steps (``--enhance`` choices) → workflow factory.
 STEPS = {name: init_generative_wf if step.generative else init_denoise_wf
          for name, step in registry.STEPS.items()}
-#: ``desc-`` label fragment of each step (base labels listed in ``bids/dataset.py``).
-DESC_LABELS = {name: step.desc for name, step in registry.STEPS.items()}
-#: ``res-`` label of images on the x2 grid (its meaning goes into the sidecar's ``Resolution``)
-X2_RES_LABEL = "x2"
 _STEP_PHRASES = {name: step.phrase for name, step in registry.STEPS.items()}
-
-
-def order_chain(steps: list[str]) -> list[str]:
-    """``steps`` in :data:`CHAIN_ORDER`, without repeats."""
-    unknown = sorted(set(steps) - set(CHAIN_ORDER))
-    if unknown:
-        raise ValueError(f"unknown enhancement step(s) {unknown}; known: {list(CHAIN_ORDER)}")
-    return [s for s in CHAIN_ORDER if s in steps]
-
-
-def is_x2(steps: list[str]) -> bool:
-    return any(s in X2_STEPS for s in steps)
-
-
-def output_desc(steps: list[str], *, simulated: bool = False) -> str:
-    """``desc-`` label of the final image of a chain: ``denoised``, ``denoisedSuperres``,
-    ``motioncorrSuperresDenoised``; in simulation mode ``simDenoised``."""
-    first, *rest = order_chain(steps)
-    label = DESC_LABELS[first] + "".join(DESC_LABELS[s][0].upper() + DESC_LABELS[s][1:]
-                                         for s in rest)
-    return "sim" + label[0].upper() + label[1:] if simulated else label
 
 
 def chain_description(steps: list[str], *, simulated: bool = False) -> str:

@@ -3,7 +3,15 @@
 Every image goes through the same ``SanitizeImage`` → ``NormalizeIntensity`` nodes as in the
 participant workflow; the training images feed ``TrainModel``; each held-out image is degraded by
 ``SimulateDegradation`` (the training degradation, seeded), enhanced by ``GenerativeEnhance``
-(the inference node users run) and scored by ``CompareToReference``; ``ModelCard`` collects it.
+(the inference node users run) and scored by ``CompareToReference``; ``ModelCard`` collects it;
+``ModelSink`` publishes the model folder with its card.
+
+Where things are written (:mod:`bids_enhance.training.launch`): training runs in the state folder
+``OUT/models/<name>.partial/`` (periodic checkpoints that survive an interruption; ``--resume
+OUT/models/<name>.partial/checkpoint.pt`` continues them), the finished model folder is copied
+into the ``train`` node's own folder (what nipype caches, so the same command run again does not
+retrain), the model card is written in the ``model_card`` node's folder, and ``ModelSink`` copies
+both to ``OUT/models/<name>/`` atomically, then removes the state folder.
 """
 
 from __future__ import annotations
@@ -44,22 +52,24 @@ def init_training_wf(*, train_images: dict[str, list[Path]], val_images: dict[st
     """Train ``config['task']`` on ``train_images`` and evaluate it on ``val_images``.
 
     ``train_images``/``val_images``: subject label → images. ``seeds``: image path → seed of its
-    simulated degradation. Writes ``<output_dir>/models/<model_name>/``.
+    simulated degradation. Trains in ``<output_dir>/models/<model_name>.partial/`` and publishes
+    ``<output_dir>/models/<model_name>/`` (module docstring); ``resume``: a checkpoint to
+    continue (the interrupted run's ``<model_name>.partial/checkpoint.pt``, or a published
+    model's to train it further).
     """
     from bids_enhance.bids.naming import bids_uri, image_id
-    from bids_enhance.interfaces.training import (
-        CompareToReference,
-        GenerativeEnhance,
-        ModelCard,
-        SimulateDegradation,
-        TrainModel,
-    )
+    from bids_enhance.interfaces.degrade import SimulateDegradation
+    from bids_enhance.interfaces.generative import GenerativeEnhance
+    from bids_enhance.interfaces.metrics import CompareToReference
+    from bids_enhance.interfaces.training import ModelCard, ModelSink, TrainModel
     from bids_enhance.training.config import TASK_DEFAULTS
+    from bids_enhance.training.launch import state_dir_for
     from bids_enhance.workflows.base import estimate_mem_gb, workflow_name
 
     task = config["task"]
     preset = config.get("degradation") or TASK_DEFAULTS[task]["degradation"]
     model_dir = Path(output_dir) / "models" / model_name
+    state_dir = state_dir_for(Path(output_dir) / "models", model_name)
     workflow = LiterateWorkflow(name=f"{workflow_name()}_train_{model_name.replace('-', '_')}",
                                 base_dir=str(base_dir) if base_dir else None)
     workflow.__desc__ = (
@@ -78,7 +88,7 @@ def init_training_wf(*, train_images: dict[str, list[Path]], val_images: dict[st
         workflow.connect(prep, "outputnode.out_file", merge_train, f"in{index}")
 
     trainer = pe.Node(TrainModel(
-        train_subjects=[s for s, _ in train_list], config=config, out_dir=str(model_dir),
+        train_subjects=[s for s, _ in train_list], config=config, state_dir=str(state_dir),
         training_command=command, nproc_per_node=nproc_per_node, omp_nthreads=omp_nthreads,
         use_gpu=uses_gpu, **({"resume": str(resume)} if resume else {})),
         name="train", n_procs=omp_nthreads, mem_gb=8.0)
@@ -117,11 +127,19 @@ def init_training_wf(*, train_images: dict[str, list[Path]], val_images: dict[st
             ])
 
     card = pe.Node(ModelCard(
-        out_dir=str(model_dir), model_name=model_name, command=command,
+        model_name=model_name, command=command,
         train_sources=[bids_uri(p, bids_dir) for _, p in train_list],
         val_sources=[bids_uri(p, bids_dir) for _, p in val_list]),
         name="model_card", run_without_submitting=True)
-    workflow.connect(trainer, "out_result", card, "training_result")
+    card_files = pe.Node(niu.Merge(2), name="merge_card", run_without_submitting=True)
+    sink = pe.Node(ModelSink(out_dir=str(model_dir), state_dir=str(state_dir)),
+                   name="ds_model", run_without_submitting=True)
+    workflow.connect([
+        (trainer, card, [("out_result", "training_result")]),
+        (card, card_files, [("out_json", "in1"), ("out_markdown", "in2")]),
+        (trainer, sink, [("model_dir", "model_dir")]),
+        (card_files, sink, [("out", "in_files")]),
+    ])
     if val_list:
         workflow.connect(comparisons, "out", card, "comparisons")
     return workflow

@@ -131,3 +131,33 @@ def test_lowres_method_of_records_and_presets():
                             )[0].value == "nearest"
     assert lowres_method_of({"preset": "motion"}) == (None, None)
     assert lowres_method_of(None) == (None, None)
+
+
+def test_run_checkpoint_image_records_the_step_and_keeps_the_header(tmp_path, head):
+    import nibabel as nib
+
+    from bids_enhance.inference import run_checkpoint_image
+
+    lr, affine = head
+    path = tmp_path / "gan3p.pt"
+    digest = _save_generator(path)
+    img = nib.Nifti1Image(lr, affine)
+    img.set_sform(affine, 2)
+    img.set_qform(affine, 0)
+    img.header.set_xyzt_units("mm", "sec")
+    result, info = run_checkpoint_image(path, img, expected_sha256=digest, step="superres",
+                                        model_summary={"name": "m"})
+    out, out_affine, _ = run_checkpoint(path, lr, affine, halo="auto")
+    np.testing.assert_array_equal(result.get_fdata(dtype=np.float32), out)
+    np.testing.assert_allclose(result.affine, out_affine, atol=1e-6)
+    assert int(result.header["sform_code"]) == 2 and int(result.header["qform_code"]) == 1
+    assert result.header.get_xyzt_units() == ("mm", "sec")
+    assert info["step"] == "superres" and info["kind"] == "generative"
+    assert info["model_card"] == {"name": "m"} and info["sha256"] == digest
+    assert info["shape_in"] == list(lr.shape) and info["shape_out"] == list(out.shape)
+    assert info["voxel_size_out"] == pytest.approx([v / 2 for v in info["voxel_size_in"]])
+    assert list(info)[-7:] == ["step", "kind", "model_card", "shape_in", "shape_out",
+                               "voxel_size_in", "voxel_size_out"]  # the sidecar's order
+    json.dumps(info)
+    _, bare = run_checkpoint_image(path, img)
+    assert "model_card" not in bare and bare["step"] == "generative"

@@ -181,3 +181,21 @@ def test_one_vocabulary_with_the_workflows():
     assert tuple(STEP_LABELS) == CHAIN_ORDER
     assert {s for s in CHAIN_ORDER if Chain(steps=(s,)).x2} == set(X2_STEPS)
     assert set(CAPTIONS) == {"flicker", "residual", "superres"}
+
+
+def test_superres_annotations_come_from_the_step_that_changed_the_grid():
+    from bids_enhance.reports.captions import superres_annotations
+
+    denoise = {"Step": "denoise", "VoxelSizeIn": [2, 2, 2], "VoxelSizeOut": [2, 2, 2]}
+    superres = {"Step": "superres", "VoxelSizeIn": [2, 2, 2], "VoxelSizeOut": [1, 1, 1],
+                "Model": {"Name": None, "Task": "gan3p", "Sha256": "ab" * 32},
+                "ConsistencyError": {"rmse": 1.0}, "ConsistencyProjected": False,
+                "ConsistencyErrorAfterProjection": {"rmse": 0.0}}
+    out = superres_annotations({"EnhancementSteps": [denoise, superres]})
+    assert out == {"consistency": {"rmse": 1.0}, "projected": None,
+                   "model_name": f"gan3p (sha256 {'ab' * 6}…)"}
+    projected = superres_annotations({"EnhancementSteps": [dict(superres,
+                                                                ConsistencyProjected=True)]})
+    assert projected["projected"] == {"rmse": 0.0}
+    assert superres_annotations({}) == {"consistency": None, "projected": None,
+                                        "model_name": None}

@@ -107,7 +107,8 @@ def test_method_table_shows_model_card_and_consistency():
 
 
 def test_sidecar_entry_of_a_generative_step_is_in_input_units(tmp_path):
-    from bids_enhance.interfaces.bids import _resolution, _step_entry
+    from bids_enhance.bids.sidecar import resolution as _resolution
+    from bids_enhance.bids.sidecar import step_entry as _step_entry
 
     info = {"step": "superres", "model": "gan3p", "sha256": "cd" * 32, "path": "/x.pt",
             "architecture": "rrdb", "weights": "model", "method": "box", "mode": "whole",

@@ -5,6 +5,7 @@ import itertools
 import pytest
 
 from bids_enhance.workflows.base import init_bids_enhance_wf, workflow_name
+from bids_enhance.workflows.spec import ChainSpec
 
 
 def _build(tiny_bids, tmp_path, **kwargs):
@@ -15,8 +16,8 @@ def _build(tiny_bids, tmp_path, **kwargs):
     options = {"enhance": ["denoise"], "denoise_method": "prinlm", "noise_model": "rician",
                "device": "cpu", "omp_nthreads": 1, "random_seed": 1, **kwargs}
     return init_bids_enhance_wf(subjects=subjects, bids_dir=tiny_bids,
-                                output_dir=tmp_path / "out", seeds=seeds,
-                                base_dir=tmp_path / "work", **options)
+                                output_dir=tmp_path / "out", spec=ChainSpec(**options),
+                                seeds=seeds, base_dir=tmp_path / "work")
 
 
 @pytest.mark.parametrize(("method", "noise_model", "device", "sloppy"), list(itertools.product(
@@ -40,8 +41,9 @@ def test_one_subworkflow_per_subject_and_image(tiny_bids, tmp_path):
     wf = _build(tiny_bids, tmp_path, suffixes=["T1w", "T2w"])
     names = wf.list_node_names()
     assert {n.split(".")[0] for n in names} == {"sub_01_wf", "sub_02_wf"}
-    images = {n.split(".")[1] for n in names
-              if n.startswith("sub_02_wf.") and n.split(".")[1].endswith("_wf")}
+    images = {n.split(".")[1] for n in names  # (ds_*_wf: the subject's output sinks)
+              if n.startswith("sub_02_wf.") and n.split(".")[1].endswith("_wf")
+              and not n.split(".")[1].startswith("ds_")}
     assert images == {"ses_a_run_1_T1w_wf", "ses_a_run_2_T1w_wf", "ses_b_T1w_wf",
                       "ses_b_T2w_wf"}
     sinks = [wf.get_node(n) for n in names if n.endswith("ds_image")]

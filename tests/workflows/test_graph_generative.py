@@ -10,6 +10,7 @@ from nipype.interfaces.base import isdefined
 from bids_enhance.inference.weights import resolve_model
 from bids_enhance.workflows.base import init_bids_enhance_wf
 from bids_enhance.workflows.enhance import output_desc
+from bids_enhance.workflows.spec import ChainSpec
 from tests.generative_helpers import save_tiny_generator
 
 CHAINS = [["superres"], ["denoise", "superres"], ["superres-denoise"], ["motion"],
@@ -36,8 +37,9 @@ def _build(tiny_bids, tmp_path, models, **kwargs):
                "device": "cpu", "omp_nthreads": 1, "random_seed": 1, **kwargs}
     needed = {s: models[s] for s in options["enhance"] if s in models}
     return init_bids_enhance_wf(subjects=subjects, bids_dir=tiny_bids,
-                                output_dir=tmp_path / "out", seeds=seeds, models=needed,
-                                base_dir=tmp_path / "work", **options)
+                                output_dir=tmp_path / "out", seeds=seeds,
+                                spec=ChainSpec(models=needed, **options),
+                                base_dir=tmp_path / "work")
 
 
 def _nodes(wf, suffix):
@@ -93,9 +95,9 @@ def _image_wf(tiny_bids, tmp_path, models, chain):
 
     return init_enhance_image_wf(
         source_file=tiny_bids / "sub-01/anat/sub-01_T1w.nii.gz", bids_dir=tiny_bids,
-        output_dir=tmp_path / "out", enhance=chain, denoise_method="prinlm",
-        noise_model="rician", device="cpu", omp_nthreads=1, random_seed=1, image_seed=2,
-        models={s: models[s] for s in chain if s in models})
+        output_dir=tmp_path / "out", image_seed=2, spec=ChainSpec(
+            enhance=chain, denoise_method="prinlm", noise_model="rician", device="cpu",
+            omp_nthreads=1, random_seed=1, models={s: models[s] for s in chain if s in models}))
 
 
 def test_steps_run_in_the_fixed_order(tiny_bids, tmp_path, models):
@@ -125,7 +127,7 @@ def test_a_generative_step_without_a_model_is_refused(tiny_bids, tmp_path, model
 
 
 def test_generative_node_hash_ignores_device_threads_and_memory():
-    from bids_enhance.interfaces.training import GenerativeEnhance
+    from bids_enhance.interfaces.generative import GenerativeEnhance
 
     spec = GenerativeEnhance.input_spec()
     for name in ("device", "omp_nthreads", "use_gpu", "mem_gb"):

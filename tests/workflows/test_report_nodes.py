@@ -7,6 +7,7 @@ import pytest
 
 from bids_enhance.inference.weights import resolve_model
 from bids_enhance.workflows.base import init_bids_enhance_wf, init_enhance_image_wf
+from bids_enhance.workflows.spec import ChainSpec
 from tests.generative_helpers import save_tiny_generator
 
 
@@ -20,9 +21,9 @@ def superres_model(tmp_path_factory):
 def _image_wf(tiny_bids, tmp_path, chain, models):
     return init_enhance_image_wf(
         source_file=tiny_bids / "sub-01/anat/sub-01_T1w.nii.gz", bids_dir=tiny_bids,
-        output_dir=tmp_path / "out", enhance=chain, denoise_method="prinlm",
-        noise_model="rician", device="cpu", omp_nthreads=1, random_seed=1, image_seed=2,
-        models=models)
+        output_dir=tmp_path / "out", image_seed=2, spec=ChainSpec(
+            enhance=chain, denoise_method="prinlm", noise_model="rician", device="cpu",
+            omp_nthreads=1, random_seed=1, models=models))
 
 
 @pytest.mark.parametrize("chain", [["denoise"], ["superres", "denoise"], ["superres"]])
@@ -45,9 +46,10 @@ def test_methods_text_names_only_the_steps_that_ran(tiny_bids, tmp_path, superre
     def methods(enhance):
         return init_bids_enhance_wf(
             subjects=subjects, bids_dir=tiny_bids, output_dir=tmp_path / "out", seeds=seeds,
-            enhance=enhance, denoise_method="prinlm", noise_model="rician", device="cpu",
-            omp_nthreads=1, random_seed=1,
-            models={"superres": superres_model} if "superres" in enhance else {},
+            spec=ChainSpec(
+                enhance=enhance, denoise_method="prinlm", noise_model="rician", device="cpu",
+                omp_nthreads=1, random_seed=1,
+                models={"superres": superres_model} if "superres" in enhance else {}),
             base_dir=tmp_path / "work").visit_desc()
 
     denoise = methods(["denoise"])

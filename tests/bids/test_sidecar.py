@@ -1,0 +1,94 @@
+"""build_sidecar() and write_derivative(): the sidecar and the sink's files (no nipype)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bids_enhance.bids.derivatives import write_derivative
+from bids_enhance.bids.sidecar import build_sidecar, resolution, source_metadata, step_entry
+
+DENOISE = {"method": "prinlm", "noise_model": "rician", "sigma": 0.02,
+           "sigma_estimator": "coupe2010", "parameters": {"search_radius": 1},
+           "device": "cpu", "elapsed_s": 0.5}
+SUPERRES = {"step": "superres", "kind": "generative", "model": "gan3p", "sha256": "ab" * 32,
+            "path": "/m/checkpoint.pt", "voxel_size_in": [2.0, 2.0, 2.0],
+            "voxel_size_out": [1.0, 1.0, 1.0], "model_card": {"name": "m"}}
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    return path
+
+
+def _sidecar(source, **extra):
+    return build_sidecar(source_file=source, bids_dir=source.parents[2], description="d",
+                         sanitise_report={"Orientation": "RAS", "Fixes": []}, steps=[DENOISE],
+                         scale=100.0, random_seed=1, image_seed=2, **extra)
+
+
+def test_the_sidecar_records_sources_steps_and_seeds(source):
+    meta = _sidecar(source)
+    assert list(meta) == ["Description", "Sources", "SkullStripped", "EnhancementSteps",
+                          "InputSanitising", "IntensityNormalisation", "RandomSeed",
+                          "ImageSeed", "SoftwareDependencies"]
+    assert meta["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+    assert meta["SkullStripped"] is False
+    assert meta["EnhancementSteps"] == [step_entry(DENOISE, 100.0)]
+    assert meta["EnhancementSteps"][0]["NoiseSigma"] == pytest.approx(2.0)
+    assert meta["IntensityNormalisation"]["Scale"] == 100.0
+    assert (meta["RandomSeed"], meta["ImageSeed"]) == (1, 2)
+
+
+def test_the_sources_own_sidecar_says_whether_it_is_skull_stripped(source):
+    source.with_name("sub-01_T1w.json").write_text(json.dumps({"SkullStripped": True}))
+    assert source_metadata(source) == {"SkullStripped": True}
+    assert _sidecar(source)["SkullStripped"] is True
+    source.with_name("sub-01_T1w.json").write_text("{not json")
+    assert source_metadata(source) == {}
+
+
+def test_metrics_without_values_get_reasons_and_simulation_is_merged(source):
+    iqms = {"Before": {"snr_total": 8.0}, "After": {"snr_total": None}}
+    comparison = {"enhanced": {"psnr": None, "ssim": 0.9}, "baselines": {}}
+    meta = _sidecar(source, iqms=iqms, simulation={"Simulation": {"Preset": "p"}},
+                    reference_metrics=comparison)
+    assert meta["QualityMetrics"]["NotAvailable"] == {"After": {"snr_total": meta[
+        "QualityMetrics"]["NotAvailable"]["After"]["snr_total"]}}
+    assert "NotAvailable" not in iqms  # the caller's record is left alone
+    assert meta["Simulation"] == {"Preset": "p"}
+    assert "psnr" in meta["ReferenceMetrics"]["NotAvailable"]["enhanced"]
+
+
+def test_a_grid_change_is_the_resolution(source):
+    assert resolution([DENOISE]) is None
+    meta = build_sidecar(source_file=source, bids_dir=source.parents[2], description="d",
+                         sanitise_report={}, steps=[SUPERRES], scale=1.0, random_seed=1,
+                         image_seed=2)
+    assert meta["Resolution"].startswith("x2 super-resolution: 1 × 1 × 1 mm voxels (source "
+                                         "2 × 2 × 2 mm)")
+    assert meta["EnhancementSteps"][0]["Model"]["Sha256"] == "ab" * 32
+
+
+def test_write_derivative_names_the_file_and_writes_its_sidecar(tmp_path, source):
+    in_file = tmp_path / "in.nii.gz"
+    in_file.write_bytes(b"image")
+    out, meta = write_derivative(in_file, base_directory=tmp_path / "out", source_file=source,
+                                 desc="denoised", meta={"Description": "x"})
+    assert out == tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-denoised_T1w.nii.gz"
+    assert out.read_bytes() == b"image"
+    assert json.loads(meta.read_text()) == {"Description": "x", "SkullStripped": False}
+    with pytest.raises(ValueError, match="needs a 'Resolution'"):
+        write_derivative(in_file, base_directory=tmp_path / "out", source_file=source,
+                         desc="denoised", res="x2")
+    svg = tmp_path / "in.svg"
+    svg.write_text("<svg/>")
+    fig, none = write_derivative(svg, base_directory=tmp_path / "out", source_file=source,
+                                 desc="residual", datatype="figures")
+    assert none is None and fig.parent.name == "figures" and fig.read_text() == "<svg/>"
+    with pytest.raises(ValueError, match="datatype must be one of"):
+        write_derivative(svg, base_directory=tmp_path, source_file=source, datatype="func")
