@@ -110,9 +110,10 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
-          "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi")
+          "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
+          "gan3p_l1_x2_1mm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
-         "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p",
+         "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
          "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
@@ -127,10 +128,13 @@ SPLITS = {
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
+    # … and with three more 1 mm heads of other contrasts (T2w with and without skull, FLAIR)
+    "gan3p_l1_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
 }
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "denoise_rician", "denoise_odct",
-              "denoise_odct_1mm")
+PIXEL_ONLY = ("gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+              "denoise_rician", "denoise_odct", "denoise_odct_1mm")
 #: a model trained on another preset than its task's
 MODEL_PRESETS = {"denoise_odct": "denoise-rician-wide-odct",
                  "denoise_odct_1mm": "denoise-rician-wide-odct"}
@@ -141,6 +145,9 @@ DESCRIPTIONS = {
                       "trained further on the same three heads (control of gan3p_l1_x2_ixi)",
     "gan3p_l1_x2_ixi": "x2 super-resolution, RRDB generator (L1 only): the shipped L1 model "
                        "trained further on the three heads plus twelve IXI heads (2 mm → 4 mm)",
+    "gan3p_l1_x2_1mm": "x2 super-resolution, RRDB generator of the three-player GAN, pixel-loss "
+                       "(L1) stage only (PSNR-oriented): 12000 iterations on three T1w heads, "
+                       "then 2000 more on those plus two T2w heads and a FLAIR at 1 mm",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "disgan_x2": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
@@ -555,7 +562,8 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
     from bids_enhance.utils import dump_json
 
     src = args.work / name
-    dest = args.out / "ship" / name
+    shipped_as = getattr(args, "ship_as", None) or name
+    dest = args.out / "ship" / shipped_as
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -577,9 +585,10 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
     origin = manifest.get("volumes", {})
     training, held_out = split_for(name)
     card = build_model_card(
-        name=name, result=result, comparisons=comparisons,
+        name=shipped_as, result=result, comparisons=comparisons,
         train_sources=[f"{SHARED_FILES[v]} — {SOURCES.get(v)}; sha256 "
-                       f"{origin.get(v, {}).get('source_sha256')}" for v in training],
+                       f"{origin.get(v, {}).get('source_sha256') or _source_sha256(v)}"
+                       for v in training],
         val_sources=[f"{SHARED_FILES[v]} — {SOURCES.get(v)}" for v in held_out],
         command=result.get("training_command") or
         ["python", "benchmarks/train_default_weights.py", *sys.argv[1:]])
@@ -588,6 +597,12 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
     card["training"]["planned_iterations"] = result.get("planned_iterations")
     card["training"]["threads"] = result.get("threads")
     card["training"]["cpu_hours"] = result.get("cpu_hours")
+    card["training"]["run"] = name
+    parent = _parent_run(result.get("training_command") or [])
+    if parent is not None:
+        card["training"]["initialised_from"] = parent
+        if result.get("cpu_hours") is not None and parent.get("cpu_hours") is not None:
+            card["training"]["cpu_hours_total"] = result["cpu_hours"] + parent["cpu_hours"]
     if result.get("device") == "cpu":
         import platform
 
@@ -597,6 +612,32 @@ def ship(name: str, result: dict, comparisons: list[dict], args, version: str,
     (dest / "model_card.json").write_text(dump_json(card))
     (dest / "model_card.md").write_text(render_markdown(card))
     return dest
+
+
+def _source_sha256(name: str) -> str | None:
+    """sha256 of a volume's shared NIfTI (volumes read without ``prep``'s manifest)."""
+    path = SHARED_DATA / SHARED_FILES[name]
+    return _sha256(path) if path.is_file() else None
+
+
+def _parent_run(command: list[str]) -> dict | None:
+    """What a run started with ``--init-from`` continued: the run folder of that checkpoint
+    (its iterations, CPU-hours and command, from its training state), for the model card."""
+    if "--init-from" not in command:
+        return None
+    path = Path(command[command.index("--init-from") + 1])
+    path = path if path.is_absolute() else ROOT / path
+    folder = path.parent
+    if not (folder / "checkpoint_state.pt").is_file():
+        return {"checkpoint": str(path)}
+    info_file = folder / "run_info.json"
+    run_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    parent = result_from_run(folder, threads=run_info.get("threads") or 1)
+    return {"checkpoint": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+            "sha256": parent["checkpoint_sha256"], "iterations": parent["iterations"],
+            "cpu_hours": parent["cpu_hours"],
+            "command": " ".join(["python", "benchmarks/train_default_weights.py",
+                                 *run_info.get("command", [])]) if run_info else None}
 
 
 def _curve(folder: Path, name: str, threads: int) -> list[str]:
@@ -879,6 +920,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads the training used (for the card's CPU-hours; default: the "
                          "run's run_info.json, else 1)")
     sh.add_argument("--size", default="compact")
+    sh.add_argument("--as", dest="ship_as", default=None, metavar="NAME",
+                    help="pack the (one) run under this model name, e.g. a variant of a default "
+                         "model shipped in its folder; the card names the run it came from")
     sh.add_argument("--crop", type=int, default=None)
     sh.add_argument("--seed", type=int, default=20251127)
     args = parser.parse_args(argv)
@@ -886,6 +930,8 @@ def main(argv: list[str] | None = None) -> int:
         prep(args.data_dir, args.out)
         return 0
     if args.command == "ship":
+        if args.ship_as and len(args.models) != 1:
+            parser.error("--as packs one run: name one model in --models")
         args.work = args.work or args.out / "runs"
         args.smoke = False
         return ship_runs(args)

@@ -98,6 +98,25 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _lineage(training: dict[str, Any]) -> list[str]:
+    """The run a model continued (``initialised_from``), and the CPU time of both together."""
+    parent = training.get("initialised_from")
+    if not parent:
+        return []
+    text = f"Initialised from `{parent.get('checkpoint')}`"
+    if parent.get("iterations") is not None:
+        text += (f" ({_fmt(parent['iterations'])} iterations, sha256 "
+                 f"`{str(parent.get('sha256'))[:12]}…`"
+                 + (f", {parent['cpu_hours']:.2f} CPU-hours" if parent.get("cpu_hours")
+                    is not None else "") + ")")
+    if parent.get("command"):
+        text += f", trained with `{parent['command']}`"
+    text += "."
+    if training.get("cpu_hours_total") is not None:
+        text += f" CPU time of both runs together: {training['cpu_hours_total']:.2f} CPU-hours."
+    return [text, ""]
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     t = card["training"]
     lines = [
@@ -125,6 +144,7 @@ def render_markdown(card: dict[str, Any]) -> str:
            f"{t.get('machine', 'a CPU')}); {_fmt(t['iterations'])} of "
            f"{_fmt(t.get('planned_iterations'))} planned iterations.", ""]
           if t.get("cpu_hours") is not None else []),
+        *_lineage(t),
         "![Loss curves](losses.png)", "",
         "## Held-out evaluation", "",
     ]
