@@ -65,12 +65,19 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
     :class:`~bids_enhance.interfaces.generative.GenerativeEnhance`).
 
     A classical step cites its filter, then the noise estimator when σ was estimated; a trained
-    model cites the network of its task. Unknown methods or tasks cite nothing.
+    model cites the network of its task, then the classical filter it ran first (a
+    ``prefilter`` record). Unknown methods or tasks cite nothing.
     """
     from bids_enhance.classical import REFERENCES
 
     if StepRecord.from_info(record).generative:  # a trained network
-        return MODEL_REFERENCES.get(str(record.get("model")), ())
+        keys = [*MODEL_REFERENCES.get(str(record.get("model")), ())]
+        prefilter = record.get("prefilter")
+        if isinstance(prefilter, Mapping):  # the classical filter it ran first
+            keys += step_reference_keys({"method": prefilter.get("method"),
+                                         "sigma": prefilter.get("sigma"),
+                                         "sigma_estimator": prefilter.get("sigma_estimator")})
+        return tuple(dict.fromkeys(keys))
     keys = [*REFERENCES.get(str(record.get("method")), ())]
     if record.get("sigma") is not None:
         keys += REFERENCES.get(str(record.get("sigma_estimator")), ())

@@ -148,6 +148,13 @@ def _generative_entry(info: dict, scale: float) -> dict:
         "VoxelSizeIn": info.get("voxel_size_in"),
         "VoxelSizeOut": info.get("voxel_size_out"),
     }
+    prefilter = info.get("prefilter")
+    if prefilter:  # the classical filter the network's input went through first
+        entry["Prefilter"] = {
+            "Method": prefilter.get("method"), "NoiseModel": prefilter.get("noise_model"),
+            "NoiseSigma": (float(prefilter["sigma"]) * scale
+                           if prefilter.get("sigma") is not None else None),
+            "NoiseSigmaEstimator": prefilter.get("sigma_estimator")}
     if info.get("consistency"):
         entry["ConsistencyError"] = _consistency(info["consistency"], scale)
         entry["ConsistencyProjected"] = "consistency_projected" in info

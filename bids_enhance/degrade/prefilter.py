@@ -40,11 +40,21 @@ class Prefilter(DegradationStep):
     def apply(self, data: np.ndarray, *, sigma: float | None = None,
               device: str = "cpu") -> np.ndarray:
         """The filtered volume (float32); ``sigma`` (None: estimated) in the data's units."""
+        return self.apply_with_record(data, sigma=sigma, device=device)[0]
+
+    def apply_with_record(self, data: np.ndarray, *, sigma: float | None = None,
+                          device: str = "cpu") -> tuple[np.ndarray, dict]:
+        """``(filtered, record)``: the filtered volume (float32) and what ran — ``method``,
+        ``noise_model``, ``sigma`` (the σ used, in the data's units) and ``sigma_estimator`` (None
+        when ``sigma`` was given)."""
         from bids_enhance.classical import denoise
 
-        out, _ = denoise(check_volume(data).astype(np.float32, copy=False), method=self.method,
-                         noise_model=self.noise_model, sigma=sigma, device=device)
-        return np.asarray(out, dtype=np.float32)
+        out, info = denoise(check_volume(data).astype(np.float32, copy=False),
+                            method=self.method, noise_model=self.noise_model, sigma=sigma,
+                            device=device)
+        record = {"method": self.method, "noise_model": self.noise_model,
+                  "sigma": float(info["sigma"]), "sigma_estimator": info.get("sigma_estimator")}
+        return np.asarray(out, dtype=np.float32), record
 
     def __call__(self, data, affine):
         return self.apply(data), check_affine(affine)

@@ -51,7 +51,7 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
         data = prefilter.apply(data, sigma=sigma, device=str(device))
     out, _, info = run_checkpoint(resolved.path, data, np.eye(4),
                                   expected_sha256=resolved.sha256, device=device,
-                                  consistency=None)
+                                  consistency=None, prefilter=False)
     if noise_model == "rician":
         np.maximum(out, 0.0, out=out)  # magnitudes
     model = {

@@ -16,6 +16,12 @@ checkpoint                             inference
                                        axis, DDIM steps and intensity map of ``extra``
 =====================================  ======================================================
 
+Prefilter: a checkpoint trained on a preset that ends in a classical filter (a
+:class:`~bids_enhance.degrade.Prefilter` step, e.g. ``sr-box-x2-rician-wide-odct``) refines
+that filter's output, so with ``prefilter=True`` (default) the same filter (σ estimated, as in
+training) runs on the normalised input first; ``info["prefilter"]`` records it. Data
+consistency is still measured against the unfiltered input.
+
 Intensities: with ``normalise=True`` (default) the volume is scaled as the checkpoint's
 ``normalisation`` record says (the robust-maximum scale of
 :func:`bids_enhance.image.intensity.normalise`; a no-op on an already normalised volume) and the
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bids_enhance.degrade import PRESETS, LowResMethod, LowResolution
+from bids_enhance.degrade import PRESETS, LowResMethod, LowResolution, prefilter_of
 from bids_enhance.image.intensity import ROBUST_PERCENTILE
 from bids_enhance.image.intensity import normalise as normalise_intensity
 from bids_enhance.inference.consistency import consistency_error, project_consistent
@@ -84,7 +90,8 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
                    patch_size: int | None = None, overlap: float = 0.25, blend: str = "gaussian",
                    mem_budget_gb: float | None = None, batch_size: int | None = None,
                    precision: str = "auto", halo: int | str = "auto",
-                   steps: int | None = None, eta: float = 0.0, seed: int = 0
+                   steps: int | None = None, eta: float = 0.0, seed: int = 0,
+                   prefilter: bool = True
                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Run the model stored at ``path`` on ``volume`` (with voxel→world ``affine``).
 
@@ -104,6 +111,8 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
         batch_size: patches (generators; default 1) or slices (diffusion; default 16) per pass.
         steps, eta, seed: diffusion sampling (``steps`` defaults to the checkpoint's
             ``ddim_steps``).
+        prefilter: run the classical filter the checkpoint's training preset ends in (if any)
+            before the network (module docstring); False when the caller has already run it.
 
     Returns:
         ``(out, out_affine, info)``: float32 output (x2 grid for super-resolution, else the
@@ -130,6 +139,11 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
     scale = _normalisation_scale(data, meta.get("normalisation")) if normalise else 1.0
     info["normalisation_scale"] = scale
     x = data / np.float32(scale) if scale != 1.0 else data
+    step = prefilter_of((meta.get("degradation") or {}).get("preset")) if prefilter else None
+    if step is not None:  # the network refines a classical filter's output, as in training
+        x, record = step.apply_with_record(x, device=str(dev))
+        record["sigma"] *= scale  # in the caller's units
+        info["prefilter"] = record
     report: dict[str, Any] = {}
     out_affine = affine
     if name == "rrdb_generator" and kwargs.get("scale", 2) == 2:

@@ -109,6 +109,7 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
 
     Inputs: ``in_file``. Outputs: ``out_file``, ``out_info``.
     """
+    from bids_enhance.degrade import prefilter_of
     from bids_enhance.interfaces.generative import GenerativeEnhance
 
     if model.get("step") != step:
@@ -124,6 +125,13 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
              + (f", trained for the `{model['degradation']}` degradation"
                 if model.get("degradation") else "") + "), implemented in PyTorch within "
              "*bids_enhance*. ")
+    prefilter = prefilter_of(model.get("degradation"))
+    if prefilter is not None:
+        first = registry.DENOISE_METHODS[prefilter.method]
+        text += (f"The network was trained on, and given, the output of {first.abbreviation} "
+                 f"[@{first.reference_keys[0]}] applied to its input first (the noise standard "
+                 "deviation estimated from the image with the object-based wavelet estimator of "
+                 "@coupe2010, corrected for the Rician bias [@koay2006]). ")
     if step in registry.X2_STEPS:
         text += ("The output grid covers the input's field of view with voxels half the size; "
                  "its voxel-to-world transform is the input's composed with the exact inverse "
