@@ -22,8 +22,10 @@ Protocol (docs/benchmarks/superres.md, METHODS.md "Evaluation protocol"):
   slice-wise), HFEN (LoG σ 1.5) inside that mask.
 - ``--noise 0.03 0.06 0.09``: the LR input also gets Rician noise, σ = that fraction of its
   robust maximum (99.9th percentile of the voxels > 0), seeded; methods: cubic B-spline of the
-  noisy input, PRI-NLM (σ estimated, as ``--enhance denoise`` runs it) then cubic B-spline, and
-  every ``--checkpoint`` (a DISGAN model denoises and super-resolves in one pass).
+  noisy input, PRI-NLM and ODCT3D (σ estimated, as ``--enhance denoise`` runs them) then cubic
+  B-spline, every ``--checkpoint`` (a DISGAN model denoises and super-resolves in one pass), and
+  with ``--after-denoise LABEL`` that checkpoint on ODCT3D's output (the ``--enhance denoise
+  superres`` chain).
 
 Volumes are read with nibabel from ``--data-dir``, or from the ``.npz`` files that
 ``benchmarks/train_default_weights.py prep`` writes (``--npz-dir``; no nibabel needed, e.g. on
@@ -83,7 +85,8 @@ def _metrics(ref, out, mask) -> dict:
 
 
 def run_volume(name: str, hr: np.ndarray, affine: np.ndarray, *, checkpoints: dict[str, str],
-               noise: list[float], device: str, mem_gb: float | None) -> list[dict]:
+               noise: list[float], device: str, mem_gb: float | None,
+               after_denoise: tuple[str, ...] = ()) -> list[dict]:
     from bids_enhance.degrade import add_rician_noise, downsample, sigma_from_fraction
     from bids_enhance.image.mask import head_mask
     from bids_enhance.inference import run_checkpoint, upsample_baseline
@@ -146,10 +149,20 @@ def run_volume(name: str, hr: np.ndarray, affine: np.ndarray, *, checkpoints: di
         out, seconds = baseline(denoised, "cubic")
         record("PRI-NLM (estimated σ) → cubic", level, out, time.perf_counter() - t0,
                sigma_estimated=float(info["sigma"]), sigma_added=float(sigma))
+        t0 = time.perf_counter()
+        filtered, info = denoise(noisy, method="odct3d", noise_model="rician")
+        seconds_odct = time.perf_counter() - t0
+        out, seconds = baseline(filtered, "cubic")
+        record("ODCT3D (estimated σ) → cubic", level, out, seconds_odct + seconds,
+               sigma_estimated=float(info["sigma"]), sigma_added=float(sigma))
         for label, path in checkpoints.items():
             out, seconds, info = model(noisy, path)
             record(label, level, out, seconds, sha256=info["sha256"],
                    consistency_rmse_percent=info["consistency"]["rmse_percent"])
+        for label in after_denoise:  # the `--enhance denoise superres` chain
+            out, seconds, info = model(filtered, checkpoints[label])
+            record(f"ODCT3D → {label}", level, out, seconds_odct + seconds,
+                   sha256=info["sha256"])
     return rows
 
 
@@ -192,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a checkpoint.pt or a model folder with model_card.json")
     parser.add_argument("--noise", nargs="*", type=float, default=[],
                         help="Rician noise levels as fractions of the robust maximum")
+    parser.add_argument("--after-denoise", nargs="*", default=[], metavar="LABEL",
+                        help="with --noise: also run these --checkpoint labels on the ODCT3D "
+                             "output (the `--enhance denoise superres` chain)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--mem", type=float, default=None,
@@ -216,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
             card = json.loads((target / "model_card.json").read_text())
             target = target / card["checkpoint"]["file"]
         checkpoints[label] = str(target)
+    unknown = sorted(set(args.after_denoise) - set(checkpoints))
+    if unknown:
+        parser.error(f"--after-denoise names no --checkpoint label: {', '.join(unknown)}")
     rows = []
     t0 = time.perf_counter()
     for name in args.volumes:
         data, affine = load_volume(name, data_dir=args.data_dir, npz_dir=args.npz_dir)
         rows += run_volume(name, data, affine, checkpoints=checkpoints, noise=list(args.noise),
-                           device=args.device, mem_gb=args.mem)
+                           device=args.device, mem_gb=args.mem,
+                           after_denoise=tuple(args.after_denoise))
     from bids_enhance.utils import dump_json, software_versions
 
     meta = {"command": " ".join(["python", "benchmarks/superres.py", *(argv or sys.argv[1:])]),

@@ -111,11 +111,12 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
-          "gan3p_l1_x2_1mm")
+          "gan3p_l1_x2_1mm", "disgan_x2_odct", "denoise_odct_zero")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
+         "disgan_x2_odct": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
          "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
-         "denoise_odct_1mm": "denoise"}
+         "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "denoise": "denoise-rician-wide"}
 #: (training, held-out) volumes of the models that do not use TRAINING / HELD_OUT; the 1 mm
@@ -125,19 +126,26 @@ SPLITS = {
     "denoise_odct": (DENOISE_TRAINING, DENOISE_HELD_OUT),
     "denoise_odct_1mm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                          DENOISE_HELD_OUT),
+    "denoise_odct_zero": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                          DENOISE_HELD_OUT),
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
     # … and with three more 1 mm heads of other contrasts (T2w with and without skull, FLAIR)
     "gan3p_l1_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    # superres-denoise: the shipped superres model's heads
+    "disgan_x2_odct": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                        "niivue_FLAIR_brain_1mm"), HELD_OUT),
 }
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
-              "denoise_rician", "denoise_odct", "denoise_odct_1mm")
+              "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: a model trained on another preset than its task's
-MODEL_PRESETS = {"denoise_odct": "denoise-rician-wide-odct",
-                 "denoise_odct_1mm": "denoise-rician-wide-odct"}
+MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
+                 "denoise_odct": "denoise-rician-wide-odct",
+                 "denoise_odct_1mm": "denoise-rician-wide-odct",
+                 "denoise_odct_zero": "denoise-rician-wide-odct"}
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -151,6 +159,10 @@ DESCRIPTIONS = {
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "disgan_x2": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
+    "disgan_x2_odct": "x2 super-resolution with noise removal: ODCT3D (σ estimated) on the "
+                      "input grid, then the generator of DISGAN (Wang et al. 2023), initialised "
+                      "from the shipped superres model and trained on box-averaged inputs with "
+                      "Rician noise of 1-9 % of the robust maximum, filtered by ODCT3D",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
@@ -159,6 +171,10 @@ DESCRIPTIONS = {
     "denoise_odct": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then the "
                     "scale-1 RRDB generator refining its output, pixel loss (L1), trained on "
                     "Rician noise of 1-12 % of the robust maximum on T1w, T2w and IXI heads",
+    "denoise_odct_zero": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
+                         "the scale-1 RRDB generator refining its output, started as the identity "
+                         "(last convolution zeroed), pixel loss (L1), trained on Rician noise of "
+                         "1-12 % on the ≤ 1 mm T1w and T2w heads only",
     "denoise_odct_1mm": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
                         "the scale-1 RRDB generator refining its output, pixel loss (L1), "
                         "trained on Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads only",
@@ -368,6 +384,23 @@ def _init_generator(trainer, checkpoint: Path) -> None:
                 (payload.get("extra") or {}).get("iteration"), payload["sha256"][:12])
 
 
+def _zero_residual(trainer) -> None:
+    """Zero the generator's last convolution: with the image skip, a fresh network then returns
+    its input (the cubic upsampling, or the prefilter's output) exactly, so a refinement starts
+    at its baseline's level instead of first unlearning a random residual."""
+    import torch
+
+    from bids_enhance.training.engine import unwrap
+
+    net = unwrap(trainer.main_model)
+    if not getattr(net, "image_skip", False):
+        raise SystemExit("--zero-residual needs a generator with the image skip")
+    with torch.no_grad():
+        net.conv_last.weight.zero_()
+        net.conv_last.bias.zero_()
+    LOGGER.info("generator's last convolution zeroed: it starts as the identity of its input")
+
+
 def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup: int,
               adversarial: int, resume: Path | None) -> dict:
     """Train (or continue) one model in ``<work>/<name>``; returns the TrainingResult dict."""
@@ -393,6 +426,8 @@ def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup:
         trainer = build_trainer(cfg, context=ctx)
         if resume is None and getattr(args, "init_from", None):
             _init_generator(trainer, args.init_from)
+        if resume is None and getattr(args, "zero_residual", False):
+            _zero_residual(trainer)
         stream = _stream(train_vols, trainer.config)
         evaluate = make_default_evaluator(trainer, val_vols)
         command = ["python", "benchmarks/train_default_weights.py", *sys.argv[1:]]
@@ -430,6 +465,9 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
 
     if task == "denoise":
         return evaluate_denoiser(checkpoint, npz_dir, device=device, seed=seed, crop=crop)
+    if task == "disgan":
+        return evaluate_superres_denoiser(checkpoint, npz_dir, device=device, seed=seed,
+                                          crop=crop)
     comparisons = []
     for name in HELD_OUT:
         data, affine = _read_volume(npz_dir, name)
@@ -508,6 +546,63 @@ def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int
                         "noisy %.2f dB", name, level, row["enhanced"]["psnr"],
                         row["baselines"]["prinlm"]["psnr"], row["baselines"]["odct3d"]["psnr"],
                         row["baselines"]["noisy"]["psnr"])
+            comparisons.append(row)
+    return comparisons
+
+
+def evaluate_superres_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int,
+                               crop: int | None) -> list[dict]:
+    """A ``superres-denoise`` model on the whole held-out heads: the 2×2×2 box average with
+    Rician noise of 3, 6 and 9 % of its robust maximum, against cubic B-spline of the noisy
+    input and the ``--enhance denoise superres``-like classical chains PRI-NLM → cubic and
+    ODCT3D → cubic (σ estimated, as a participant run does), in the format of
+    :func:`evaluate_held_out`. The model runs through ``run_checkpoint`` (the participant path,
+    which applies the model's prefilter itself)."""
+    from bids_enhance.classical import denoise
+    from bids_enhance.degrade import LowResMethod, LowResolution, NoiseMethod, RandomNoise, degrade
+    from bids_enhance.image.intensity import normalise
+    from bids_enhance.image.mask import head_mask
+    from bids_enhance.inference import run_checkpoint, upsample_baseline
+    from bids_enhance.metrics.quality import evaluate
+    from bids_enhance.training.seeding import numpy_generator
+
+    comparisons = []
+    for name in HELD_OUT:
+        data, affine = _read_volume(npz_dir, name)
+        data = _central_crop(data, crop)
+        hr, _ = normalise(data[tuple(slice(0, n - n % 2) for n in data.shape)])
+        mask = head_mask(hr)
+        for level in DENOISE_LEVELS:
+            steps = (LowResolution(method=LowResMethod.BOX),
+                     RandomNoise(method=NoiseMethod.RICIAN, fraction=(level / 100, level / 100)))
+            noisy, lr_affine, records = degrade(hr, affine, steps=steps,
+                                                rng=numpy_generator(seed, "held-out", name, level))
+            out, out_affine, info = run_checkpoint(checkpoint, noisy, lr_affine, device=device,
+                                                   consistency="measure")
+            if out.shape != hr.shape or not np.allclose(out_affine, affine, atol=1e-5):
+                raise RuntimeError(f"{name}: the output does not lie on the reference grid")
+
+            def cubic(lr):
+                return upsample_baseline(lr, lr_affine, kind="cubic", method="box")[0]
+
+            row = {"label": f"{SHARED_FILES[name]} at {level} %",
+                   "protocol": "reference / its 99.9th percentile in the head mask; metrics in "
+                               "the head mask; 3D SSIM (Gaussian σ 1.5); input: the 2×2×2 box "
+                               "average with Rician noise of the given % of its robust maximum; "
+                               "PRI-NLM and ODCT3D with σ estimated",
+                   "degradation": {"preset": None, "records": records},
+                   "enhanced": evaluate(hr, out, mask=mask),
+                   "baselines": {"cubic": evaluate(hr, cubic(noisy), mask=mask)},
+                   "inference_seconds": info.get("seconds"),
+                   "consistency_rmse_percent": info["consistency"]["rmse_percent"]}
+            for method in ("prinlm", "odct3d"):
+                filtered, _ = denoise(noisy, method=method, noise_model="rician", device=device)
+                row["baselines"][f"{method}_cubic"] = evaluate(hr, cubic(filtered), mask=mask)
+            LOGGER.info("held out %s at %d %%: model %.2f dB, PRI-NLM → cubic %.2f dB, ODCT3D → "
+                        "cubic %.2f dB, cubic %.2f dB", name, level, row["enhanced"]["psnr"],
+                        row["baselines"]["prinlm_cubic"]["psnr"],
+                        row["baselines"]["odct3d_cubic"]["psnr"],
+                        row["baselines"]["cubic"]["psnr"])
             comparisons.append(row)
     return comparisons
 
@@ -628,13 +723,21 @@ def _parent_run(command: list[str]) -> dict | None:
     path = Path(command[command.index("--init-from") + 1])
     path = path if path.is_absolute() else ROOT / path
     folder = path.parent
+    shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    if (folder / "model_card.json").is_file():  # shipped weights: what their card says
+        card = json.loads((folder / "model_card.json").read_text())
+        t = card.get("training") or {}
+        return {"checkpoint": shown, "model": card.get("name"),
+                "sha256": (card.get("checkpoint") or {}).get("sha256"),
+                "iterations": t.get("iterations"),
+                "cpu_hours": t.get("cpu_hours_total") or t.get("cpu_hours"),
+                "command": card.get("command") or t.get("command")}
     if not (folder / "checkpoint_state.pt").is_file():
-        return {"checkpoint": str(path)}
+        return {"checkpoint": shown}
     info_file = folder / "run_info.json"
     run_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     parent = result_from_run(folder, threads=run_info.get("threads") or 1)
-    return {"checkpoint": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-            "sha256": parent["checkpoint_sha256"], "iterations": parent["iterations"],
+    return {"checkpoint": shown, "sha256": parent["checkpoint_sha256"], "iterations": parent["iterations"],
             "cpu_hours": parent["cpu_hours"],
             "command": " ".join(["python", "benchmarks/train_default_weights.py",
                                  *run_info.get("command", [])]) if run_info else None}
@@ -749,10 +852,10 @@ def train(args) -> int:
                                 adversarial=10**6)
             phase = "l1" if name in PIXEL_ONLY else "adversarial"
             rate = probe_throughput(train_vols, probe_cfg, phase=phase)
-            if name in ("disgan_x2", "motion_gan"):  # warm-up steps are faster: weight both
+            if name.startswith("disgan") or name == "motion_gan":  # warm-up steps are faster
                 l1_rate = probe_throughput(train_vols, _config(
                     name, args, iterations=10**6, warmup=10**6, adversarial=1), phase="l1")
-                w = args.disgan_warmup if name == "disgan_x2" else args.motion_warmup
+                w = args.disgan_warmup if name.startswith("disgan") else args.motion_warmup
                 rate = 1.0 / (w / l1_rate + (1 - w) / rate)
             total = _budget_iterations(rate, args.budget_min, reserve_s=args.reserve_s)
         resume = None
@@ -786,7 +889,7 @@ def train(args) -> int:
                 shutil.copytree(base.parent, target)
             resume = target / "checkpoint.pt"
         else:
-            share = args.disgan_warmup if name == "disgan_x2" else args.motion_warmup
+            share = args.disgan_warmup if name.startswith("disgan") else args.motion_warmup
             warmup = int(round(share * total))
             iterations, adversarial = total, max(total - warmup, 1)
         result = run_stage(name, args, train_vols, val_vols, iterations=iterations,
@@ -884,6 +987,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue an interrupted run found in --work (same settings) instead of "
                         "starting again")
+    t.add_argument("--zero-residual", action="store_true",
+                   help="start the generator's last convolution at zero (with the image skip: "
+                        "the network starts as the identity of its input)")
     t.add_argument("--init-from", type=Path, default=None,
                    help="start the generator from this checkpoint.pt (same architecture; e.g. "
                         "DISGAN from the gan3p_l1_x2 generator); recorded in the card's command")

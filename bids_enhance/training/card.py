@@ -27,6 +27,12 @@ def _mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+#: baselines (besides cubic B-spline) whose PSNR gain a card states: name → words
+GAIN_REFERENCES = {"corrupted": "the corrupted input", "prinlm": "PRI-NLM",
+                   "noisy": "the noisy input", "prinlm_cubic": "PRI-NLM then cubic B-spline",
+                   "odct3d_cubic": "ODCT3D then cubic B-spline"}
+
+
 def summarise_comparisons(comparisons: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-image metrics of the model and its baselines, and their means."""
     per_image = [{"image": c.get("label"), "model": c["enhanced"],
@@ -44,7 +50,7 @@ def summarise_comparisons(comparisons: Sequence[dict[str, Any]]) -> dict[str, An
                  for c in comparisons if "cubic" in c.get("baselines", {})]
         summary["psnr_gain_over_cubic_db"] = {"mean": float(np.mean(gains)),
                                               "min": float(np.min(gains))}
-    for reference in ("corrupted", "prinlm", "noisy"):
+    for reference in GAIN_REFERENCES:
         if reference in baselines and comparisons:
             gains = [c["enhanced"]["psnr"] - c["baselines"][reference]["psnr"]
                      for c in comparisons if reference in c.get("baselines", {})]
@@ -167,8 +173,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             gain = ev["psnr_gain_over_cubic_db"]
             lines += ["", f"PSNR gain over cubic B-spline: mean {gain['mean']:+.2f} dB, "
                           f"worst image {gain['min']:+.2f} dB."]
-        for reference, what in (("corrupted", "the corrupted input"),
-                                ("prinlm", "PRI-NLM"), ("noisy", "the noisy input")):
+        for reference, what in GAIN_REFERENCES.items():
             if f"psnr_gain_over_{reference}_db" in ev:
                 gain = ev[f"psnr_gain_over_{reference}_db"]
                 lines += ["", f"PSNR gain over {what}: mean {gain['mean']:+.2f} dB, "
