@@ -111,9 +111,11 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
-          "gan3p_l1_x2_1mm", "disgan_x2_odct", "denoise_odct_zero")
-TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "disgan_x2": "disgan",
-         "disgan_x2_odct": "disgan",
+          "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
+          "gan3p_x2_1mm")
+TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
+         "disgan_x2": "disgan",
+         "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
          "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise"}
@@ -134,15 +136,24 @@ SPLITS = {
     # … and with three more 1 mm heads of other contrasts (T2w with and without skull, FLAIR)
     "gan3p_l1_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    # the adversarial stage of the shipped superres model, on its heads
+    "gan3p_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                      "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # superres-denoise: the shipped superres model's heads
     "disgan_x2_odct": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "disgan_x2_odct_adv": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                            "niivue_FLAIR_brain_1mm"), HELD_OUT),
 }
+#: adversarial runs that start from the L1 generator given by ``--init-from`` (fresh critic and
+#: feature extractor, their own learning-rate schedule, no warm-up)
+ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: a model trained on another preset than its task's
 MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
+                 "disgan_x2_odct_adv": "sr-box-x2-rician-wide-odct",
                  "denoise_odct": "denoise-rician-wide-odct",
                  "denoise_odct_1mm": "denoise-rician-wide-odct",
                  "denoise_odct_zero": "denoise-rician-wide-odct"}
@@ -158,11 +169,18 @@ DESCRIPTIONS = {
                        "then 2000 more on those plus two T2w heads and a FLAIR at 1 mm",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
+    "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
+                    "generator (gan3p_l1_x2_1mm), then adversarial training with a relativistic "
+                    "critic and a jointly trained ResNet-10 perceptual loss on the same six heads",
     "disgan_x2": "x2 super-resolution with noise removal, DISGAN (Wang et al. 2023)",
     "disgan_x2_odct": "x2 super-resolution with noise removal: ODCT3D (σ estimated) on the "
                       "input grid, then the generator of DISGAN (Wang et al. 2023), initialised "
                       "from the shipped superres model and trained on box-averaged inputs with "
                       "Rician noise of 1-9 % of the robust maximum, filtered by ODCT3D",
+    "disgan_x2_odct_adv": "x2 super-resolution with noise removal: ODCT3D (σ estimated), then "
+                          "DISGAN (Wang et al. 2023) trained adversarially (3D Haar-wavelet "
+                          "U-Net critic, ResNet-10 perceptual loss) from the L1 generator of "
+                          "disgan_x2_odct",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
@@ -289,7 +307,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
     task = TASKS[name]
     fields = dict(
         task=task, iterations=iterations, warmup_iterations=warmup,
-        instance_noise_iterations=max(adversarial, 1), batch_size=args.batch_size,
+        instance_noise_iterations=max(adversarial, 1),
+        instance_noise_start=args.instance_noise_start, batch_size=args.batch_size,
         patch_size=args.patch_size, degradation=MODEL_PRESETS.get(name, PRESETS[task]),
         seed=args.seed,
         realisations=args.realisations if task in ("disgan", "motion-gan", "denoise") else 1,
@@ -582,7 +601,7 @@ def evaluate_superres_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, 
             if out.shape != hr.shape or not np.allclose(out_affine, affine, atol=1e-5):
                 raise RuntimeError(f"{name}: the output does not lie on the reference grid")
 
-            def cubic(lr):
+            def cubic(lr, lr_affine=lr_affine):
                 return upsample_baseline(lr, lr_affine, kind="cubic", method="box")[0]
 
             row = {"label": f"{SHARED_FILES[name]} at {level} %",
@@ -861,7 +880,7 @@ def train(args) -> int:
         resume = None
         if name in PIXEL_ONLY:  # pixel loss only
             iterations, warmup, adversarial = total, total, max(total, 1)
-        elif name == "gan3p_x2" and args.init_from:
+        elif name in ADVERSARIAL_FROM_INIT and args.init_from:
             # a fresh adversarial run whose generator starts from the L1 weights: its own
             # learning-rate schedule (the L1 run's cosine has decayed to ~0 by its end) and
             # fresh critic and feature extractor, as at the end of a warm-up
@@ -987,6 +1006,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue an interrupted run found in --work (same settings) instead of "
                         "starting again")
+    t.add_argument("--instance-noise-start", type=float, default=1.0,
+                   help="σ of the critic's instance noise at the first adversarial iteration, "
+                        "annealed linearly to 0 over the adversarial iterations (thesis: 1; a "
+                        "short continuation needs less, or the critic sees only noise)")
     t.add_argument("--zero-residual", action="store_true",
                    help="start the generator's last convolution at zero (with the image skip: "
                         "the network starts as the identity of its input)")
