@@ -268,13 +268,15 @@ def _definitions_html(keys: Iterable[str]) -> str:
 
 def noise_sigma(sidecar: Mapping) -> tuple[float | None, str | None]:
     """(σ, estimator) of an image sidecar, in input units: the first step with a finite
-    ``NoiseSigma``, else the top-level ``EstimatedNoiseSigma`` of older sidecars; (None, None)
+    ``NoiseSigma`` (its own, or its ``Prefilter``'s), else the top-level ``EstimatedNoiseSigma`` of older sidecars; (None, None)
     when no step estimated it."""
     steps = [s for s in sidecar.get("EnhancementSteps") or [] if isinstance(s, Mapping)]
     for step in steps:
-        sigma = _finite(step.get("NoiseSigma"))
-        if sigma is not None and not isinstance(step.get("NoiseSigma"), bool):
-            return sigma, step.get("NoiseSigmaEstimator")
+        prefilter = step.get("Prefilter")  # a generative step's own filter (superres-denoise)
+        for record in (step, prefilter if isinstance(prefilter, Mapping) else {}):
+            sigma = _finite(record.get("NoiseSigma"))
+            if sigma is not None and not isinstance(record.get("NoiseSigma"), bool):
+                return sigma, record.get("NoiseSigmaEstimator")
     estimator = next((s.get("NoiseSigmaEstimator") for s in steps
                       if s.get("NoiseSigmaEstimator")), None)
     return _finite(sidecar.get("EstimatedNoiseSigma")), estimator
@@ -355,7 +357,13 @@ def _model_card_html(model: Mapping) -> str:
         rows.append(("Training", ", ".join(data)))
     if card.get("held_out_psnr") is not None:
         text = f"PSNR {float(card['held_out_psnr']):.1f} dB"
-        if card.get("held_out_psnr_cubic") is not None:
+        if card.get("held_out_psnr_prinlm_cubic") is not None:
+            text += (f" (PRI-NLM then cubic B-spline "
+                     f"{float(card['held_out_psnr_prinlm_cubic']):.1f} dB")
+            if card.get("held_out_psnr_cubic") is not None:
+                text += f", cubic B-spline {float(card['held_out_psnr_cubic']):.1f} dB"
+            text += ")"
+        elif card.get("held_out_psnr_cubic") is not None:
             text += f" (cubic B-spline {float(card['held_out_psnr_cubic']):.1f} dB)"
         elif card.get("held_out_psnr_prinlm") is not None:
             text += f" (PRI-NLM {float(card['held_out_psnr_prinlm']):.1f} dB)"
@@ -382,6 +390,19 @@ def _generative_rows(step: Mapping) -> list[tuple[str, str]]:
     rows = [("Model", f"<code>{_e(model.get('Name') or 'n/a')}</code> "
                       f"<small>sha256 <code>{_e(str(model.get('Sha256'))[:16])}…</code></small>"),
             ("Architecture", f"<code>{_e(model.get('Architecture'))}</code>")]
+    prefilter = step.get("Prefilter")
+    if isinstance(prefilter, Mapping) and prefilter.get("Method"):
+        text = (f"<code>{_e(prefilter['Method'])}</code> on the input grid, before the network "
+                f"(the filter it was trained behind)")
+        sigma = _finite(prefilter.get("NoiseSigma"))
+        if sigma is not None:
+            text += f"; σ {format_number(sigma)} (image units"
+            if prefilter.get("NoiseSigmaEstimator"):
+                text += f", estimated: {_e(prefilter['NoiseSigmaEstimator'])}"
+            text += ")"
+        if prefilter.get("NoiseModel"):
+            text += f"; {_e(prefilter['NoiseModel'])} noise model"
+        rows.append(("Prefilter", text))
     if step.get("VoxelSizeIn") and step.get("VoxelSizeOut"):
         rows.append(("Voxel size", f"{_mm(step['VoxelSizeIn'])} → {_mm(step['VoxelSizeOut'])}"))
     if "ConsistencyError" in step or step.get("VoxelSizeOut") != step.get("VoxelSizeIn"):

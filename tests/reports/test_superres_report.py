@@ -139,3 +139,21 @@ def test_model_card_rows_say_cpu_training_and_the_motion_baseline():
     text = iqm_table_html({"EnhancementSteps": [step]})
     assert "2400 iterations, 0.8 CPU-hours, size <code>compact</code>" in text
     assert "PSNR 27.1 dB (the motion-corrupted input 26.2 dB)" in text
+
+
+def test_superres_denoise_rows_show_its_prefilter_sigma_and_the_classical_chain():
+    from bids_enhance.reports.fragments import iqm_table_html, noise_sigma
+
+    card = dict(STEP["Model"]["ModelCard"], held_out_psnr=23.7, held_out_psnr_cubic=22.4,
+                held_out_psnr_prinlm_cubic=22.9)
+    step = dict(STEP, Step="superres-denoise", Model=dict(STEP["Model"], ModelCard=card),
+                Prefilter={"Method": "odct3d", "NoiseModel": "rician", "NoiseSigma": 11.93,
+                           "NoiseSigmaEstimator": "coupe2010"})
+    sidecar = {"EnhancementSteps": [step], "IntensityNormalisation": {"Scale": 400.0}}
+    assert noise_sigma(sidecar) == (11.93, "coupe2010")
+    text = iqm_table_html(sidecar)
+    assert_balanced_html(text)
+    assert "<th>Prefilter</th>" in text and "<code>odct3d</code> on the input grid" in text
+    assert "σ 11.93" in text and "coupe2010" in text and "rician noise model" in text
+    assert "PSNR 23.7 dB (PRI-NLM then cubic B-spline 22.9 dB, cubic B-spline 22.4 dB)" in text
+    assert "2.98 %</strong> of the robust maximum" in text
