@@ -112,14 +112,15 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
-          "gan3p_x2_1mm")
+          "gan3p_x2_1mm", "motion_ddpm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
-         "motion_gan": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
+         "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
+           "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
 #: (training, held-out) volumes of the models that do not use TRAINING / HELD_OUT; the 1 mm
 #: refinement leaves the 2 mm IXI heads out (another voxel size)
@@ -151,6 +152,8 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
+#: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
+DIFFUSION = ("motion_ddpm",)
 #: a model trained on another preset than its task's
 MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "disgan_x2_odct_adv": "sr-box-x2-rician-wide-odct",
@@ -181,6 +184,10 @@ DESCRIPTIONS = {
                           "DISGAN (Wang et al. 2023) trained adversarially (3D Haar-wavelet "
                           "U-Net critic, ResNet-10 perceptual loss) from the L1 generator of "
                           "disgan_x2_odct",
+    "motion_ddpm": "retrospective motion-artefact correction, conditional diffusion (DDPM "
+                   "trained with the ε loss, DDIM sampling) on 2.5D slices: the corrupted slice "
+                   "and its two neighbours as the condition, trained on TorchIO-simulated rigid "
+                   "motion",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
@@ -311,7 +318,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
         instance_noise_start=args.instance_noise_start, batch_size=args.batch_size,
         patch_size=args.patch_size, degradation=MODEL_PRESETS.get(name, PRESETS[task]),
         seed=args.seed,
-        realisations=args.realisations if task in ("disgan", "motion-gan", "denoise") else 1,
+        realisations=(args.realisations if task in ("disgan", "motion-gan", "motion-ddpm",
+                                                    "denoise") else 1),
         samples_per_volume=args.samples_per_volume, queue_length=args.samples_per_volume,
         loss_preset=args.loss_preset, lr_schedule=args.lr_schedule, device=args.device,
         compile=args.compile,
@@ -323,6 +331,12 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
     from bids_enhance.models.registry import size_preset
 
     fields.update(size_preset(args.size, task))
+    if task == "motion-ddpm":
+        fields["ddim_steps"] = args.ddim_steps
+        if args.smoke:
+            fields["unet"] = {"features": 8, "channel_mults": (1, 2), "num_res_blocks": 1,
+                              "attention": False, "norm_groups": 4}
+        return TrainConfig(**fields)
     if args.smoke:
         fields.update({k: dict(v) for k, v in SMOKE_NETWORKS.items()})
         if task in ("motion-gan", "denoise"):
@@ -471,7 +485,8 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
     :func:`bids_enhance.metrics.comparison.compare_to_reference` (for the model card).
 
     x2 tasks: against trilinear, cubic B-spline and zero-filled k-space interpolation of the
-    degraded input; ``motion-gan``: against the motion-corrupted input itself (``corrupted``).
+    degraded input; ``motion-gan``/``motion-ddpm``: against the motion-corrupted input itself
+    (``corrupted``).
     The degradation of each head is drawn from the seed and the head's name, so every model
     and every rerun sees the same inputs."""
     from bids_enhance.degrade import degrade
@@ -495,7 +510,7 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
         degraded, lr_affine, records = degrade(hr, affine, steps=PRESETS[task],
                                                rng=numpy_generator(seed, "held-out", name))
         mask = head_mask(hr)
-        x2 = task != "motion-gan"
+        x2 = task not in ("motion-gan", "motion-ddpm")
         out, out_affine, info = run_checkpoint(checkpoint, degraded, lr_affine, device=device,
                                                consistency="measure" if x2 else None)
         if out.shape != hr.shape or not np.allclose(out_affine, affine, atol=1e-5):
@@ -788,7 +803,7 @@ def _summary(args, shipped: dict[str, dict]) -> None:
 
     lines = ["# Default weights: training summary", "",
              "Held-out heads, whole volume, METHODS.md protocol (head-mask PSNR/SSIM). Baseline: "
-             "cubic B-spline for the x2 models, the motion-corrupted input for motion_gan.", "",
+             "cubic B-spline for the x2 models, the motion-corrupted input for the motion models.", "",
              "| model | iterations | CPU-hours | wall time (s) | it/s | held-out PSNR model / "
              "baseline (dB) | mean gain (dB) | worst-head gain (dB) | SSIM model / baseline |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -880,6 +895,8 @@ def train(args) -> int:
         resume = None
         if name in PIXEL_ONLY:  # pixel loss only
             iterations, warmup, adversarial = total, total, max(total, 1)
+        elif name in DIFFUSION:
+            iterations, warmup, adversarial = total, 0, 1
         elif name in ADVERSARIAL_FROM_INIT and args.init_from:
             # a fresh adversarial run whose generator starts from the L1 weights: its own
             # learning-rate schedule (the L1 run's cosine has decayed to ~0 by its end) and
@@ -1010,6 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="σ of the critic's instance noise at the first adversarial iteration, "
                         "annealed linearly to 0 over the adversarial iterations (thesis: 1; a "
                         "short continuation needs less, or the critic sees only noise)")
+    t.add_argument("--ddim-steps", type=int, default=50,
+                   help="DDIM steps of a diffusion model's validation and of its checkpoint's "
+                        "default sampling")
     t.add_argument("--zero-residual", action="store_true",
                    help="start the generator's last convolution at zero (with the image skip: "
                         "the network starts as the identity of its input)")

@@ -72,7 +72,6 @@ def test_train_writes_checkpoint_and_model_card(train_bids, tmp_path, model):
     (["--model", "gan3p", "--patch-size", "15"], "patch_size must be even"),
     (["--model", "gan3p", "--degradation", "sr-boxx2"], "did you mean 'sr-box-x2'"),
     (["--model", "motion-ddpm", "--image-skip"], "not to motion-ddpm"),
-    (["--model", "motion-ddpm", "--size", "compact"], "not to motion-ddpm"),
 ])
 def test_bad_training_requests_fail_before_training(train_bids, tmp_path, capsys, extra,
                                                     message):
@@ -96,20 +95,27 @@ def test_image_skip_reaches_the_checkpoint(train_bids, tmp_path):
 
 
 @pytest.mark.slow
-def test_compact_size_reaches_the_checkpoint(train_bids, tmp_path):
+@pytest.mark.parametrize("model", ["motion-gan", "motion-ddpm"])
+def test_compact_size_reaches_the_checkpoint(train_bids, tmp_path, model):
     """--size compact builds the networks of the shipped CPU weights (no --sloppy here)."""
     from bids_enhance.models.checkpoint import load_checkpoint
     from bids_enhance.models.registry import size_preset
 
-    code = main([str(train_bids), str(tmp_path / "out"), "train", "--model", "motion-gan",
+    code = main([str(train_bids), str(tmp_path / "out"), "train", "--model", model,
                  "--size", "compact", "--iterations", "1", "--patch-size", "32",
                  "--batch-size", "1", "--val-subjects", "03", "--nprocs", "1",
                  "-w", str(tmp_path / "work"), "--skip-bids-validation", "--random-seed", "1"])
     assert code == 0
-    model, meta = load_checkpoint(tmp_path / "out" / "models" / "motion-gan" / "checkpoint.pt")
-    expected = size_preset("compact", "motion-gan")["generator"]
-    assert {k: meta["arch_kwargs"][k] for k in expected} == expected
-    assert model.space_to_depth is True and model.hr_features == 8
+    net, meta = load_checkpoint(tmp_path / "out" / "models" / model / "checkpoint.pt")
+    role = "unet" if model == "motion-ddpm" else "generator"
+    expected = size_preset("compact", model)[role]
+    got = {k: meta["arch_kwargs"][k] for k in expected}
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in got.items()} == \
+        {k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()}
+    if model == "motion-gan":
+        assert net.space_to_depth is True and net.hr_features == 8
+    else:
+        assert net.size_multiple == 8
 
 
 def _trainer_modules(folder):

@@ -113,6 +113,30 @@ def test_compact_cpu_run_resumes_and_ships_mid_run(tmp_path):
     assert model.task == "motion-gan"
 
 
+def test_diffusion_motion_model_trains_and_ships_against_the_corrupted_input(tmp_path):
+    """``motion_ddpm``: the conditional-diffusion motion model through the same script (2.5D
+    slices, DDIM sampling of the whole held-out volumes in the card)."""
+    npz = _npz(tmp_path)
+    out = tmp_path / "out"
+    script = str(ROOT / "benchmarks/train_default_weights.py")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, script, "train", "--smoke", "--size", "compact",
+                           "--models", "motion_ddpm", "--iterations", "3", "--validations", "1",
+                           "--threads", "1", "--ddim-steps", "2", "--npz-dir", str(npz),
+                           "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = out / "ship" / "motion_ddpm"
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["task"] == "motion-ddpm" and card["training"]["iterations"] == 3
+    assert set(card["held_out_evaluation"]["mean"]) == {"model", "corrupted"}
+    assert "psnr_gain_over_corrupted_db" in card["held_out_evaluation"]
+    from bids_enhance.models import read_checkpoint
+
+    payload = read_checkpoint(folder / "checkpoint.pt")
+    assert payload["arch_name"] == "diffusion_unet" and payload["extra"]["ddim_steps"] == 2
+
+
 def test_zero_residual_starts_a_refinement_as_the_identity():
     """``--zero-residual``: with the image skip, the fresh generator returns its input (the
     prefilter's output) exactly, so a refinement starts at its baseline's level."""

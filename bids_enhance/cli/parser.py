@@ -267,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="N", help="pixel-loss-only iterations before adversarial training "
                         "(--model denoise: all of them unless given)")
     g.add_argument("--size", choices=("thesis", "compact"), default="thesis",
-                   help="network sizes of the GAN models: thesis (64 features, 3 RRDBs; a GPU) "
-                        "or compact (1 RRDB of 32, narrow x2 head, image skip; what the shipped "
+                   help="network sizes: thesis (GANs: 64 features, 3 RRDBs; diffusion U-Net: "
+                        "64 features on 3 levels; a GPU) or compact (1 RRDB of 32, narrow x2 "
+                        "head, image skip; U-Net: 16 features on 4 levels; what the shipped "
                         "CPU-trained weights use)")
     g.add_argument("--image-skip", dest="image_skip", action="store_true",
                    help="the generator learns only the residual over trilinear upsampling of "

@@ -730,9 +730,6 @@ def _train_config(settings) -> dict:
         fields["degradation"] = settings.degradation
     size = getattr(settings, "size", "thesis")
     if size != "thesis":
-        if settings.model == "motion-ddpm":
-            raise UsageError(f"--size {size} applies to the GAN models (gan3p, disgan, "
-                             "motion-gan, denoise), not to motion-ddpm")
         from bids_enhance.models.registry import size_preset
 
         fields.update(size_preset(size, settings.model))

@@ -47,3 +47,21 @@ def test_size_presets_build_for_every_gan_task():
     assert SIZES["compact"]["gan3p"]["generator"]["features"] == 32
     with pytest.raises(ValueError, match="did you mean 'compact'"):
         size_preset("compakt", "gan3p")
+
+
+def test_compact_diffusion_unet_is_a_small_fraction_of_the_thesis_one():
+    import torch
+
+    from bids_enhance.models.registry import size_preset
+
+    def build(size):
+        return build_model("diffusion_unet", image_channels=1, condition_channels=3,
+                           **size_preset(size, "motion-ddpm")["unet"])
+
+    compact, thesis = build("compact"), build("thesis")
+    n = sum(p.numel() for p in compact.parameters())
+    assert n < sum(p.numel() for p in thesis.parameters()) / 10
+    assert compact.size_multiple == 8  # four levels: slices padded to a multiple of 8
+    x = torch.zeros(1, 1, 24, 32)
+    with torch.no_grad():
+        assert compact(x, torch.tensor([3]), torch.zeros(1, 3, 24, 32)).shape == x.shape
