@@ -34,7 +34,7 @@ from bids_enhance.inference.sliding import (
     resolve_precision,
 )
 from bids_enhance.models import NoiseSchedule, ddim_sample, neighbour_slices
-from bids_enhance.models.diffusion import INTENSITY_MAP
+from bids_enhance.models.diffusion import INTENSITY_MAP, X0_RANGE
 
 __all__ = ["diffusion_correct"]
 
@@ -67,6 +67,7 @@ def diffusion_correct(model: nn.Module, schedule: NoiseSchedule, volume: np.ndar
                       device: torch.device | str = "cpu", seed: int = 0,
                       precision: str = "auto",
                       intensity_map: Mapping[str, float] | None = None,
+                      clip: tuple[float, float] | None = X0_RANGE,
                       report: dict[str, Any] | None = None) -> np.ndarray:
     """Correct ``volume`` slice by slice with a conditional diffusion model.
 
@@ -85,6 +86,8 @@ def diffusion_correct(model: nn.Module, schedule: NoiseSchedule, volume: np.ndar
         device, precision: as :func:`~bids_enhance.inference.sliding.infer_volume`.
         seed: seeds the one ``torch.Generator`` (module docstring).
         intensity_map: ``{"scale", "offset"}`` of the training code (default the trainer's).
+        clip: ``(low, high)`` in normalised intensities that every x0 estimate is clamped to
+            (:data:`~bids_enhance.models.diffusion.X0_RANGE`); ``None`` does not clamp.
         report: a dict to fill with what was done.
 
     Returns:
@@ -103,6 +106,12 @@ def diffusion_correct(model: nn.Module, schedule: NoiseSchedule, volume: np.ndar
         raise ValueError(f"the model takes {expected} condition channels, but neighbours="
                          f"{neighbours} gives {2 * neighbours + 1}")
     scale, offset = _intensity_map(intensity_map)
+    clip_x0 = None
+    if clip is not None:
+        low, high = (float(v) for v in clip)
+        if not (np.isfinite([low, high]).all() and low < high):
+            raise ValueError(f"clip must be (low, high) with low < high, got {clip!r}")
+        clip_x0 = tuple(sorted((scale * low + offset, scale * high + offset)))
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
 
@@ -136,12 +145,13 @@ def diffusion_correct(model: nn.Module, schedule: NoiseSchedule, volume: np.ndar
 
             y = ddim_sample(denoise, schedule, shape=tuple(x_T[b0:b0 + batch_size].shape),
                             steps=steps, eta=eta, prediction=prediction, generator=generator,
-                            device=dev, x_T=x_T[b0:b0 + batch_size])
+                            device=dev, x_T=x_T[b0:b0 + batch_size], clip_x0=clip_x0)
             out[b0:b0 + batch_size] = ((y[:, 0] - offset) / scale).cpu().numpy()
             logger.debug("diffusion: slices %d-%d of %d", b0, min(b0 + batch_size, n), n)
     seconds = time.perf_counter() - t0
     if report is not None:
         report.update(mode="slices", slices=n, slice_axis=slice_axis, neighbours=neighbours,
                       steps=steps, eta=eta, seed=int(seed), batch_size=batch_size,
+                      clip=None if clip is None else [float(v) for v in clip],
                       precision=precision, device=str(dev), seconds=seconds)
     return np.ascontiguousarray(np.moveaxis(out[:, :h, :w], 0, slice_axis))

@@ -19,6 +19,7 @@ from bids_enhance.models._checks import check_choice, check_float, check_int
 
 __all__ = [
     "INTENSITY_MAP",
+    "X0_RANGE",
     "PREDICTION_TYPES",
     "SCHEDULE_KINDS",
     "NoiseSchedule",
@@ -32,6 +33,13 @@ __all__ = [
 #: diffusion-space intensities: ``y = scale·x + offset`` of normalised intensities ``x`` (the
 #: trainer maps into it and inference maps back; recorded in every diffusion checkpoint)
 INTENSITY_MAP = {"scale": 2.0, "offset": -1.0}
+
+#: range of the clean image in normalised intensities (robust maximum → 1; magnitudes are ≥ 0 and
+#: the brightest voxels of the benchmark heads reach 1.3–2.9): DDIM clamps each x0 estimate to
+#: it (mapped by the intensity map), as DDPM's ``clip_denoised`` does. Without it the x0 estimate
+#: of an ε-model at the noisiest steps, divided by √ᾱ_t ≈ 0.006, can run away and the sample
+#: explode — seen with a compact model early in training (PSNR −27 dB).
+X0_RANGE = (0.0, 3.0)
 
 PREDICTION_TYPES = ("eps", "v")
 SCHEDULE_KINDS = ("linear", "cosine")

@@ -54,10 +54,40 @@ def test_exact_model_gives_the_exact_answer(prediction, eta, axis):
     report = {}
     out = diffusion_correct(ExactModel(prediction), SCHEDULE, vol, prediction=prediction,
                             neighbours=1, slice_axis=axis, steps=10, eta=eta, batch_size=3,
-                            seed=0, report=report)
+                            seed=0, report=report, clip=None)  # the answer dips below 0
     assert out.shape == vol.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, _expected(vol, axis), atol=2e-5)
     assert report["slices"] == vol.shape[axis] and report["precision"] == "fp32"
+
+
+class RunawayModel(nn.Module):
+    """An untrained-like ε-model whose x0 estimates run far outside the image range."""
+
+    size_multiple = 4
+    condition_channels = 3
+
+    def forward(self, x_t, t, cond):
+        return torch.full_like(x_t, -30.0)
+
+
+def test_x0_estimates_are_clamped_to_the_image_range():
+    from bids_enhance.models.diffusion import X0_RANGE
+
+    vol = smooth_volume((4, 8, 8), seed=3)
+    kw = dict(prediction="eps", neighbours=1, slice_axis=0, steps=5, seed=0)
+    report = {}
+    clamped = diffusion_correct(RunawayModel(), SCHEDULE, vol, report=report, **kw)
+    assert report["clip"] == list(X0_RANGE)
+    assert clamped.min() >= X0_RANGE[0] - 1e-5 and clamped.max() <= X0_RANGE[1] + 1e-5
+    free = diffusion_correct(RunawayModel(), SCHEDULE, vol, clip=None, **kw)
+    assert free.max() > 5 * X0_RANGE[1]  # what the clamp prevents
+    # an exact model whose answer lies inside the range is not changed by the clamp
+    inside = smooth_volume((5, 8, 8), seed=4) * 0.5 + 0.8
+    exact = diffusion_correct(ExactModel("eps"), SCHEDULE, inside, neighbours=1, slice_axis=0,
+                              steps=10, seed=0)
+    np.testing.assert_allclose(exact, _expected(inside, 0), atol=2e-5)
+    with pytest.raises(ValueError, match="low < high"):
+        diffusion_correct(RunawayModel(), SCHEDULE, vol, clip=(1.0, 0.0), **kw)
 
 
 def _tiny_unet() -> DiffusionUNet:
