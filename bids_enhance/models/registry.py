@@ -50,8 +50,9 @@ _COMPACT = {"generator": _COMPACT_GENERATOR, "critic": {"widths": (16, 32, 64, 1
 #: The compact diffusion U-Net (``motion-ddpm``): 16 features on four levels (16, 32, 32, 64),
 #: one residual block per level, self-attention only at the lowest level (1/8 of the slice: on
 #: three levels the attention at 1/4 costs 4× the whole network on a 176×240 slice) — 0.74 M
-#: parameters against the thesis' 14 M, 0.22 s per training step of 8 slices of 64² and 0.2 s
-#: per 176×240 slice and sampling step on one CPU thread (thesis size: 4.8 s and 4.0 s).
+#: parameters against the thesis' 14 M, 0.25 s per training step of 8 slices of 64² and 0.24 s
+#: per 176×240 slice and sampling step on one CPU thread (thesis size: 4.5 s and 4.0 s;
+#: benchmarks/compact_unet.py).
 _COMPACT_UNET = {"features": 16, "channel_mults": (1, 2, 2, 4), "num_res_blocks": 1,
                  "attention": True, "norm_groups": 8}
 SIZES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
