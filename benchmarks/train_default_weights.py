@@ -112,12 +112,13 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
-          "gan3p_x2_1mm", "motion_ddpm")
+          "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
-         "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm", "denoise_rician": "denoise", "denoise_odct": "denoise",
+         "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
+         "motion_gan_1mm": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
@@ -140,6 +141,9 @@ SPLITS = {
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                       "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    # the shipped motion model, trained further on six 1 mm heads
+    "motion_gan_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                        "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # superres-denoise: the shipped superres model's heads
     "disgan_x2_odct": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
@@ -150,7 +154,7 @@ SPLITS = {
 #: feature extractor, their own learning-rate schedule, no warm-up)
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
@@ -188,6 +192,9 @@ DESCRIPTIONS = {
                    "trained with the ε loss, DDIM sampling) on 2.5D slices: the corrupted slice "
                    "and its two neighbours as the condition, trained on TorchIO-simulated rigid "
                    "motion",
+    "motion_gan_1mm": "retrospective motion-artefact correction, the scale-1 generator of the "
+                      "three-player GAN: the shipped motion model trained further with the "
+                      "pixel loss on six 1 mm heads (three T1w, two T2w, a FLAIR)",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
