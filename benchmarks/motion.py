@@ -37,19 +37,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 SEVERITIES = {"mild": (2.0, 2.0), "moderate": (5.0, 5.0), "severe": (10.0, 10.0)}
 
 
-def run(checkpoint, npz_dir: Path, *, severities, realisations: int, seed: int,
+def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
         crop: int | None) -> list[dict]:
+    """Rows per head, severity and draw for ``model`` (a resolved
+    :func:`~bids_enhance.inference.weights.resolve_model`)."""
     from train_default_weights import HELD_OUT, _central_crop, _read_volume
 
     from bids_enhance.degrade import RandomMotion, degrade
     from bids_enhance.image.intensity import normalise
     from bids_enhance.image.mask import head_mask
     from bids_enhance.inference import run_checkpoint
-    from bids_enhance.inference.weights import resolve_model
     from bids_enhance.metrics.quality import evaluate
     from bids_enhance.training.seeding import numpy_generator
 
-    model = resolve_model("motion", checkpoint)
     rows = []
     for name in HELD_OUT:
         data, affine = _read_volume(npz_dir, name)
@@ -126,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    torch.set_num_threads(args.threads)
-    rows = run(args.checkpoint, args.npz_dir, severities=args.severities,
-               realisations=args.realisations, seed=args.seed, crop=args.crop)
     from bids_enhance.inference.weights import resolve_model
 
+    torch.set_num_threads(args.threads)
     model = resolve_model("motion", args.checkpoint)
+    rows = run(model, args.npz_dir, severities=args.severities,
+               realisations=args.realisations, seed=args.seed, crop=args.crop)
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(rows, f"{model.path} (sha256 {model.sha256[:12]}…)")
     (args.out / "motion.json").write_text(json.dumps(

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from bids_enhance.metrics.quality import evaluate
     from bids_enhance.models import NoiseSchedule, neighbour_slices
     from bids_enhance.models.checkpoint import load_checkpoint
-    from bids_enhance.models.diffusion import INTENSITY_MAP, X0_RANGE
+    from bids_enhance.models.diffusion import INTENSITY_MAP, x0_clip
     from bids_enhance.training.seeding import numpy_generator
 
     torch.set_num_threads(args.threads)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     schedule = NoiseSchedule.from_config(dict(extra["diffusion"]))
     abar = schedule.alphas_cumprod
     scale, offset = INTENSITY_MAP["scale"], INTENSITY_MAP["offset"]
-    lo, hi = (scale * v + offset for v in X0_RANGE)
+    lo, hi = x0_clip(scale, offset)
     r, axis = int(extra["neighbours"]), int(extra["slice_axis"])
     print(f"checkpoint {args.checkpoint} (iteration {extra.get('iteration')})")
     print("| head | start step | DDIM steps | PSNR (dB) | corrupted (dB) | gain (dB) |")

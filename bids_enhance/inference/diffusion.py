@@ -34,7 +34,7 @@ from bids_enhance.inference.sliding import (
     resolve_precision,
 )
 from bids_enhance.models import NoiseSchedule, ddim_sample, neighbour_slices
-from bids_enhance.models.diffusion import INTENSITY_MAP, X0_RANGE
+from bids_enhance.models.diffusion import INTENSITY_MAP, X0_RANGE, x0_clip
 
 __all__ = ["diffusion_correct"]
 
@@ -106,12 +106,7 @@ def diffusion_correct(model: nn.Module, schedule: NoiseSchedule, volume: np.ndar
         raise ValueError(f"the model takes {expected} condition channels, but neighbours="
                          f"{neighbours} gives {2 * neighbours + 1}")
     scale, offset = _intensity_map(intensity_map)
-    clip_x0 = None
-    if clip is not None:
-        low, high = (float(v) for v in clip)
-        if not (np.isfinite([low, high]).all() and low < high):
-            raise ValueError(f"clip must be (low, high) with low < high, got {clip!r}")
-        clip_x0 = tuple(sorted((scale * low + offset, scale * high + offset)))
+    clip_x0 = None if clip is None else x0_clip(scale, offset, clip)
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
 

@@ -20,6 +20,7 @@ from bids_enhance.models._checks import check_choice, check_float, check_int
 __all__ = [
     "INTENSITY_MAP",
     "X0_RANGE",
+    "x0_clip",
     "PREDICTION_TYPES",
     "SCHEDULE_KINDS",
     "NoiseSchedule",
@@ -40,6 +41,17 @@ INTENSITY_MAP = {"scale": 2.0, "offset": -1.0}
 #: of an ε-model at the noisiest steps, divided by √ᾱ_t ≈ 0.006, can run away and the sample
 #: explode — seen with a compact model early in training (PSNR −27 dB).
 X0_RANGE = (0.0, 3.0)
+
+
+def x0_clip(scale: float, offset: float,
+            normalised: tuple[float, float] = X0_RANGE) -> tuple[float, float]:
+    """``normalised`` (low, high) mapped into diffusion space by ``y = scale·x + offset``: the
+    ``clip_x0`` of :func:`ddim_sample`."""
+    low, high = (float(v) for v in normalised)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"clip must be (low, high) with low < high, got {normalised!r}")
+    a, b = scale * low + offset, scale * high + offset
+    return (min(a, b), max(a, b))
 
 PREDICTION_TYPES = ("eps", "v")
 SCHEDULE_KINDS = ("linear", "cosine")

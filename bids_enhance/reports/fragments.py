@@ -268,8 +268,8 @@ def _definitions_html(keys: Iterable[str]) -> str:
 
 def noise_sigma(sidecar: Mapping) -> tuple[float | None, str | None]:
     """(σ, estimator) of an image sidecar, in input units: the first step with a finite
-    ``NoiseSigma`` (its own, or its ``Prefilter``'s), else the top-level ``EstimatedNoiseSigma`` of older sidecars; (None, None)
-    when no step estimated it."""
+    ``NoiseSigma`` (its own, or its ``Prefilter``'s), else the top-level
+    ``EstimatedNoiseSigma`` of older sidecars; (None, None) when no step estimated it."""
     steps = [s for s in sidecar.get("EnhancementSteps") or [] if isinstance(s, Mapping)]
     for step in steps:
         prefilter = step.get("Prefilter")  # a generative step's own filter (superres-denoise)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bids_enhance.models import NoiseSchedule, build_model, ddim_sample
-from bids_enhance.models.diffusion import INTENSITY_MAP, X0_RANGE
+from bids_enhance.models.diffusion import INTENSITY_MAP, x0_clip
 from bids_enhance.training.base import Trainer
 from bids_enhance.training.config import TrainConfig
 from bids_enhance.training.ddp import DistributedContext
@@ -209,7 +209,7 @@ def ddim_sample_normalised(model: nn.Module, schedule: NoiseSchedule, condition:
     try:
         y = ddim_sample(denoise, schedule, shape=shape, steps=steps, prediction=prediction,
                         generator=generator, device=device,
-                        clip_x0=tuple(scale * v + offset for v in X0_RANGE))
+                        clip_x0=x0_clip(scale, offset))
     finally:
         model.train(was_training)
     return (y - offset) / scale
