@@ -112,14 +112,17 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
-          "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm")
+          "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
+          "denoise_stack", "denoise_stack_sigma")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
+         "gan3p_l1_x2_wide": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
-         "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise"}
+         "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
+         "denoise_stack": "denoise", "denoise_stack_sigma": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -132,12 +135,20 @@ SPLITS = {
                          DENOISE_HELD_OUT),
     "denoise_odct_zero": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                           DENOISE_HELD_OUT),
+    # the guided refinement: ODCT3D's output and the noisy input (and σ) as channels
+    "denoise_stack": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                      DENOISE_HELD_OUT),
+    "denoise_stack_sigma": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                            DENOISE_HELD_OUT),
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
     # … and with three more 1 mm heads of other contrasts (T2w with and without skull, FLAIR)
     "gan3p_l1_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    # the shipped superres model grown by a second RRDB (started as the identity), same heads
+    "gan3p_l1_x2_wide": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                       "niivue_FLAIR_brain_1mm"), HELD_OUT),
@@ -154,7 +165,8 @@ SPLITS = {
 #: feature extractor, their own learning-rate schedule, no warm-up)
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
+              "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
               "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
@@ -163,7 +175,9 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "disgan_x2_odct_adv": "sr-box-x2-rician-wide-odct",
                  "denoise_odct": "denoise-rician-wide-odct",
                  "denoise_odct_1mm": "denoise-rician-wide-odct",
-                 "denoise_odct_zero": "denoise-rician-wide-odct"}
+                 "denoise_odct_zero": "denoise-rician-wide-odct",
+                 "denoise_stack": "denoise-rician-wide-odct-stack",
+                 "denoise_stack_sigma": "denoise-rician-wide-odct-stack-sigma"}
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -174,6 +188,10 @@ DESCRIPTIONS = {
     "gan3p_l1_x2_1mm": "x2 super-resolution, RRDB generator of the three-player GAN, pixel-loss "
                        "(L1) stage only (PSNR-oriented): 12000 iterations on three T1w heads, "
                        "then 2000 more on those plus two T2w heads and a FLAIR at 1 mm",
+    "gan3p_l1_x2_wide": "x2 super-resolution, RRDB generator of the three-player GAN, pixel-loss "
+                        "(L1) stage only: the shipped superres generator grown by more RRDBs "
+                        "(each started as the identity) and trained further on its six 1 mm "
+                        "heads",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
@@ -207,6 +225,15 @@ DESCRIPTIONS = {
                          "the scale-1 RRDB generator refining its output, started as the identity "
                          "(last convolution zeroed), pixel loss (L1), trained on Rician noise of "
                          "1-12 % on the ≤ 1 mm T1w and T2w heads only",
+    "denoise_stack": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then the "
+                     "scale-1 RRDB generator given ODCT3D's output and the noisy input as two "
+                     "channels (blind to σ), adding a residual to ODCT3D's output; pixel loss "
+                     "(L1), Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads",
+    "denoise_stack_sigma": "noise removal (--denoise-method learned): ODCT3D (σ estimated), "
+                           "then the scale-1 RRDB generator given ODCT3D's output, the noisy "
+                           "input and a map of σ as three channels (conditioned on the "
+                           "estimated σ), adding a residual to ODCT3D's output; pixel loss (L1), "
+                           "Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads",
     "denoise_odct_1mm": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
                         "the scale-1 RRDB generator refining its output, pixel loss (L1), "
                         "trained on Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads only",
@@ -350,6 +377,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
             fields["generator"]["space_to_depth"] = args.size == "compact"
     if args.image_skip is not None:
         fields["generator"]["image_skip"] = args.image_skip
+    if getattr(args, "num_blocks", None) is not None:
+        fields["generator"]["num_blocks"] = args.num_blocks
     fields["generator"].setdefault("image_skip", True)
     return TrainConfig(**fields)
 
@@ -414,14 +443,49 @@ def _init_generator(trainer, checkpoint: Path) -> None:
 
     payload = read_checkpoint(checkpoint)
     net = unwrap(trainer.main_model)
-    mine = {k: v.shape for k, v in net.state_dict().items()}
-    theirs = {k: v.shape for k, v in payload["state_dict"].items()}
-    if mine != theirs:
+    grown = grow_state_dict(net, payload["state_dict"])
+    if grown is None:
         raise SystemExit(f"--init-from {checkpoint}: its generator ({payload['arch_kwargs']}) "
                          f"does not match this run's ({trainer.arch_kwargs})")
-    net.load_state_dict(payload["state_dict"])
+    state, added = grown
+    net.load_state_dict(state)
+    if added:
+        LOGGER.info("generator grown by RRDBs %s, each started as the identity", added)
     LOGGER.info("generator initialised from %s (iteration %s, sha256 %s)", checkpoint,
                 (payload.get("extra") or {}).get("iteration"), payload["sha256"][:12])
+
+
+def grow_state_dict(net, theirs: dict) -> tuple[dict, list[int]] | None:
+    """``theirs`` (a generator's state dict) as a state dict for ``net``, or None if they do not
+    fit. ``net`` may have more RRDBs at the end of its body than ``theirs`` (a grown network):
+    every other tensor must match in shape. The extra RRDBs keep ``net``'s initialisation except
+    the last convolution of each residual dense block, which is zeroed; such an RRDB computes
+    ``(1 + s)·x`` (``s`` its residual scale), so the trunk convolution's weights are divided by
+    ``(1 + s)`` per extra RRDB and the grown network computes exactly what the smaller one did.
+    Returns ``(state_dict, indices of the added RRDBs)``."""
+    import re
+
+    import torch
+
+    mine = net.state_dict()
+    pattern = re.compile(r"body\.(\d+)\.")
+    blocks = {int(m.group(1)) for k in theirs if (m := pattern.match(k))}
+    extra = [k for k in mine if k not in theirs]
+    if any(k not in mine or mine[k].shape != v.shape for k, v in theirs.items()):
+        return None
+    added = sorted({int(m.group(1)) for k in extra if (m := pattern.match(k))})
+    if any(not pattern.match(k) for k in extra) or (added and blocks and
+                                                     min(added) <= max(blocks)):
+        return None
+    state = {k: v.clone() for k, v in mine.items()}
+    state.update({k: v.clone() for k, v in theirs.items()})
+    for k in extra:
+        if re.match(r"body\.\d+\.rdb\d\.conv5\.", k):
+            state[k] = torch.zeros_like(state[k])
+    if added:
+        scale = 1.0 + float(net.body[added[0]].residual_scale)
+        state["conv_body.weight"] = state["conv_body.weight"] / scale ** len(added)
+    return state, added
 
 
 def _zero_residual(trainer) -> None:
@@ -1054,6 +1118,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--validation-crop", type=int, default=96)
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    t.add_argument("--num-blocks", type=int, default=None,
+                   help="RRDBs of the generator (default: the size preset's); with --init-from "
+                        "a generator of fewer RRDBs, the extra ones start as the identity")
     t.add_argument("--image-skip", action=argparse.BooleanOptionalAction, default=None,
                    help="generator learns the residual over trilinear x2 (RRDBGenerator "
                         "image_skip): converges much faster in a short GPU budget")

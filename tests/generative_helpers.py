@@ -16,7 +16,8 @@ _PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician", "motion-gan": "m
 
 
 def save_tiny_generator(path: Path, *, task: str = "gan3p", scale: int | None = None,
-                        preset: str | None = None, zero: bool = False, seed: int = 0) -> str:
+                        preset: str | None = None, zero: bool = False, seed: int = 0,
+                        in_channels: int = 1, image_skip: bool = False) -> str:
     """A randomly initialised tiny RRDB generator checkpoint; returns its sha256.
 
     ``zero``: the last convolution outputs 0 everywhere, so with ``--consistency project`` an
@@ -25,6 +26,10 @@ def save_tiny_generator(path: Path, *, task: str = "gan3p", scale: int | None = 
     """
     torch.manual_seed(seed)
     kwargs = {**TINY, "scale": scale if scale is not None else (1 if task == "motion-gan" else 2)}
+    if in_channels != 1:
+        kwargs["in_channels"] = in_channels
+    if image_skip:
+        kwargs["image_skip"] = True
     model = build_model("rrdb_generator", **kwargs)
     if zero:
         with torch.no_grad():

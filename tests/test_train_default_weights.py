@@ -158,3 +158,31 @@ def test_zero_residual_starts_a_refinement_as_the_identity():
     plain = build_model("rrdb_generator", features=8, growth=4, num_blocks=1, scale=1)
     with pytest.raises(SystemExit, match="image skip"):
         tdw._zero_residual(types.SimpleNamespace(main_model=plain))
+
+
+def test_grown_generator_starts_as_the_smaller_one():
+    """``--num-blocks`` with ``--init-from`` a generator of fewer RRDBs: the extra RRDBs start as
+    the identity, so the grown network computes what the smaller one did; any other mismatch
+    is refused."""
+    import torch
+
+    from bids_enhance.models import build_model
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_default_weights as tdw
+
+    kw = dict(features=8, growth=4, scale=2, image_skip=True, hr_features=4)
+    torch.manual_seed(0)
+    small = build_model("rrdb_generator", num_blocks=1, **kw)
+    big = build_model("rrdb_generator", num_blocks=3, **kw)
+    state, added = tdw.grow_state_dict(big, small.state_dict())
+    assert added == [1, 2]
+    big.load_state_dict(state)
+    x = torch.rand(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x))
+    # the new blocks still learn: only their last convolutions are zero
+    assert big.body[1].rdb1.conv1.weight.abs().sum() > 0
+    assert tdw.grow_state_dict(small, big.state_dict()) is None  # shrinking is refused
+    other = build_model("rrdb_generator", num_blocks=1, **{**kw, "features": 16})
+    assert tdw.grow_state_dict(other, small.state_dict()) is None

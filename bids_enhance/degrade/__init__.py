@@ -27,7 +27,14 @@ from bids_enhance.degrade.noise import (
     add_rician_noise,
     sigma_from_fraction,
 )
-from bids_enhance.degrade.pipeline import PRESETS, Degradation, degrade, prefilter_of, replay
+from bids_enhance.degrade.pipeline import (
+    PRESETS,
+    Degradation,
+    degrade,
+    input_channels,
+    prefilter_of,
+    replay,
+)
 from bids_enhance.degrade.prefilter import Prefilter
 from bids_enhance.degrade.simulation import Simulation, crop_reference, simulate
 
@@ -54,6 +61,7 @@ __all__ = [
     "crop_reference",
     "degrade",
     "downsample",
+    "input_channels",
     "lowres_affine",
     "prefilter_of",
     "replay",

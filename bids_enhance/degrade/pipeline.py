@@ -83,6 +83,13 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
                                         fraction=DENOISE_NOISE_FRACTION),),
     "denoise-rician-wide-odct": (RandomNoise(method=NoiseMethod.RICIAN,
                                              fraction=DENOISE_NOISE_FRACTION), Prefilter()),
+    # the network sees ODCT3D's output and the noisy input (and σ): two (three) channels
+    "denoise-rician-wide-odct-stack": (RandomNoise(method=NoiseMethod.RICIAN,
+                                                   fraction=DENOISE_NOISE_FRACTION),
+                                       Prefilter(stack="input")),
+    "denoise-rician-wide-odct-stack-sigma": (RandomNoise(method=NoiseMethod.RICIAN,
+                                                         fraction=DENOISE_NOISE_FRACTION),
+                                             Prefilter(stack="input+sigma")),
     "noise-rician-3": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.03, 0.03)),),
     "noise-rician-6": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.06, 0.06)),),
     "noise-rician-9": (RandomNoise(method=NoiseMethod.RICIAN, fraction=(0.09, 0.09)),),
@@ -146,6 +153,15 @@ def prefilter_of(preset: str | None) -> Prefilter | None:
     return next((s for s in PRESETS.get(preset or "", ()) if isinstance(s, Prefilter)), None)
 
 
+def input_channels(preset: Any) -> int:
+    """Channels of what a network trained on ``preset`` (a name or a :class:`Degradation`) is
+    given: 1, or its :class:`~bids_enhance.degrade.Prefilter`'s stack of the filtered volume,
+    the input and σ."""
+    steps = preset.steps if isinstance(preset, Degradation) else PRESETS.get(preset or "", ())
+    prefilter = next((s for s in steps if isinstance(s, Prefilter)), None)
+    return 1 if prefilter is None else prefilter.channels
+
+
 def degrade(data: np.ndarray, affine: np.ndarray, *,
             steps: str | Degradation | Sequence[Step],
             rng: np.random.Generator | int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -158,8 +174,9 @@ def degrade(data: np.ndarray, affine: np.ndarray, *,
         rng: seeded ``numpy.random.Generator`` (or an int seed) all random draws come from.
 
     Returns:
-        ``(degraded, affine, records)``: float32 array (smaller after a low-resolution step), its
-        affine, and one JSON-serialisable record per step for :func:`replay`.
+        ``(degraded, affine, records)``: float32 array (smaller after a low-resolution step;
+        ``(C, X, Y, Z)`` after a stacking :class:`~bids_enhance.degrade.Prefilter`), its affine,
+        and one JSON-serialisable record per step for :func:`replay`.
     """
     if isinstance(steps, str):
         steps = Degradation.from_preset(steps)

@@ -4,6 +4,14 @@
 the noisy data, as a participant run does), so that a network trained on it learns to refine
 ODCT3D's output rather than to denoise from scratch; ``--denoise-method learned`` applies the
 same prefilter before such a network (:mod:`bids_enhance.inference.learned`).
+
+``stack``: what the network sees. ``"none"`` (default): the filtered volume alone — the network
+can only refine what the filter kept. ``"input"``: the filtered volume and the unfiltered input
+as two channels ``(2, X, Y, Z)``, so the network also sees what the filter removed (and, from
+their difference, how noisy the input was). ``"input+sigma"``: those two and a third channel
+holding :data:`SIGMA_GAIN` · σ everywhere (σ as the filter used it, in the data's units): a
+network conditioned on the noise level, as FFDNet's noise-level map. The filtered channel comes
+first: an image-skip generator adds it to its output (:class:`~bids_enhance.models.RRDBGenerator`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,12 @@ from typing import ClassVar
 import numpy as np
 
 from bids_enhance.degrade._base import DegradationStep, check_affine, check_volume, register
+
+#: what :class:`Prefilter` can hand the network (module docstring), and its channel count
+STACKS = {"none": 1, "input": 2, "input+sigma": 3}
+#: the σ channel of ``stack="input+sigma"`` holds this multiple of σ (normalised intensities
+#: put σ at 0.01–0.12; ×10 brings it to the order of the image channels)
+SIGMA_GAIN = 10.0
 
 
 @register
@@ -26,6 +40,7 @@ class Prefilter(DegradationStep):
 
     method: str = "odct3d"
     noise_model: str = "rician"
+    stack: str = "none"
 
     def __post_init__(self):
         from bids_enhance.steps import DENOISE_METHODS
@@ -36,25 +51,40 @@ class Prefilter(DegradationStep):
         if self.noise_model not in ("rician", "gaussian"):
             raise ValueError(f"noise_model must be 'rician' or 'gaussian', got "
                              f"{self.noise_model!r}")
+        if self.stack not in STACKS:
+            raise ValueError(f"stack must be one of {list(STACKS)}, got {self.stack!r}")
+
+    @property
+    def channels(self) -> int:
+        """Channels of the output: 1 (a 3D volume) or 2–3 (``(C, X, Y, Z)``, see ``stack``)."""
+        return STACKS[self.stack]
 
     def apply(self, data: np.ndarray, *, sigma: float | None = None,
               device: str = "cpu") -> np.ndarray:
-        """The filtered volume (float32); ``sigma`` (None: estimated) in the data's units."""
+        """The filtered volume (float32; ``(C, X, Y, Z)`` when ``stack`` is not ``"none"``);
+        ``sigma`` (None: estimated) in the data's units."""
         return self.apply_with_record(data, sigma=sigma, device=device)[0]
 
     def apply_with_record(self, data: np.ndarray, *, sigma: float | None = None,
                           device: str = "cpu") -> tuple[np.ndarray, dict]:
-        """``(filtered, record)``: the filtered volume (float32) and what ran — ``method``,
-        ``noise_model``, ``sigma`` (the σ used, in the data's units) and ``sigma_estimator`` (None
-        when ``sigma`` was given)."""
+        """``(filtered, record)``: the filtered volume (float32; stacked with the input and σ as
+        ``stack`` says) and what ran — ``method``, ``noise_model``, ``sigma`` (the σ used, in the
+        data's units), ``sigma_estimator`` (None when ``sigma`` was given) and ``stack``."""
         from bids_enhance.classical import denoise
 
-        out, info = denoise(check_volume(data).astype(np.float32, copy=False),
-                            method=self.method, noise_model=self.noise_model, sigma=sigma,
+        data = check_volume(data).astype(np.float32, copy=False)
+        out, info = denoise(data, method=self.method, noise_model=self.noise_model, sigma=sigma,
                             device=device)
         record = {"method": self.method, "noise_model": self.noise_model,
-                  "sigma": float(info["sigma"]), "sigma_estimator": info.get("sigma_estimator")}
-        return np.asarray(out, dtype=np.float32), record
+                  "sigma": float(info["sigma"]), "sigma_estimator": info.get("sigma_estimator"),
+                  "stack": self.stack}
+        out = np.asarray(out, dtype=np.float32)
+        if self.stack != "none":
+            planes = [out, data]
+            if self.stack == "input+sigma":
+                planes.append(np.full(data.shape, SIGMA_GAIN * record["sigma"], np.float32))
+            out = np.stack(planes)
+        return out, record
 
     def __call__(self, data, affine):
         return self.apply(data), check_affine(affine)

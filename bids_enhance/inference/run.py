@@ -19,7 +19,8 @@ checkpoint                             inference
 Prefilter: a checkpoint trained on a preset that ends in a classical filter (a
 :class:`~bids_enhance.degrade.Prefilter` step, e.g. ``sr-box-x2-rician-wide-odct``) refines
 that filter's output, so with ``prefilter=True`` (default) the same filter (σ estimated, as in
-training) runs on the normalised input first; ``info["prefilter"]`` records it. Data
+training) runs on the normalised input first; ``info["prefilter"]`` records it. A prefilter
+that stacks its output with its input (and σ) hands the network those channels. Data
 consistency is still measured against the unfiltered input.
 
 Intensities: with ``normalise=True`` (default) the volume is scaled as the checkpoint's
@@ -91,7 +92,7 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
                    mem_budget_gb: float | None = None, batch_size: int | None = None,
                    precision: str = "auto", halo: int | str = "auto",
                    steps: int | None = None, eta: float = 0.0, seed: int = 0,
-                   prefilter: bool = True
+                   prefilter: bool = True, sigma: float | None = None
                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Run the model stored at ``path`` on ``volume`` (with voxel→world ``affine``).
 
@@ -113,6 +114,8 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
             ``ddim_steps``).
         prefilter: run the classical filter the checkpoint's training preset ends in (if any)
             before the network (module docstring); False when the caller has already run it.
+        sigma: the noise σ the prefilter uses, in ``volume``'s units (None: estimated from the
+            data, as in training).
 
     Returns:
         ``(out, out_affine, info)``: float32 output (x2 grid for super-resolution, else the
@@ -141,9 +144,13 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
     x = data / np.float32(scale) if scale != 1.0 else data
     step = prefilter_of((meta.get("degradation") or {}).get("preset")) if prefilter else None
     if step is not None:  # the network refines a classical filter's output, as in training
-        x, record = step.apply_with_record(x, device=str(dev))
+        x, record = step.apply_with_record(
+            x, sigma=None if sigma is None else float(sigma) / scale, device=str(dev))
         record["sigma"] *= scale  # in the caller's units
         info["prefilter"] = record
+    if x.ndim == 4 and not (name == "rrdb_generator" and kwargs.get("scale", 2) == 1):
+        raise CheckpointError(f"checkpoint {path} stacks its prefilter's output with its input "
+                              "(several channels), which only a scale-1 generator takes")
     report: dict[str, Any] = {}
     out_affine = affine
     if name == "rrdb_generator" and kwargs.get("scale", 2) == 2:

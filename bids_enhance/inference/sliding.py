@@ -109,6 +109,15 @@ def _check_volume(volume: Any) -> np.ndarray:
     return check_volume(volume, name="the volume").astype(np.float32, copy=False)
 
 
+def _check_channels(volume: Any) -> np.ndarray:
+    """float32 ``(C, X, Y, Z)``: a 3D volume as one channel, or a 4D stack of channels, each
+    checked as :func:`_check_volume` does."""
+    array = np.asarray(volume)
+    if array.ndim == 4:
+        return np.stack([_check_volume(channel) for channel in array])
+    return _check_volume(array)[None]
+
+
 def _prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     model = model.to(device).eval()
     if channels_last:
@@ -151,10 +160,13 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     """Apply ``model`` to a 3D ``volume`` and return its ``scale``-times larger output.
 
     Args:
-        model: maps ``(B, 1, X, Y, Z)`` float32 to ``(B, 1, sX, sY, sZ)``; it is moved to
+        model: maps ``(B, C, X, Y, Z)`` float32 to ``(B, 1, sX, sY, sZ)``; it is moved to
             ``device`` and runs in eval mode (its training mode is restored afterwards); on CUDA
             its parameters are converted to the ``channels_last_3d`` layout (values unchanged).
-        volume: ``(X, Y, Z)`` real array (normalised intensities, as in training).
+        volume: ``(X, Y, Z)`` real array (normalised intensities, as in training), or
+            ``(C, X, Y, Z)`` for a network of ``C`` input channels (e.g. a classical filter's
+            output stacked with its input, :class:`~bids_enhance.degrade.Prefilter`); patches
+            and padding act on the three spatial axes.
         scale: the model's upsampling factor (1 or 2 for the RRDB generator).
         patch_size: core edge in input voxels (int or three ints) forcing patch mode; None chooses
             whole-volume or patch mode from the memory budget (:func:`plan_inference`).
@@ -174,22 +186,22 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     Returns:
         float32 array of shape ``(sX, sY, sZ)``.
     """
-    data = _check_volume(volume)
+    data = _check_channels(volume)  # (C, X, Y, Z)
     dev = resolve_device(device)
     # a body on a half grid (space_to_depth) cuts 2×2×2 cells at even voxels: run on an even
     # shape (edge-padded, cut off again) with even patch starts and an even halo, so patches
     # cut the same cells as the whole volume and the result does not depend on the tiling
     align = 2 if getattr(getattr(model, "_orig_mod", model), "space_to_depth", False) else 1
-    original_shape = data.shape
+    original_shape = data.shape[1:]
     if align > 1:
-        extra = [(0, n % align) for n in data.shape]
+        extra = [(0, n % align) for n in original_shape]
         if any(e for _, e in extra):
-            data = np.pad(data, extra, mode="edge")
+            data = np.pad(data, [(0, 0), *extra], mode="edge")
         if halo == "auto":
             halo = default_halo(model)
         if isinstance(halo, (int, np.integer)) and not isinstance(halo, bool) and halo % 2:
             halo = int(halo) + 1
-    plan = plan_inference(model, data.shape, scale=scale, patch_size=patch_size, overlap=overlap,
+    plan = plan_inference(model, data.shape[1:], scale=scale, patch_size=patch_size, overlap=overlap,
                           blend=blend, device=dev, mem_budget_gb=mem_budget_gb,
                           batch_size=batch_size, precision=precision, halo=halo,
                           channels_last=channels_last, align=align)
@@ -206,7 +218,7 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
-    logger.info("inference on %s (%s, %s): %s in %.2f s", "x".join(map(str, data.shape)),
+    logger.info("inference on %s (%s, %s): %s in %.2f s", "x".join(map(str, data.shape[1:])),
                 plan.mode, plan.precision, plan.device, seconds)
     if report is not None:
         report.update(plan.to_dict())
@@ -217,8 +229,8 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
 def _run_plan(net: nn.Module, data: np.ndarray, plan: InferencePlan,
               dev: torch.device) -> np.ndarray:
     s, h = plan.scale, plan.halo
-    padded = np.pad(data, h, mode="symmetric") if h else data
-    x = torch.from_numpy(np.ascontiguousarray(padded)).to(dev)[None, None]
+    padded = np.pad(data, [(0, 0)] + [(h, h)] * 3, mode="symmetric") if h else data
+    x = torch.from_numpy(np.ascontiguousarray(padded)).to(dev)[None]
     if plan.mode == "whole":
         y = _forward(net, x, scale=s, plan=plan)[0, 0]
         if h:

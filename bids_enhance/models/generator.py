@@ -36,7 +36,9 @@ class RRDBGenerator(nn.Module):
     only the residual over trilinear interpolation. On real heads this made a small generator
     beat cubic B-spline interpolation within 100 L1 iterations where the plain one was still
     below it after 400 (see docs/benchmarks/superres.md): short GPU budgets converge faster.
-    Needs ``in_channels == out_channels``.
+    With more input than output channels (a guided input, e.g. a classical filter's output
+    stacked with the noisy image it came from, :class:`~bids_enhance.degrade.Prefilter`) the
+    skip carries the first ``out_channels`` input channels.
 
     Compact variants (not in the thesis; the shipped CPU-trained weights use them):
 
@@ -71,8 +73,8 @@ class RRDBGenerator(nn.Module):
         residual_scale = check_float("residual_scale", residual_scale, minimum=0.0)
         if not isinstance(image_skip, bool):
             raise ValueError(f"image_skip must be True or False, got {image_skip!r}")
-        if image_skip and in_channels != out_channels:
-            raise ValueError("image_skip needs in_channels == out_channels, got "
+        if image_skip and in_channels < out_channels:
+            raise ValueError("image_skip needs in_channels >= out_channels, got "
                              f"{in_channels} and {out_channels}")
         self.image_skip = image_skip
         hr_features = features if hr_features is None else check_int("hr_features", hr_features)
@@ -165,7 +167,11 @@ class RRDBGenerator(nn.Module):
         return out
 
     def image_residual(self, x: Tensor) -> Tensor:
-        """What ``image_skip`` adds: ``x`` itself (scale 1) or its trilinear x2 upsampling."""
+        """What ``image_skip`` adds: the first ``out_channels`` channels of ``x`` (scale 1) or
+        their trilinear x2 upsampling."""
+        out_channels = self.conv_last.out_channels
+        if x.shape[1] != out_channels:
+            x = x[:, :out_channels]
         if self.scale == 1:
             return x
         return F.interpolate(x, scale_factor=self.scale, mode="trilinear", align_corners=False)

@@ -176,7 +176,8 @@ class PairedPatchStream:
         background_weight: sampling weight outside the head mask (inside: 1).
 
     ``next_batch(B, rank=r, world_size=W)`` returns rank ``r``'s ``(source, target)`` tensors of
-    the next global batch of ``B·W`` patches: 3D ``(B, 1, x, y, z)`` with ``x = X/scale`` …, or 2.5D
+    the next global batch of ``B·W`` patches: 3D ``(B, C, x, y, z)`` with ``x = X/scale`` … (``C``
+    is 1, or the channels of a stacking :class:`~bids_enhance.degrade.Prefilter`), or 2.5D
     ``(B, 2n+1, H, W)`` and ``(B, 1, H, W)``; float32, contiguous, on the CPU.
     """
 
@@ -217,14 +218,16 @@ class PairedPatchStream:
                 rng = numpy_generator(self.seed, "degrade", vol.subject, k)
                 degraded, _, records = degrade(clean, vol.affine, steps=degradation, rng=rng)
                 expected = tuple(n // s for n in clean.shape)
-                if degraded.shape != expected:
+                if degraded.shape[-3:] != expected or degraded.ndim not in (3, 4):
                     raise ValueError(
                         f"degradation {degradation!r} turned subject {vol.subject!r} of shape "
                         f"{clean.shape} into {degraded.shape}; this task needs "
                         f"{'an isotropic x2 image' if s == 2 else 'an image on the same grid'} "
                         f"of shape {expected}")
+                if degraded.ndim == 3:
+                    degraded = degraded[None]  # (C, X, Y, Z): a stacking prefilter gives C > 1
                 if s == 2:
-                    degraded = np.repeat(np.repeat(np.repeat(degraded, 2, 0), 2, 1), 2, 2)
+                    degraded = np.repeat(np.repeat(np.repeat(degraded, 2, 1), 2, 2), 2, 3)
                 key = f"{vol.subject}#{k}"
                 self._pairs.append((key, clean, np.ascontiguousarray(degraded, np.float32),
                                     vol.affine))
@@ -279,7 +282,7 @@ class PairedPatchStream:
         if self._subjects is None:
             self._subjects = [
                 make_subject(key, target=torch.from_numpy(clean)[None],
-                             source=torch.from_numpy(degraded)[None], affine=affine)
+                             source=torch.from_numpy(degraded), affine=affine)
                 for key, clean, degraded, affine in self._pairs]
         return self._subjects
 
@@ -312,16 +315,18 @@ class PairedPatchStream:
         return self._to_pair(patch)
 
     def _to_pair(self, patch: Any) -> tuple[Tensor, Tensor]:
-        source = patch["source"].data[0]
-        target = patch["target"].data[0]
+        return self._arrange(patch["source"].data, patch["target"].data[0])
+
+    def _arrange(self, source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``(C, X, Y, Z)`` source and ``(X, Y, Z)`` target patches → the network's pair."""
         g = self.geometry
         if g.slice_axis is not None:
-            source = source.movedim(g.slice_axis, 0)
+            source = source[0].movedim(g.slice_axis, 0)
             target = target.movedim(g.slice_axis, 0)[g.neighbours:g.neighbours + 1]
             return source, target
         if g.scale == 2:
-            source = source[::2, ::2, ::2]
-        return source[None], target[None]
+            source = source[:, ::2, ::2, ::2]
+        return source, target[None]
 
     def take(self, n: int) -> list[tuple[Tensor, Tensor]]:
         """The next ``n`` patch pairs (unbatched)."""
@@ -379,16 +384,8 @@ class NumpyPatchStream(PairedPatchStream):
         index = tuple(slice(int(o), int(o) + s)
                       for o, s in zip(origin, self.geometry.patch_size, strict=True))
         self._round_offset += 1
-        return torch.from_numpy(np.ascontiguousarray(degraded[index])), \
+        return torch.from_numpy(np.ascontiguousarray(degraded[(slice(None), *index)])), \
             torch.from_numpy(np.ascontiguousarray(clean[index]))
 
     def _to_pair(self, patch: Any) -> tuple[Tensor, Tensor]:
-        source, target = patch
-        g = self.geometry
-        if g.slice_axis is not None:
-            source = source.movedim(g.slice_axis, 0)
-            target = target.movedim(g.slice_axis, 0)[g.neighbours:g.neighbours + 1]
-            return source, target
-        if g.scale == 2:
-            source = source[::2, ::2, ::2]
-        return source[None], target[None]
+        return self._arrange(*patch)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bids_enhance.degrade import input_channels
 from bids_enhance.models import build_model
 from bids_enhance.training.base import Trainer
 from bids_enhance.training.config import GAN_TASKS, TrainConfig
@@ -79,7 +80,10 @@ class GANTrainer(Trainer):
             raise ValueError(f"task {cfg.task!r} needs a scale-{cfg.scale} generator, got "
                              f"generator scale {cfg.generator['scale']!r}")
         self.weights = LOSS_PRESETS[cfg.loss_preset]
-        self._generator_kwargs = {**cfg.generator, "scale": cfg.scale}
+        # a refinement of a stacking prefilter sees its channels (filtered, input, σ)
+        channels = input_channels(cfg.degradation)
+        self._generator_kwargs = {**({"in_channels": channels} if channels > 1 else {}),
+                                  **cfg.generator, "scale": cfg.scale}
         self._critic_arch = cfg.critic_arch
         self.joint_fe = cfg.feature_extractor_training == "joint"
         with seeded_init(cfg.seed, "init"):

@@ -88,14 +88,16 @@ class SuperResolutionEvaluator:
             hr_index = tuple(slice(o, o + c) for o, c in zip(origin, size, strict=True))
             lr_index = tuple(slice(o // scale, (o + c) // scale)
                              for o, c in zip(origin, size, strict=True))
-            ref, lr, m = clean[hr_index], degraded[lr_index], mask[hr_index]
+            # a stacking prefilter's (C, X, Y, Z): the filtered volume first, the baseline
+            ref, lr, m = clean[hr_index], degraded[(..., *lr_index)], mask[hr_index]
             m = m if m.any() else None
             self.items.append((vol.subject, ref, np.ascontiguousarray(lr), m))
+            first = lr if lr.ndim == 3 else lr[0]
             if scale == 2:  # the participant run's baseline, at the exact x2 geometry
-                guess, _ = upsample_baseline(lr, np.eye(4), kind="cubic",
+                guess, _ = upsample_baseline(first, np.eye(4), kind="cubic",
                                              method=_lowres_method(records))
             else:
-                guess = lr
+                guess = first
             baseline.append(evaluate(ref, guess, mask=m))
         self.baseline = {f"baseline_{k}": v for k, v in _average(baseline).items()}
 

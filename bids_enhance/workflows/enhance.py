@@ -53,8 +53,13 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
         refine = ""
         if prefilter is not None:
             first = registry.DENOISE_METHODS[prefilter.method]
+            given = {"input": " It is given both that output and the noisy image, as two "
+                              "channels.",
+                     "input+sigma": " It is given that output, the noisy image and a map of the "
+                                    "noise standard deviation, as three channels."}
             refine = (f" The network refines the output of {first.abbreviation} "
-                      f"[@{first.reference_keys[0]}], which was applied first, as in training.")
+                      f"[@{first.reference_keys[0]}], which was applied first, as in training."
+                      + given.get(prefilter.stack, ""))
             sigma_use = f"For {first.abbreviation} and the report, the noise standard deviation"
         workflow.__desc__ = (
             "The image " + spec.methods_text + named + ", in PyTorch within *bids_enhance*."

@@ -137,3 +137,6 @@ def test_methods_text_names_the_prefilter_of_a_refinement_model(tmp_path):
     blind = init_denoise_wf(method="learned", model={**model, "degradation":
                                                      "denoise-rician-wide"}).__desc__
     assert "refines" not in blind and "For the report" in blind
+    stacked = init_denoise_wf(method="learned", model={**model, "degradation":
+                                                       "denoise-rician-wide-odct-stack"}).__desc__
+    assert "refines the output of ODCT3D" in stacked and "noisy image, as two channels" in stacked
