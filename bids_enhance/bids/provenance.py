@@ -66,7 +66,7 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
 
     A classical step cites its filter, then the noise estimator when σ was estimated; a trained
     model cites the network of its task, then the classical filter it ran first (a
-    ``prefilter`` record). Unknown methods or tasks cite nothing.
+    ``prefilter`` record); the learned denoiser also cites the filter its model refines. Unknown methods or tasks cite nothing.
     """
     from bids_enhance.classical import REFERENCES
 
@@ -79,6 +79,9 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
                                          "sigma_estimator": prefilter.get("sigma_estimator")})
         return tuple(dict.fromkeys(keys))
     keys = [*REFERENCES.get(str(record.get("method")), ())]
+    model = record.get("model")
+    if isinstance(model, Mapping) and model.get("prefilter"):  # a learned denoiser's filter
+        keys += REFERENCES.get(str(model["prefilter"]), ())
     if record.get("sigma") is not None:
         keys += REFERENCES.get(str(record.get("sigma_estimator")), ())
     return tuple(dict.fromkeys(keys))

@@ -199,6 +199,11 @@ def step_entry(info: dict, scale: float) -> dict:
                                             "card": model.get("card")}.items()
                           if v is not None},
         }
+        if model.get("prefilter"):  # the classical filter whose output the network refines
+            entry["Prefilter"] = {"Method": model["prefilter"],
+                                  "NetworkInput": {"none": "filtered", "input": "filtered+input",
+                                                   "input+sigma": "filtered+input+sigma"}.get(
+                                      model.get("prefilter_stack") or "none")}
     if info.get("sigma") is not None:  # the one record of σ: the noise of this step's input
         entry["NoiseSigma"] = float(info["sigma"]) * scale
         entry["NoiseSigmaEstimator"] = info.get("sigma_estimator")

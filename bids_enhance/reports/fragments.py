@@ -449,6 +449,13 @@ def _steps_html(steps: list) -> str:
         if model:  # the learned denoiser: which weights ran
             rows.append(("Model", f"{_e(model.get('Name') or 'n/a')} (sha256 "
                                   f"<code>{_e(str(model.get('Sha256') or '')[:12])}…</code>)"))
+        prefilter = step.get("Prefilter")
+        if isinstance(prefilter, Mapping) and prefilter.get("Method"):  # what it refines
+            given = {"filtered+input": "its output and the noisy input",
+                     "filtered+input+sigma": "its output, the noisy input and a σ map"}.get(
+                str(prefilter.get("NetworkInput")), "its output")
+            rows.append(("Prefilter", f"<code>{_e(prefilter['Method'])}</code> first; the "
+                                      f"network is given {given}"))
         table = _step_table(index, name, step, rows, params_label="Parameters")
         tables.append(table + (_model_card_details(model) if model else ""))
     return "".join(tables)

@@ -92,3 +92,31 @@ def test_write_derivative_names_the_file_and_writes_its_sidecar(tmp_path, source
     assert none is None and fig.parent.name == "figures" and fig.read_text() == "<svg/>"
     with pytest.raises(ValueError, match="datatype must be one of"):
         write_derivative(svg, base_directory=tmp_path, source_file=source, datatype="func")
+
+
+def test_a_learned_denoiser_names_the_filter_it_refines_and_what_it_was_given():
+    from bids_enhance.bids.sidecar import step_entry
+
+    info = {"step": "denoise", "method": "learned", "noise_model": "rician", "parameters": {},
+            "sigma": 0.05, "sigma_estimator": "coupe2010",
+            "model": {"name": "denoise_stack", "task": "denoise", "sha256": "ab" * 32,
+                      "prefilter": "odct3d", "prefilter_stack": "input"}}
+    entry = step_entry(info, 100.0)
+    assert entry["Prefilter"] == {"Method": "odct3d", "NetworkInput": "filtered+input"}
+    assert entry["NoiseSigma"] == pytest.approx(5.0)
+    keys = [r["Key"] for r in entry["References"]]
+    assert keys[0] == "wang2023threeplayer" and "manjon2012" in keys and "coupe2010" in keys
+    blind = step_entry({**info, "model": {**info["model"], "prefilter": None}}, 1.0)
+    assert "Prefilter" not in blind
+    assert "manjon2012" not in [r["Key"] for r in blind["References"]]
+
+
+def test_the_report_names_what_a_learned_denoiser_refines():
+    from bids_enhance.reports.fragments import _steps_html
+
+    step = {"Step": "denoise", "Method": "learned", "NoiseModel": "rician",
+            "Model": {"Name": "denoise_stack", "Sha256": "ab" * 32},
+            "Prefilter": {"Method": "odct3d", "NetworkInput": "filtered+input+sigma"}}
+    html = _steps_html([step])
+    assert "<code>odct3d</code> first; the network is given its output, the noisy input and " \
+           "a σ map" in html
