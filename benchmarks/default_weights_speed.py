@@ -6,13 +6,17 @@ verified default checkpoint and runs :func:`bids_enhance.inference.run_checkpoin
 the participant workflow makes — on a whole real 1 mm head: ``superres`` and
 ``superres-denoise`` on its 2×2×2 box average (``niivue_otsu_T1w_1mm``: 176×238×169 → LR
 88×119×84 → x2 176×238×168, about the 90×108×90 → 180×216×180 of a 2 mm acquisition), ``motion``
-on the 1 mm head itself. Wall time covers loading, normalisation, inference and, for x2, the
-consistency measurement; peak memory is the child's maximum resident set size.
+on the 1 mm head itself, ``denoise`` (``--denoise-method learned``) on the 1 mm head with 3 %
+Rician noise, σ estimated as a participant run does. Wall time covers loading, normalisation,
+inference (and the learned denoiser's prefilter) and, for x2, the consistency measurement; peak
+memory is the child's maximum resident set size.
 
     python benchmarks/train_default_weights.py prep      # once: the .npz volumes
     python benchmarks/default_weights_speed.py --threads 2
+    python benchmarks/default_weights_speed.py --threads 2 --steps denoise \
+        --checkpoint denoise=PATH     # a model that does not ship (yet)
 
-Writes ``benchmarks/results/default_weights_speed.{json,md}``.
+Writes ``benchmarks/results/<--name>.{json,md}`` (default ``default_weights_speed``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 HEAD = "niivue_otsu_T1w_1mm"
 
 
-def worker(step: str, npz_dir: Path, threads: int) -> dict:
+def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -47,12 +51,22 @@ def worker(step: str, npz_dir: Path, threads: int) -> dict:
     data = data[tuple(slice(0, n - n % 2) for n in data.shape)]
     if step == "motion":
         volume, vol_affine = data, affine
+    elif step == "denoise":
+        volume, vol_affine, _ = degrade(data, affine, steps="noise-rician-3", rng=0)
     else:
         volume, vol_affine, _ = degrade(data, affine, steps="sr-box-x2", rng=0)
-    model = resolve_model(step)
+    model = resolve_model(step, checkpoint)
     t0 = time.perf_counter()
-    out, _, info = run_checkpoint(model.path, volume, vol_affine, expected_sha256=model.sha256,
-                                  consistency=None if step == "motion" else "measure")
+    if step == "denoise":  # what the denoise node runs: σ estimated, then the learned method
+        from bids_enhance.classical import denoise
+
+        out, info = denoise(volume, method="learned", checkpoint=str(model.path),
+                            sha256=model.sha256)
+        info["mode"] = info["model"].get("mode")
+    else:
+        out, _, info = run_checkpoint(model.path, volume, vol_affine,
+                                      expected_sha256=model.sha256,
+                                      consistency=None if step == "motion" else "measure")
     seconds = time.perf_counter() - t0
     return {"step": step, "model": Path(model.path).parent.name, "input_shape": list(volume.shape),
             "output_shape": list(out.shape), "seconds": seconds,
@@ -68,16 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--npz-dir", type=Path, default=tdw.NPZ_DIR)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    parser.add_argument("--name", default="default_weights_speed",
+                        help="file name of the tables in --out (.json, .md)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="STEP=PATH",
+                        help="run this checkpoint for STEP instead of the shipped weights")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.npz_dir, args.threads)))
+        print(json.dumps(worker(args.worker, args.npz_dir, args.threads,
+                                checkpoints.get(args.worker))))
         return 0
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     for step in args.steps:
+        extra = [f"--checkpoint={step}={checkpoints[step]}"] if step in checkpoints else []
         proc = subprocess.run([sys.executable, __file__, "--worker", step, "--threads",
-                               str(args.threads), "--npz-dir", str(args.npz_dir)],
+                               str(args.threads), "--npz-dir", str(args.npz_dir), *extra],
                               capture_output=True, text=True, env=env, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
@@ -92,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{'×'.join(map(str, r['output_shape']))} | {r['mode']} | "
                      f"{r['seconds']:.1f} | {r['peak_rss_gib']:.2f} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "default_weights_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.out / "default_weights_speed.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

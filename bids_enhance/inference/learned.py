@@ -64,7 +64,8 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
         "card": resolved.card, "summary": dict(resolved.summary),
         "prefilter": prefilter.method if prefilter is not None else None,
         "prefilter_stack": prefilter.stack if prefilter is not None else None,
-        "patch_size": info.get("patch_size"), "seconds": info.get("seconds"),
+        "mode": info.get("mode"), "patch_size": info.get("patch_size"),
+        "seconds": info.get("seconds"),
     }
     out = out.astype(np.float32, copy=False)
     if as_tensor:
