@@ -194,3 +194,20 @@ def test_a_finished_run_is_cached_and_its_model_folder_restored(train_bids, tmp_
     assert sha256_file(folder / "checkpoint.pt") == digest
     assert (folder / "model_card.json").read_text() == card
     assert sorted(p.name for p in folder.parent.iterdir()) == ["motion-gan"]
+
+
+@pytest.mark.slow
+def test_a_guided_denoiser_trains_and_is_evaluated_on_the_unfiltered_input(train_bids, tmp_path):
+    """``--degradation denoise-rician-wide-odct-stack``: the network takes ODCT3D's output and
+    the noisy input as two channels; the held-out subject is simulated without the prefilter
+    (the inference node runs it, as a participant run does), so it is filtered once."""
+    from bids_enhance.models.checkpoint import load_checkpoint
+
+    assert _train(train_bids, tmp_path, "--model", "denoise", "--val-subjects", "02",
+                  "--degradation", "denoise-rician-wide-odct-stack") == 0
+    folder = tmp_path / "out" / "models" / "denoise"
+    _, meta = load_checkpoint(folder / "checkpoint.pt")
+    assert meta["arch_kwargs"]["in_channels"] == 2
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["data"]["degradation"] == "denoise-rician-wide-odct-stack"
+    assert card["held_out_evaluation"]["images"][0]["model"]["psnr"] is not None

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from bids_enhance.degrade.pipeline import degrade
+from bids_enhance.degrade.pipeline import Degradation, degrade
+from bids_enhance.degrade.prefilter import Prefilter
 
 __all__ = ["Simulation", "crop_reference", "simulate"]
 
@@ -55,8 +56,15 @@ class Simulation:
 def simulate(clean: np.ndarray, affine: np.ndarray, *, preset: str, seed: int) -> Simulation:
     """Degrade ``clean`` (voxel→world ``affine``) with the preset ``preset``
     (:data:`~bids_enhance.degrade.PRESETS`), every random draw from ``numpy``'s
-    ``default_rng(seed)``, as the models were trained."""
-    data, out_affine, records = degrade(clean, affine, steps=preset,
+    ``default_rng(seed)``, as the models were trained.
+
+    A preset's :class:`~bids_enhance.degrade.Prefilter` is left out: it is not part of the
+    acquisition but of the model's input, and the inference of a model trained on such a preset
+    runs it itself (:func:`bids_enhance.inference.run_checkpoint`), so the simulated image is
+    what a scanner would give — filtering it here would filter it twice."""
+    steps = Degradation(steps=tuple(s for s in Degradation.from_preset(preset).steps
+                                    if not isinstance(s, Prefilter)), name=preset)
+    data, out_affine, records = degrade(clean, affine, steps=steps,
                                         rng=np.random.default_rng(seed))
     return Simulation(degraded=data.astype(np.float32), affine=out_affine,
                       reference=np.ascontiguousarray(crop_reference(clean, records)),

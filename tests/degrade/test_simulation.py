@@ -54,3 +54,17 @@ def test_crop_reference_applies_every_records_crop():
 def test_an_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown degradation preset"):
         simulate(_clean((8, 8, 8)), np.eye(4), preset="sr-boxx2", seed=0)
+
+
+def test_a_prefilter_is_not_part_of_the_simulated_acquisition():
+    from bids_enhance.degrade import simulate
+
+    clean = np.zeros((16, 16, 16), np.float32)
+    clean[4:12, 4:12, 4:12] = 1.0
+    sim = simulate(clean, np.eye(4), preset="denoise-rician-wide-odct-stack", seed=0)
+    plain = simulate(clean, np.eye(4), preset="denoise-rician-wide", seed=0)
+    assert sim.degraded.shape == clean.shape
+    assert [r["kind"] for r in sim.records] == ["noise"]
+    # the same noise as the preset without the filter: the image a scanner would give
+    np.testing.assert_array_equal(sim.degraded, plain.degraded)
+    assert sim.record()["Simulation"]["Preset"] == "denoise-rician-wide-odct-stack"
