@@ -113,7 +113,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
-          "denoise_stack", "denoise_stack_sigma")
+          "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -122,7 +122,8 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
-         "denoise_stack": "denoise", "denoise_stack_sigma": "denoise"}
+         "denoise_stack": "denoise", "denoise_stack_sigma": "denoise",
+         "denoise_stack_aug": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -140,6 +141,8 @@ SPLITS = {
                       DENOISE_HELD_OUT),
     "denoise_stack_sigma": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                             DENOISE_HELD_OUT),
+    "denoise_stack_aug": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                          DENOISE_HELD_OUT),
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
@@ -167,7 +170,8 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
               "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
-              "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
+              "denoise_stack_aug", "denoise_rician", "denoise_odct", "denoise_odct_1mm",
+              "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
 #: a model trained on another preset than its task's
@@ -177,7 +181,10 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_odct_1mm": "denoise-rician-wide-odct",
                  "denoise_odct_zero": "denoise-rician-wide-odct",
                  "denoise_stack": "denoise-rician-wide-odct-stack",
-                 "denoise_stack_sigma": "denoise-rician-wide-odct-stack-sigma"}
+                 "denoise_stack_sigma": "denoise-rician-wide-odct-stack-sigma",
+                 "denoise_stack_aug": "denoise-rician-wide-odct-stack"}
+#: models whose training patches are turned by random symmetries of the cube
+AUGMENTED = ("denoise_stack_aug",)
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -234,6 +241,11 @@ DESCRIPTIONS = {
                            "input and a map of σ as three channels (conditioned on the "
                            "estimated σ), adding a residual to ODCT3D's output; pixel loss (L1), "
                            "Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads",
+    "denoise_stack_aug": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
+                         "the scale-1 RRDB generator given ODCT3D's output and the noisy input "
+                         "as two channels (blind to σ), adding a residual to ODCT3D's output; "
+                         "pixel loss (L1), Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w "
+                         "heads, each patch turned by a random symmetry of the cube",
     "denoise_odct_1mm": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
                         "the scale-1 RRDB generator refining its output, pixel loss (L1), "
                         "trained on Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads only",
@@ -359,7 +371,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
         compile=args.compile,
         checkpoint_every=args.checkpoint_every or max(iterations // 4, 1),
         validate_every=max(iterations // args.validations, 1), log_every=args.log_every,
-        validation_crop=args.validation_crop)
+        validation_crop=args.validation_crop,
+        augment=getattr(args, "augment", False) or name in AUGMENTED)
     if args.lr is not None:
         fields["lr"] = args.lr
     from bids_enhance.models.registry import size_preset
@@ -394,7 +407,8 @@ def _stream(volumes, cfg):
         cls = NumpyPatchStream
     return cls(volumes, degradation=cfg.degradation, geometry=geometry_for(cfg), seed=cfg.seed,
                realisations=cfg.realisations, samples_per_volume=cfg.samples_per_volume,
-               queue_length=cfg.queue_length, background_weight=cfg.background_weight)
+               queue_length=cfg.queue_length, background_weight=cfg.background_weight,
+               augment=cfg.augment)
 
 
 def probe_throughput(volumes, cfg, *, phase: str, steps: int = 8, warm: int = 3) -> float:
@@ -1126,6 +1140,9 @@ def main(argv: list[str] | None = None) -> int:
                         "image_skip): converges much faster in a short GPU budget")
     t.add_argument("--crop", type=int, default=None,
                    help="central crop of every volume (voxels per axis); --smoke: 64")
+    t.add_argument("--augment", action="store_true",
+                   help="turn each training patch pair by a random symmetry of the cube (flips, "
+                        "axis permutations)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--seed", type=int, default=20251127)
     t.add_argument("--smoke", action="store_true",

@@ -105,7 +105,10 @@ class TrainConfig:
         :data:`bids_enhance.degrade.PRESETS` (default per task). ``realisations``: degraded copies
         per volume (different noise/motion draws). ``samples_per_volume``, ``queue_length``: of the
         TorchIO queue. ``background_weight``: sampling weight of patch centres outside the head
-        mask relative to 1 inside.
+        mask relative to 1 inside. ``augment``: each 3D patch pair is turned by a random
+        symmetry of the cube (flips along the axes and, for cubic patches, a permutation of
+        them: 48 symmetries), the same for source and target — more variety from few training
+        heads; assumes (near-)isotropic voxels; not for the slice-wise ``motion-ddpm``.
 
     Optimisation
         ``lr`` (default 1e-4), ``betas``, ``weight_decay`` (Adam for the GANs, AdamW for
@@ -149,6 +152,7 @@ class TrainConfig:
     samples_per_volume: int = 16
     queue_length: int = 128
     background_weight: float = 0.0
+    augment: bool = False
     seed: int = 0
     # optimisation
     lr: float | None = None
@@ -205,6 +209,10 @@ class TrainConfig:
             raise ValueError(f"queue_length ({self.queue_length}) must be >= samples_per_volume "
                              f"({self.samples_per_volume})")
         self.background_weight = _float("background_weight", self.background_weight)
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be true or false, got {self.augment!r}")
+        if self.augment and self.task == "motion-ddpm":
+            raise ValueError("augment works on 3D patches; motion-ddpm trains on 2D/2.5D slices")
         self.seed = check_seed(self.seed)
         self.lr = _float("lr", self.lr, optional=True, open_min=True)
         try:
@@ -358,12 +366,15 @@ class TrainConfig:
 
 def resume_mismatches(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Names of settings that differ between a saved (resolved) config and the current one,
-    ignoring :data:`RESUMABLE_FIELDS`."""
+    ignoring :data:`RESUMABLE_FIELDS`. A setting the saved config lacks (a checkpoint written
+    before the setting existed) counts as its default, which is what that run did."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
     out = []
     for key in sorted(set(saved) | set(current)):
         if key in RESUMABLE_FIELDS:
             continue
-        a, b = saved.get(key), current.get(key)
+        a, b = saved.get(key, defaults.get(key)), current.get(key)
         if _normalise(a) != _normalise(b):
             out.append(f"{key}: checkpoint {a!r}, now {b!r}")
     return out

@@ -162,6 +162,24 @@ def _sampling_table(weights: np.ndarray, geometry: PatchGeometry) -> tuple[np.nd
     return indices, cdf
 
 
+def cube_symmetry(source: Tensor, target: Tensor,
+                  rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """``(C, X, Y, Z)`` source and ``(X, Y, Z)`` target turned by the same random symmetry of
+    the cube: a flip along each axis with probability 1/2, then (cubic patches only) a random
+    permutation of the three axes. x2 pairs stay aligned: the source is the LR image repeated
+    2×2×2 on the HR grid and patches have even edges, so a flip maps 2-voxel blocks onto
+    2-voxel blocks."""
+    flips = [axis for axis in range(3) if rng.random() < 0.5]
+    order = rng.permutation(3) if len(set(target.shape)) == 1 else np.arange(3)
+    if flips:
+        target = target.flip(flips)
+        source = source.flip([a + 1 for a in flips])
+    if not np.array_equal(order, np.arange(3)):
+        target = target.permute(*(int(a) for a in order))
+        source = source.permute(0, *(int(a) + 1 for a in order))
+    return source.contiguous(), target.contiguous()
+
+
 class PairedPatchStream:
     """Deterministic, resumable stream of aligned (degraded, clean) patches from a TorchIO queue.
 
@@ -174,6 +192,9 @@ class PairedPatchStream:
         realisations: degraded copies per volume.
         samples_per_volume, queue_length: of the ``tio.Queue``.
         background_weight: sampling weight outside the head mask (inside: 1).
+        augment: turn each 3D patch pair by a symmetry of the cube (:func:`cube_symmetry`)
+            drawn from ``("augment", position)`` — a pure function of the seed and the patch's
+            position, so resuming and DDP slicing stay exact.
 
     ``next_batch(B, rank=r, world_size=W)`` returns rank ``r``'s ``(source, target)`` tensors of
     the next global batch of ``B·W`` patches: 3D ``(B, C, x, y, z)`` with ``x = X/scale`` … (``C``
@@ -184,7 +205,7 @@ class PairedPatchStream:
     def __init__(self, volumes: Sequence[TrainingVolume], *, degradation: Any,
                  geometry: PatchGeometry, seed: int, realisations: int = 1,
                  samples_per_volume: int = 16, queue_length: int = 128,
-                 background_weight: float = 0.0) -> None:
+                 background_weight: float = 0.0, augment: bool = False) -> None:
         from bids_enhance.degrade import degrade
 
         if not volumes:
@@ -197,6 +218,9 @@ class PairedPatchStream:
             raise ValueError(f"queue_length ({queue_length}) must be >= samples_per_volume "
                              f"({samples_per_volume})")
         self.geometry = geometry
+        if augment and geometry.slice_axis is not None:
+            raise ValueError("augment works on 3D patches, not on 2D/2.5D slices")
+        self.augment = bool(augment)
         self.seed = check_seed(seed)
         self.samples_per_volume = int(samples_per_volume)
         self.queue_length = int(queue_length)
@@ -311,11 +335,16 @@ class PairedPatchStream:
             for _ in range(offset):  # resuming mid-round: replay the round up to the position
                 self._pop()
         patch = self._pop()
+        source, target = self._to_pair(patch)
+        if self.augment:
+            rng = numpy_generator(self.seed, "augment", self.position)
+            source, target = cube_symmetry(source, target, rng)
         self.position += 1
-        return self._to_pair(patch)
+        return self._arrange(source, target)
 
     def _to_pair(self, patch: Any) -> tuple[Tensor, Tensor]:
-        return self._arrange(patch["source"].data, patch["target"].data[0])
+        """The ``(C, X, Y, Z)`` source and ``(X, Y, Z)`` target of a popped patch."""
+        return patch["source"].data, patch["target"].data[0]
 
     def _arrange(self, source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``(C, X, Y, Z)`` source and ``(X, Y, Z)`` target patches → the network's pair."""
@@ -388,4 +417,4 @@ class NumpyPatchStream(PairedPatchStream):
             torch.from_numpy(np.ascontiguousarray(clean[index]))
 
     def _to_pair(self, patch: Any) -> tuple[Tensor, Tensor]:
-        return self._arrange(*patch)
+        return patch

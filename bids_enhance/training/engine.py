@@ -475,7 +475,8 @@ def train(volumes: Sequence[Any], *, config: TrainConfig, out_dir: str | os.Path
                                    realisations=cfg.realisations,
                                    samples_per_volume=cfg.samples_per_volume,
                                    queue_length=cfg.queue_length,
-                                   background_weight=cfg.background_weight)
+                                   background_weight=cfg.background_weight,
+                                   augment=cfg.augment)
         if evaluate is None and val_volumes and context.is_main:
             from bids_enhance.training.validation import make_default_evaluator
 

@@ -55,3 +55,11 @@ def test_resume_mismatches_ignore_resumable_fields():
     assert resume_mismatches(a, b) == []
     d = TrainConfig(iterations=10, lr=2e-4).resolved().to_dict()
     assert resume_mismatches(a, d)[0].startswith("lr:")
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default():
+    current = TrainConfig(task="denoise").resolved().to_dict()
+    saved = {k: v for k, v in current.items() if k != "augment"}  # written before `augment`
+    assert resume_mismatches(saved, current) == []
+    assert resume_mismatches(saved, {**current, "augment": True}) == [
+        "augment: checkpoint False, now True"]

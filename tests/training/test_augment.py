@@ -1,0 +1,84 @@
+"""Training-patch augmentation by symmetries of the cube (``TrainConfig.augment``): the same
+patches as without it, each pair turned by one of the 48 symmetries, source and target alike,
+drawn from the seed and the patch's position (so resuming stays exact)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import tiny_config, volumes
+
+from bids_enhance.training import NumpyPatchStream, PairedPatchStream, PatchGeometry, TrainConfig
+from bids_enhance.training.data import cube_symmetry
+from bids_enhance.training.seeding import numpy_generator
+
+
+def _symmetries(x: np.ndarray, lead: int):
+    """All 48 flips+permutations of the last three axes of ``x`` (``lead`` leading axes)."""
+    for order in itertools.permutations(range(3)):
+        for flips in itertools.product((False, True), repeat=3):
+            y = x
+            axes = tuple(lead + a for a, f in enumerate(flips) if f)
+            if axes:
+                y = np.flip(y, axes)
+            yield np.transpose(y, (*range(lead), *(lead + a for a in order)))
+
+
+@pytest.mark.parametrize("cls", [PairedPatchStream, NumpyPatchStream])
+@pytest.mark.parametrize("scale,preset", [(1, "denoise-rician-wide-odct-stack"),
+                                          (2, "sr-box-x2")])
+def test_augmented_pairs_are_one_symmetry_of_the_plain_pairs(cls, scale, preset):
+    geometry = PatchGeometry(scale=scale, patch_size=(12, 12, 12))
+    kw = dict(degradation=preset, geometry=geometry, seed=3, samples_per_volume=3,
+              queue_length=3)
+    plain = cls(volumes(1), **kw).take(6)
+    turned = cls(volumes(1), augment=True, **kw).take(6)
+    changed = 0
+    for (ps, pt), (ts, tt) in zip(plain, turned, strict=True):
+        assert ts.shape == ps.shape and tt.shape == pt.shape
+        ps_full = ps.numpy()
+        if scale == 2:  # compare on the HR grid: the LR patch repeated 2×2×2
+            ps_full = np.repeat(np.repeat(np.repeat(ps_full, 2, 1), 2, 2), 2, 3)
+            ts_full = np.repeat(np.repeat(np.repeat(ts.numpy(), 2, 1), 2, 2), 2, 3)
+        else:
+            ts_full = ts.numpy()
+        matches = [k for k, (s, t) in enumerate(zip(_symmetries(ps_full, 1),
+                                                     _symmetries(pt.numpy(), 1), strict=True))
+                   if np.array_equal(s, ts_full) and np.array_equal(t, tt.numpy())]
+        assert matches, "the augmented pair is not a common symmetry of the plain pair"
+        changed += not np.array_equal(tt.numpy(), pt.numpy())
+    assert changed >= 3  # 47 of 48 symmetries change a generic patch
+
+
+def test_augmentation_is_a_function_of_seed_and_position():
+    geometry = PatchGeometry(scale=1, patch_size=(12, 12, 12))
+    kw = dict(degradation="denoise-rician-wide", geometry=geometry, seed=9,
+              samples_per_volume=2, queue_length=2, augment=True)
+    run = NumpyPatchStream(volumes(2), **kw)
+    first = run.take(7)
+    resumed = NumpyPatchStream(volumes(2), **kw)
+    resumed.load_state_dict({"position": 4, "seed": 9, "round_size": run.round_size})
+    for (a, b), (c, d) in zip(first[4:], resumed.take(3), strict=True):
+        assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_non_cubic_patches_are_only_flipped():
+    rng = numpy_generator(1, "t")
+    target = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
+    for _ in range(10):
+        source, out = cube_symmetry(target[None].clone(), target, rng)
+        assert out.shape == (2, 3, 4) and torch.equal(source[0], out)
+
+
+def test_augment_is_refused_for_slices():
+    with pytest.raises(ValueError, match="augment"):
+        tiny_config("motion-ddpm", augment=True)
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(task="gan3p", augment="yes")
+    geometry = PatchGeometry(scale=1, patch_size=(1, 16, 16), slice_axis=0, neighbours=0)
+    with pytest.raises(ValueError, match="augment"):
+        NumpyPatchStream(volumes(1), degradation="motion", geometry=geometry, seed=0,
+                         samples_per_volume=1, queue_length=1, augment=True)
