@@ -380,7 +380,7 @@ def _check_file_values(parser: argparse.ArgumentParser, path: Path, values: dict
             parser.error(f"--config-file {path}: {key} = {value!r}: {exc}")
 
 
-def _model_steps(chain: list[str], denoise_method: str | None) -> list[str]:
+def model_steps(chain: list[str], denoise_method: str | None) -> list[str]:
     """The steps of ``chain`` that run a trained model: the generative ones, and ``denoise``
     with the learned method."""
     return [s for s in chain if s in GENERATIVE_STEPS
@@ -390,7 +390,7 @@ def _model_steps(chain: list[str], denoise_method: str | None) -> list[str]:
 def _parse_checkpoints(parser: argparse.ArgumentParser, values: list[str] | None,
                        chain: list[str], denoise_method: str | None = None) -> dict[str, str]:
     """``--checkpoint [STEP=]PATH`` values → {step: path}."""
-    generative = _model_steps(chain, denoise_method)
+    generative = model_steps(chain, denoise_method)
     out: dict[str, str] = {}
     for value in values or []:
         step, sep, path = str(value).partition("=")
@@ -433,7 +433,7 @@ def _check_enhancement(parser: argparse.ArgumentParser, opts: argparse.Namespace
     method = getattr(opts, "denoise_method", None)
     checkpoints = _parse_checkpoints(parser, opts.checkpoint, chain, method)
     models: dict[str, dict] = {}
-    generative = _model_steps(chain, method)
+    generative = model_steps(chain, method)
     if generative and opts.analysis_level == "participant" and not opts.reports_only:
         from bids_enhance.inference.weights import ModelSelectionError, resolve_model
 

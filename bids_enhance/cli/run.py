@@ -205,13 +205,14 @@ def _plugin_settings(settings) -> dict:
             "status_callback": _status_callback}
     if settings.mem_gb:
         args["memory_gb"] = settings.mem_gb
-    from bids_enhance.steps import GENERATIVE_STEPS
+    from bids_enhance.cli.parser import model_steps
 
-    generative = set(settings.enhance or ()) & set(GENERATIVE_STEPS)
-    if settings.device != "cpu" or generative:
+    with_models = model_steps(list(settings.enhance or ()), settings.denoise_method)
+    if settings.device != "cpu" or with_models:
         # never fork a process that may hold a CUDA context, nor one whose torch thread pool is
-        # running: the checkpoints are loaded and verified here before the workflow starts, and
-        # a forked worker then hangs in its first parallel torch op (OpenMP is not fork-safe)
+        # running: the checkpoints (generative steps, --denoise-method learned) are loaded and
+        # verified here before the workflow starts, and a forked worker then hangs in its first
+        # parallel torch op (OpenMP is not fork-safe)
         args["mp_context"] = "forkserver"
     return {"plugin": "MultiProc", "plugin_args": args}
 

@@ -208,7 +208,8 @@ def _locate(step: str, given: str | os.PathLike[str] | None, directory: Path
             if not weights.is_file():
                 raise ModelSelectionError(f"--checkpoint {step}={given}: {weights}, named by "
                                           f"{card_path}, does not exist")
-            return weights, card["checkpoint"]["sha256"], card_path, card, "user"
+            return weights, card["checkpoint"]["sha256"], card_path, card, _origin(
+                step, card_path, directory)
         if (path / CHECKPOINT_NAME).is_file():
             path = path / CHECKPOINT_NAME
         else:
@@ -224,8 +225,19 @@ def _locate(step: str, given: str | os.PathLike[str] | None, directory: Path
             card = None
         if card is not None and (path.parent / card["checkpoint"]["file"]).resolve() \
                 == path.resolve():
-            return path, card["checkpoint"]["sha256"], card_path, card, "user"
+            return path, card["checkpoint"]["sha256"], card_path, card, _origin(step, card_path,
+                                                                               directory)
     return path, None, None, None, "user"
+
+
+def _origin(step: str, card_path: Path, directory: Path) -> str:
+    """"default" when ``card_path`` is the card of ``step``'s shipped weights (a checkpoint the
+    main process resolved and handed on by path to a worker is still the shipped one), else
+    "user"."""
+    folder = DEFAULT_MODELS.get(step)
+    if folder is not None and card_path.resolve() == (directory / folder / CARD_NAME).resolve():
+        return "default"
+    return "user"
 
 
 def _check_fits(step: str, meta: dict[str, Any], path: Path) -> str | None:

@@ -35,5 +35,14 @@ def test_generative_steps_never_fork_a_process_that_ran_torch(settings, chain):
     assert plugin["plugin_args"]["mp_context"] == "forkserver"
 
 
+def test_learned_denoising_never_forks_a_process_that_ran_torch(settings):
+    """`--denoise-method learned` loads and verifies the shipped denoiser in the main process
+    too; with forked workers `--nprocs 2` hung in the model's first parallel torch op (found by
+    running the demo with the learned method)."""
+    plugin = _plugin_settings(dataclasses.replace(settings, enhance=["denoise"],
+                                                  denoise_method="learned"))
+    assert plugin["plugin_args"]["mp_context"] == "forkserver"
+
+
 def test_one_process_runs_linear(settings):
     assert _plugin_settings(dataclasses.replace(settings, nprocs=1))["plugin"] == "Linear"

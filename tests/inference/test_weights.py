@@ -45,6 +45,15 @@ def test_default_weights_are_verified_and_described(models):
     assert model.to_dict()["card"].endswith("model_card.json")
 
 
+def test_shipped_weights_named_by_path_are_still_the_default(models):
+    """The main process resolves the shipped weights and hands a worker their path: the
+    sidecar of `--denoise-method learned` said Origin "user" for the shipped model."""
+    folder, sha = models
+    for given in (folder / "gan3p_l1_x2", folder / "gan3p_l1_x2" / "checkpoint.pt"):
+        model = resolve_model("superres", given)
+        assert model.origin == "default" and model.sha256 == sha
+
+
 def test_tampered_default_weights_are_refused_with_one_line_naming_the_file(models):
     folder, _ = models
     weights = folder / "gan3p_l1_x2" / "checkpoint.pt"
