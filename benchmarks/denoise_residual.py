@@ -20,7 +20,7 @@ method's output ``A`` is taken as the truth, Rician noise of that method's σ̂ 
 
 ``--crop N`` denoises only the central N³ cube of the head's bounding box (quick runs; σ is then
 estimated on the crop). The learned method is skipped with a note when its shipped weights
-(``<models dir>/denoise_rician/model_card.json``) are missing, unless
+(``<models dir>/denoise_learned/model_card.json``) are missing, unless
 ``--params '{"learned": {"checkpoint": "PATH"}}'`` names a checkpoint.
 
 Run by hand (not part of the test suite)::
@@ -88,9 +88,9 @@ def learned_available(params: dict) -> tuple[bool, str]:
     """Whether the learned denoiser can run: a checkpoint in ``params`` or shipped weights."""
     if params.get("checkpoint"):
         return True, f"checkpoint {params['checkpoint']}"
-    from bids_enhance.inference.weights import models_dir
+    from bids_enhance.inference.weights import DEFAULT_MODELS, models_dir
 
-    card = models_dir() / "denoise_rician" / "model_card.json"
+    card = models_dir() / DEFAULT_MODELS["denoise"] / "model_card.json"
     if card.is_file():
         return True, f"shipped weights {card.parent}"
     return False, (f"no shipped weights ({card} missing); pass "

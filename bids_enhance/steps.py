@@ -138,7 +138,7 @@ _METHODS = (
             "generator of the three-player GAN [@wang2023threeplayer] at scale 1, trained with "
             "a pixel (L1) loss on images with simulated Rician noise of 1–12 % of the robust "
             "maximum; the network is not given the noise level"),
-        learned=True, task="denoise", default_model="denoise_rician",
+        learned=True, task="denoise", default_model="denoise_learned",
     ),
 )
 #: Every classical method of :func:`bids_enhance.classical.denoise`, by name.

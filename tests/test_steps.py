@@ -37,6 +37,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("degrade/prefilter.py", "odct3d"): "the default prefilter of a learned refinement",
     ("inference/weights.py", "prinlm"): "a baseline of the learned denoiser's model card",
     ("training/card.py", "prinlm"): "a baseline of the learned denoiser's model card",
+    ("training/card.py", "odct3d"): "a baseline of the learned denoiser's model card",
     **{(rel, "denoise"): "the training task of the learned denoiser (`train --model denoise`)"
        for rel in ("training/config.py", "models/registry.py", "cli/parser.py")},
 }

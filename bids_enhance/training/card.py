@@ -28,7 +28,7 @@ def _mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 #: baselines (besides cubic B-spline) whose PSNR gain a card states: name → words
-GAIN_REFERENCES = {"corrupted": "the corrupted input", "prinlm": "PRI-NLM",
+GAIN_REFERENCES = {"corrupted": "the corrupted input", "prinlm": "PRI-NLM", "odct3d": "ODCT3D",
                    "noisy": "the noisy input", "prinlm_cubic": "PRI-NLM then cubic B-spline",
                    "odct3d_cubic": "ODCT3D then cubic B-spline"}
 
