@@ -113,7 +113,8 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
-          "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi")
+          "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
+          "denoise_stack_ft")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -123,7 +124,8 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "motion_gan_1mm": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
          "denoise_stack": "denoise", "denoise_stack_sigma": "denoise",
-         "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise"}
+         "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise",
+         "denoise_stack_ft": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -147,6 +149,9 @@ SPLITS = {
     # on its three heads and six IXI heads (a third of the patches from the 1 mm heads)
     "denoise_stack_ixi": ((*(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                            *IXI_DENOISE[:6]), DENOISE_HELD_OUT),
+    # its control: the same continuation on the three heads only (a warm restart, no new data)
+    "denoise_stack_ft": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                         DENOISE_HELD_OUT),
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
@@ -174,7 +179,8 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
               "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
-              "denoise_stack_aug", "denoise_stack_ixi", "denoise_rician", "denoise_odct",
+              "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_rician",
+              "denoise_odct",
               "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
@@ -187,9 +193,10 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack": "denoise-rician-wide-odct-stack",
                  "denoise_stack_sigma": "denoise-rician-wide-odct-stack-sigma",
                  "denoise_stack_aug": "denoise-rician-wide-odct-stack",
-                 "denoise_stack_ixi": "denoise-rician-wide-odct-stack"}
+                 "denoise_stack_ixi": "denoise-rician-wide-odct-stack",
+                 "denoise_stack_ft": "denoise-rician-wide-odct-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi")
+AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -257,6 +264,12 @@ DESCRIPTIONS = {
                          "pixel loss (L1), Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w "
                          "heads and six 2 mm IXI T1w heads, each patch turned by a random "
                          "symmetry of the cube",
+    "denoise_stack_ft": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
+                        "the scale-1 RRDB generator given ODCT3D's output and the noisy input "
+                        "as two channels (blind to σ), adding a residual to ODCT3D's output; "
+                        "the shipped model trained further with the pixel loss (L1) on its "
+                        "three ≤ 1 mm heads only (control of denoise_stack_ixi), each patch "
+                        "turned by a random symmetry of the cube",
     "denoise_odct_1mm": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
                         "the scale-1 RRDB generator refining its output, pixel loss (L1), "
                         "trained on Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads only",
@@ -576,13 +589,14 @@ def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup:
 
 
 def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str, seed: int,
-                      crop: int | None) -> list[dict]:
+                      crop: int | None, cache: Path | None = None) -> list[dict]:
     """The model and its baselines on the whole held-out volumes, in the format of
     :func:`bids_enhance.metrics.comparison.compare_to_reference` (for the model card).
 
     x2 tasks: against trilinear, cubic B-spline and zero-filled k-space interpolation of the
     degraded input; ``motion-gan``/``motion-ddpm``: against the motion-corrupted input itself
-    (``corrupted``).
+    (``corrupted``). ``cache``: a JSON file of the classical baselines' metrics for
+    ``denoise`` (see :class:`BaselineCache`).
     The degradation of each head is drawn from the seed and the head's name, so every model
     and every rerun sees the same inputs."""
     from bids_enhance.degrade import degrade
@@ -594,7 +608,8 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
     from bids_enhance.training.seeding import numpy_generator
 
     if task == "denoise":
-        return evaluate_denoiser(checkpoint, npz_dir, device=device, seed=seed, crop=crop)
+        return evaluate_denoiser(checkpoint, npz_dir, device=device, seed=seed, crop=crop,
+                                 cache=cache)
     if task == "disgan":
         return evaluate_superres_denoiser(checkpoint, npz_dir, device=device, seed=seed,
                                           crop=crop)
@@ -634,8 +649,39 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
 DENOISE_LEVELS = (3, 6, 9)
 
 
+class BaselineCache:
+    """The metrics of the classical baselines of a model card, kept in a JSON file so that the
+    cards of several candidate models (which share their held-out inputs) run PRI-NLM on a whole
+    head once, not once per card. An entry's key is the method, the sha256 of the noisy input
+    and of the reference and a fingerprint of the classical filters' source code, so a changed
+    input or filter is computed afresh, never read stale. ``path=None``: no cache."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries = (json.loads(path.read_text()) if path is not None and path.is_file()
+                        else {})
+        classical = sorted((ROOT / "bids_enhance" / "classical").glob("*.py"))
+        self.code = hashlib.sha256(b"".join(f.read_bytes() for f in classical)).hexdigest()[:16]
+
+    def key(self, method: str, noisy: np.ndarray, clean: np.ndarray) -> str:
+        def digest(a):
+            return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+        return f"{method}:{digest(noisy)}:{digest(clean)}:{self.code}"
+
+    def get(self, method: str, noisy, clean, compute) -> dict:
+        key = self.key(method, noisy, clean)
+        if key not in self.entries:
+            self.entries[key] = compute()
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
+                tmp.replace(self.path)
+        return self.entries[key]
+
+
 def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int,
-                      crop: int | None) -> list[dict]:
+                      crop: int | None, cache: Path | None = None) -> list[dict]:
     """The learned denoiser on its whole held-out heads at 3, 6 and 9 % Rician noise, against
     the noisy input, PRI-NLM and ODCT3D, every method estimating σ as a participant run does
     (benchmarks/denoise.py gives every method the true σ instead), in the format of
@@ -648,6 +694,7 @@ def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int
     from bids_enhance.metrics.quality import evaluate
     from bids_enhance.training.seeding import numpy_generator
 
+    baselines = BaselineCache(cache)
     comparisons = []
     for name in DENOISE_HELD_OUT:
         data, affine = _read_volume(npz_dir, name)
@@ -670,8 +717,10 @@ def evaluate_denoiser(checkpoint: Path, npz_dir: Path, *, device: str, seed: int
                    "baselines": {"noisy": evaluate(clean, noisy, mask=mask)},
                    "inference_seconds": model.get("seconds")}
             for method in ("prinlm", "odct3d"):
-                filtered, _ = denoise(noisy, method=method, device=device)
-                row["baselines"][method] = evaluate(clean, filtered, mask=mask)
+                def compute(method=method, noisy=noisy, clean=clean, mask=mask):
+                    return evaluate(clean, denoise(noisy, method=method, device=device)[0],
+                                    mask=mask)
+                row["baselines"][method] = baselines.get(method, noisy, clean, compute)
             LOGGER.info("held out %s at %d %%: model %.2f dB, PRI-NLM %.2f dB, ODCT3D %.2f dB, "
                         "noisy %.2f dB", name, level, row["enhanced"]["psnr"],
                         row["baselines"]["prinlm"]["psnr"], row["baselines"]["odct3d"]["psnr"],
@@ -1039,7 +1088,8 @@ def train(args) -> int:
 def _ship_one(name: str, args, version: str, manifest: dict, shipped: dict, *,
               crop: int | None, result: dict) -> None:
     comparisons = evaluate_held_out(args.work / name / "checkpoint.pt", TASKS[name],
-                                    args.npz_dir, device=args.device, seed=args.seed, crop=crop)
+                                    args.npz_dir, device=args.device, seed=args.seed, crop=crop,
+                                    cache=Path(args.out) / "baseline_cache.json")
     dest = ship(name, result, comparisons, args, version, manifest)
     card = json.loads((dest / "model_card.json").read_text())
     shipped[name] = {"card": card, "path": dest}

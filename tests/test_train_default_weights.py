@@ -186,3 +186,34 @@ def test_grown_generator_starts_as_the_smaller_one():
     assert tdw.grow_state_dict(small, big.state_dict()) is None  # shrinking is refused
     other = build_model("rrdb_generator", num_blocks=1, **{**kw, "features": 16})
     assert tdw.grow_state_dict(other, small.state_dict()) is None
+
+
+def test_baseline_cache_computes_each_baseline_once_and_never_reads_it_stale(tmp_path):
+    """The cards of several candidate denoisers share their held-out inputs: PRI-NLM on a whole
+    head runs once, and a changed input (or reference) is computed afresh, not read from the
+    cache."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_default_weights as tdw
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((6, 6, 6))
+    noisy = clean + 0.1
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"psnr": float(len(calls))}
+
+    path = tmp_path / "cache.json"
+    assert tdw.BaselineCache(path).get("prinlm", noisy, clean, compute) == {"psnr": 1.0}
+    again = tdw.BaselineCache(path)  # a new process reads the file
+    assert again.get("prinlm", noisy, clean, compute) == {"psnr": 1.0}
+    assert len(calls) == 1
+    assert again.get("odct3d", noisy, clean, compute) == {"psnr": 2.0}
+    assert again.get("prinlm", noisy + 1e-6, clean, compute) == {"psnr": 3.0}
+    assert again.get("prinlm", noisy, clean * 2, compute) == {"psnr": 4.0}
+    assert len(json.loads(path.read_text())) == 4
+    assert not list(tmp_path.glob("*.tmp"))
+    none = tdw.BaselineCache(None)  # no file: computed every time a new cache is made
+    none.get("prinlm", noisy, clean, compute)
+    assert len(calls) == 5
