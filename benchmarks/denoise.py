@@ -40,8 +40,8 @@ DEFAULT_VOLUMES = ("niivue_otsu_T1w_1mm", "niivue_T1wGd_brain_1mm", "arc2017_T1w
 #: Volumes whose head mask is the brain (skull-stripped before publication).
 SKULL_STRIPPED = ("niivue_T1wGd_brain_1mm", "arc2017_T1w_1mm")
 DEFAULT_LEVELS = (3.0, 6.0, 9.0)
-METHODS = ("prinlm", "prinlm-est", "odct3d", "sanlm", "learned", "dipy", "ants", "bm4d",
-           "dipy-classic")
+METHODS = ("prinlm", "prinlm-est", "odct3d", "odct3d-wiener", "odct3d-wiener-est", "sanlm",
+           "learned", "learned-est", "dipy", "ants", "bm4d", "dipy-classic")
 #: Methods that run on the central crop only (minutes per 112³ block on two cores).
 CROP_ONLY = ("bm4d", "dipy-classic")
 SEED = 20251127
@@ -66,14 +66,14 @@ def _rss_mb(field: str = "VmRSS") -> float:
 def _prepare(method: str, sigma: float, threads: int, params: dict):
     """Import the method's library and return ``f(noisy) -> (out, extra)``; imports and
     one-off setup stay outside the timed call."""
-    if method in ("prinlm", "prinlm-est", "odct3d", "sanlm", "learned"):
+    if method.removesuffix("-est") in ("prinlm", "odct3d", "odct3d-wiener", "sanlm", "learned"):
         import torch
 
         torch.set_num_threads(threads)
         from bids_enhance.classical import denoise
 
-        name = "prinlm" if method == "prinlm-est" else method
-        user_sigma = None if method == "prinlm-est" else sigma
+        name = method.removesuffix("-est")
+        user_sigma = None if method.endswith("-est") else sigma
 
         def run(noisy):
             out, info = denoise(noisy, method=name, noise_model="rician", sigma=user_sigma,

@@ -3,7 +3,13 @@
 scan), robust maximum → 1, with Rician noise of 3, 6 and 9 % of it; σ estimated by every method,
 PSNR in the head mask. The same computation as the guard in tests/test_shipped_weights.py.
 
+``--oracle`` gives every method the true σ instead (the protocol of benchmarks/denoise.py);
+``--methods ... bm4d`` adds BM4D (the ``benchmark`` extra; it always gets the true σ, and takes
+minutes per level on 2 cores). A noise-free reference separates a denoiser's quality from what
+PSNR against a reference that carries its own noise rewards (docs/benchmarks/denoise.md).
+
     python benchmarks/denoise_template.py [--checkpoint PATH] [--threads 1]
+    python benchmarks/denoise_template.py --oracle --methods prinlm odct3d learned bm4d
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ import argparse
 
 import numpy as np
 
+METHODS = ("prinlm", "odct3d", "learned")
+NAMES = {"prinlm": "PRI-NLM", "odct3d": "ODCT3D", "odct3d-wiener": "ODCT3D-Wiener", "learned": "learned", "bm4d": "BM4D"}
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -19,6 +28,9 @@ def main(argv=None) -> None:
                         help="a denoise checkpoint (default: the shipped weights)")
     parser.add_argument("--levels", type=float, nargs="+", default=[3, 6, 9])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + ("odct3d-wiener", "bm4d"))
+    parser.add_argument("--oracle", action="store_true",
+                        help="give every method the true σ (default: each estimates it)")
     args = parser.parse_args(argv)
 
     import torch
@@ -35,20 +47,29 @@ def main(argv=None) -> None:
     crop = tuple(slice(n // 2 - 48, n // 2 + 48) for n in data.shape)
     clean, _ = normalise(data[crop])
     mask = head_mask(clean)
-    print("| noise | noisy | PRI-NLM | ODCT3D | learned |\n|---|---|---|---|---|")
+    header = ["noisy", *args.methods]
+    print(f"| noise | {' | '.join(NAMES.get(k, k) for k in header)} |\n"
+          f"|---|{'---|' * len(header)}")
     for level in args.levels:
         rng = np.random.default_rng(2)
         sigma = level / 100 * float(np.percentile(clean, 99.9))
         noisy = np.hypot(clean + rng.normal(0, sigma, clean.shape),
                          rng.normal(0, sigma, clean.shape)).astype(np.float32)
-        outputs = {"noisy": noisy,
-                   "prinlm": denoise(noisy, method="prinlm", noise_model="rician")[0],
-                   "odct3d": denoise(noisy, method="odct3d", noise_model="rician")[0],
-                   "learned": learned_denoise(noisy, checkpoint=args.checkpoint)[0]}
+        given = sigma if args.oracle else None
+        outputs = {"noisy": noisy}
+        for method in args.methods:
+            if method == "learned":
+                outputs[method] = learned_denoise(noisy, sigma=given, checkpoint=args.checkpoint)[0]
+            elif method == "bm4d":
+                import bm4d
+
+                outputs[method] = np.asarray(bm4d.bm4d(noisy, float(sigma)), dtype=np.float32)
+            else:
+                outputs[method] = denoise(noisy, method=method, noise_model="rician",
+                                          sigma=given)[0]
         psnr = {k: evaluate(clean, np.asarray(v), mask=mask)["psnr"] for k, v in outputs.items()}
         print(f"| {level:g} % | " + " | ".join(f"{psnr[k]:.2f}" for k in outputs) + " |",
               flush=True)
-
 
 if __name__ == "__main__":
     main()

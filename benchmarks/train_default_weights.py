@@ -114,7 +114,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
           "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
-          "denoise_stack_ft")
+          "denoise_stack_ft", "denoise_stack_wiener")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -125,7 +125,7 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
          "denoise_stack": "denoise", "denoise_stack_sigma": "denoise",
          "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise",
-         "denoise_stack_ft": "denoise"}
+         "denoise_stack_ft": "denoise", "denoise_stack_wiener": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -152,6 +152,9 @@ SPLITS = {
     # its control: the same continuation on the three heads only (a warm restart, no new data)
     "denoise_stack_ft": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                          DENOISE_HELD_OUT),
+    # the shipped model trained further with ODCT3D-Wiener as its prefilter, same heads
+    "denoise_stack_wiener": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                             DENOISE_HELD_OUT),
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
@@ -179,7 +182,8 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
               "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
-              "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_rician",
+              "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
+              "denoise_rician",
               "denoise_odct",
               "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
@@ -194,9 +198,10 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_sigma": "denoise-rician-wide-odct-stack-sigma",
                  "denoise_stack_aug": "denoise-rician-wide-odct-stack",
                  "denoise_stack_ixi": "denoise-rician-wide-odct-stack",
-                 "denoise_stack_ft": "denoise-rician-wide-odct-stack"}
+                 "denoise_stack_ft": "denoise-rician-wide-odct-stack",
+                 "denoise_stack_wiener": "denoise-rician-wide-odct-wiener-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft")
+AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -270,6 +275,12 @@ DESCRIPTIONS = {
                         "the shipped model trained further with the pixel loss (L1) on its "
                         "three ≤ 1 mm heads only (control of denoise_stack_ixi), each patch "
                         "turned by a random symmetry of the cube",
+    "denoise_stack_wiener": "noise removal (--denoise-method learned): ODCT3D-Wiener (σ "
+                            "estimated), then the scale-1 RRDB generator given its output and "
+                            "the noisy input as two channels (blind to σ), adding a residual to "
+                            "the filter's output; the shipped model trained further with the "
+                            "pixel loss (L1) on its three ≤ 1 mm heads with the new filter, "
+                            "each patch turned by a random symmetry of the cube",
     "denoise_odct_1mm": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
                         "the scale-1 RRDB generator refining its output, pixel loss (L1), "
                         "trained on Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads only",

@@ -95,6 +95,22 @@ _METHODS = (
             "coefficients where this first estimate (the oracle) exceeded σ"),
     ),
     DenoiseMethod(
+        name="odct3d-wiener", abbreviation="ODCT3D-Wiener",
+        title="ODCT3D-Wiener: ODCT3D with an empirical Wiener second pass (bids_enhance; "
+              "Manjón et al. 2012, Dabov et al. 2007)",
+        summary="oracle DCT filter with a Wiener second pass", cited="Manjón 2012, Dabov 2007",
+        reference_keys=("manjon2012", "dabov2007"),
+        function="bids_enhance.classical.odct:odct3d_wiener",
+        parameters={"memory_budget_gb": 0.5},
+        methods_text=(
+            "was denoised with the oracle-based 3D discrete cosine transform filter with an "
+            "empirical Wiener second pass (ODCT3D-Wiener) [@manjon2012; @dabov2007]: "
+            "overlapping 4×4×4 DCT blocks were hard-thresholded at 2.7σ, and this first "
+            "estimate guided a second pass that scaled every noisy coefficient by the Wiener "
+            "gain o²/(o²+σ²) of "
+            "the first estimate's coefficient o"),
+    ),
+    DenoiseMethod(
         name="prinlm", abbreviation="PRI-NLM",
         title="PRI-NLM: prefiltered rotationally invariant non-local means (Manjón et al. 2012)",
         summary="ODCT-guided rotation-invariant NLM", cited="Manjón 2012",

@@ -7,6 +7,10 @@ blocks that are entirely zero are skipped.
   blocks with weight ``1 / (1 + kept coefficients)``.
 * Pass 2 keeps a *noisy* coefficient only where the pass-1 result (the oracle) has ``|c| >= σ``,
   with the same weighting.
+* ``wiener=True`` (method ``odct3d-wiener``): pass 2 instead shrinks every noisy coefficient by
+  the empirical Wiener gain ``g = o² / (o² + σ²)`` of the oracle's coefficient ``o``, and weights
+  each block by ``1 / (1 + Σ g²)`` — the second stage of BM3D/BM4D (Dabov et al. 2007) without
+  the block matching; the hard pass is the special case ``g ∈ {0, 1}``. Same cost.
 * Rician data: the result estimates the Rician mean ``E[y]``; it is mapped through the inverse of
   the Rician mean function to the underlying amplitude. Output clipped at 0; input voxels ``<= 0``
   stay 0.
@@ -44,7 +48,7 @@ from bids_enhance.classical._common import (
     restore_volume,
 )
 
-__all__ = ["odct3d", "rician_mean_inverse"]
+__all__ = ["odct3d", "odct3d_wiener", "rician_mean_inverse"]
 
 #: Pass-1 hard threshold, in units of sigma (Manjón 2012).
 PASS1_THRESHOLD = 2.7
@@ -85,16 +89,30 @@ def odct3d(volume, *, sigma: float, noise_model: str = "rician", device="cpu",
     Same container and shape as ``volume``; float input keeps its dtype, integer input gives
     float32. A tensor comes back on the input tensor's device.
     """
+    return _odct3d(volume, sigma=sigma, noise_model=noise_model, device=device,
+                   memory_budget_gb=memory_budget_gb, wiener=False)
+
+
+def odct3d_wiener(volume, *, sigma: float, noise_model: str = "rician", device="cpu",
+                  memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB):
+    """ODCT3D with an empirical Wiener second pass (module docstring): the same arguments and
+    result as :func:`odct3d`, the same cost."""
+    return _odct3d(volume, sigma=sigma, noise_model=noise_model, device=device,
+                   memory_budget_gb=memory_budget_gb, wiener=True)
+
+
+def _odct3d(volume, *, sigma, noise_model, device, memory_budget_gb, wiener):
     noise_model = check_choice("noise_model", noise_model, NOISE_MODELS)
     sigma = check_sigma(sigma)
     x, spec = prepare_volume(volume, min_size=BLOCK, device=device)
     out = odct3d_tensor(x, sigma=sigma, noise_model=noise_model,
-                        memory_budget_gb=memory_budget_gb)
+                        memory_budget_gb=memory_budget_gb, wiener=wiener)
     return restore_volume(out, spec)
 
 
 def odct3d_tensor(x: torch.Tensor, *, sigma: float, noise_model: str,
-                  memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB) -> torch.Tensor:
+                  memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+                  wiener: bool = False) -> torch.Tensor:
     """ODCT on a validated float32 3D tensor (no argument checks); returns a new tensor."""
     if sigma == 0:
         return x.clamp_min(0) if noise_model == "rician" else x.clone()
@@ -117,7 +135,7 @@ def odct3d_tensor(x: torch.Tensor, *, sigma: float, noise_model: str,
     result = torch.empty_like(crop)
     for ch in iter_z_chunks(depth, chunk, _HALO):
         result[ch.output] = work.filter(crop[ch.input], pass1[ch.input],
-                                        PASS2_THRESHOLD * sigma)[ch.core]
+                                        PASS2_THRESHOLD * sigma, wiener=wiener)[ch.core]
     del pass1, work
     if noise_model == "rician":
         result = rician_mean_inverse(result, sigma)
@@ -322,14 +340,16 @@ class _Workspace:
         return den[:n0]
 
     def filter(self, noisy: torch.Tensor, oracle: torch.Tensor | None,
-               threshold: float) -> torch.Tensor:
-        """One hard-threshold pass over a chunk ``(d, H, W)``; returns a ``(d, H, W)`` view
-        of the workspace (valid until the next call)."""
+               threshold: float, wiener: bool = False) -> torch.Tensor:
+        """One hard-threshold pass over a chunk ``(d, H, W)`` (``wiener``, with an oracle: the
+        Wiener gain ``o² / (o² + threshold²)`` instead); returns a ``(d, H, W)`` view of the
+        workspace (valid until the next call)."""
         depth = noisy.shape[0]
         n0 = noisy.numel()
         n1, n2, n3 = self._lengths(n0)
         x = noisy.reshape(-1)
         thr = threshold / self.scale
+        thr2 = thr * thr
         # blocks that count: not wrapped around a row/plane, not all zero
         weight = self.weight[: (depth - _HALO) * self.plane]
         weight.view(depth - _HALO, -1).copy_(self.valid.view(1, -1))
@@ -347,15 +367,21 @@ class _Workspace:
             coef = self.coef[: 64 * m].view(64, m)
             mask = self.mask[: 64 * m].view(64, m)
             _forward_axis(b[:, p0:p0 + m + _HALO], coef.view(4, 16, m), 1)
+            kept = self.box[:m]
             if b_oracle is None:
                 torch.abs(coef, out=mask)
             else:
                 _forward_axis(b_oracle[:, p0:p0 + m + _HALO], mask.view(4, 16, m), 1)
-                mask.abs_()
-            torch.ge(mask, thr, out=mask)
+                if not wiener:
+                    mask.abs_()
+            if wiener and b_oracle is not None:  # raw units: o² / (o² + (threshold/scale)²)
+                mask.mul_(mask)
+                mask.div_(mask + thr2)
+                torch.sum(mask * mask, dim=0, out=kept)
+            else:
+                torch.ge(mask, thr, out=mask)
+                torch.sum(mask, dim=0, out=kept)
             w = weight[p0:p0 + m]
-            kept = self.box[:m]
-            torch.sum(mask, dim=0, out=kept)
             w.div_(kept.add_(1.0))
             mask.mul_(w)
             coef.mul_(mask)

@@ -87,6 +87,10 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "denoise-rician-wide-odct-stack": (RandomNoise(method=NoiseMethod.RICIAN,
                                                    fraction=DENOISE_NOISE_FRACTION),
                                        Prefilter(stack="input")),
+    # the same with ODCT3D-Wiener as the filter (its Wiener second pass keeps more detail)
+    "denoise-rician-wide-odct-wiener-stack": (RandomNoise(method=NoiseMethod.RICIAN,
+                                                          fraction=DENOISE_NOISE_FRACTION),
+                                              Prefilter(method="odct3d-wiener", stack="input")),
     "denoise-rician-wide-odct-stack-sigma": (RandomNoise(method=NoiseMethod.RICIAN,
                                                          fraction=DENOISE_NOISE_FRACTION),
                                              Prefilter(stack="input+sigma")),
