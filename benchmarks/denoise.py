@@ -41,8 +41,7 @@ DEFAULT_VOLUMES = ("niivue_otsu_T1w_1mm", "niivue_T1wGd_brain_1mm", "arc2017_T1w
 SKULL_STRIPPED = ("niivue_T1wGd_brain_1mm", "arc2017_T1w_1mm")
 DEFAULT_LEVELS = (3.0, 6.0, 9.0)
 METHODS = ("prinlm", "prinlm-est", "odct3d", "odct3d-est", "odct3d-wiener", "odct3d-wiener-est",
-           "sanlm",
-           "learned", "learned-est", "dipy", "ants", "bm4d", "dipy-classic")
+           "sanlm", "learned", "learned-est", "dipy", "ants", "bm4d", "dipy-classic")
 #: Methods that run on the central crop only (minutes per 112³ block on two cores).
 CROP_ONLY = ("bm4d", "dipy-classic")
 SEED = 20251127

@@ -19,7 +19,8 @@ import argparse
 import numpy as np
 
 METHODS = ("prinlm", "odct3d", "learned")
-NAMES = {"prinlm": "PRI-NLM", "odct3d": "ODCT3D", "odct3d-wiener": "ODCT3D-Wiener", "learned": "learned", "bm4d": "BM4D"}
+NAMES = {"prinlm": "PRI-NLM", "odct3d": "ODCT3D", "odct3d-wiener": "ODCT3D-Wiener",
+         "learned": "learned", "bm4d": "BM4D"}
 
 
 def main(argv=None) -> None:
@@ -28,7 +29,7 @@ def main(argv=None) -> None:
                         help="a denoise checkpoint (default: the shipped weights)")
     parser.add_argument("--levels", type=float, nargs="+", default=[3, 6, 9])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + ("odct3d-wiener", "bm4d"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(NAMES))
     parser.add_argument("--oracle", action="store_true",
                         help="give every method the true σ (default: each estimates it)")
     args = parser.parse_args(argv)
@@ -59,7 +60,8 @@ def main(argv=None) -> None:
         outputs = {"noisy": noisy}
         for method in args.methods:
             if method == "learned":
-                outputs[method] = learned_denoise(noisy, sigma=given, checkpoint=args.checkpoint)[0]
+                outputs[method] = learned_denoise(noisy, sigma=given,
+                                                  checkpoint=args.checkpoint)[0]
             elif method == "bm4d":
                 import bm4d
 
@@ -70,6 +72,7 @@ def main(argv=None) -> None:
         psnr = {k: evaluate(clean, np.asarray(v), mask=mask)["psnr"] for k, v in outputs.items()}
         print(f"| {level:g} % | " + " | ".join(f"{psnr[k]:.2f}" for k in outputs) + " |",
               flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -183,9 +183,7 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
               "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
-              "denoise_rician",
-              "denoise_odct",
-              "denoise_odct_1mm", "denoise_odct_zero")
+              "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
 #: a model trained on another preset than its task's
@@ -201,7 +199,8 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_ft": "denoise-rician-wide-odct-stack",
                  "denoise_stack_wiener": "denoise-rician-wide-odct-wiener-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener")
+AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
+             "denoise_stack_wiener")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",

@@ -107,8 +107,7 @@ _METHODS = (
             "empirical Wiener second pass (ODCT3D-Wiener) [@manjon2012; @dabov2007]: "
             "overlapping 4×4×4 DCT blocks were hard-thresholded at 2.7σ, and this first "
             "estimate guided a second pass that scaled every noisy coefficient by the Wiener "
-            "gain o²/(o²+σ²) of "
-            "the first estimate's coefficient o"),
+            "gain o²/(o²+σ²) of the first estimate's coefficient o"),
     ),
     DenoiseMethod(
         name="prinlm", abbreviation="PRI-NLM",

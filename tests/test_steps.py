@@ -92,8 +92,7 @@ def test_cli_help_text_unchanged():
     assert actions["enhance"].help == (
         "enhancement steps, always applied in this order: motion (motion-artefact correction, "
         "motion-gan or motion-ddpm model) → denoise (classical ODCT3D/ODCT3D-Wiener/PRI-NLM/SANLM, "
-        "or the "
-        "learned denoiser) → superres (x2 "
+        "or the learned denoiser) → superres (x2 "
         "super-resolution, three-player GAN) or superres-denoise (x2 super-resolution with "
         "noise removal, DISGAN)")
     assert actions["denoise_method"].help == (

@@ -349,7 +349,8 @@ class _Workspace:
         n1, n2, n3 = self._lengths(n0)
         x = noisy.reshape(-1)
         thr = threshold / self.scale
-        thr2 = thr * thr
+        soft = wiener and oracle is not None
+        thr2 = thr * thr if soft else None
         # blocks that count: not wrapped around a row/plane, not all zero
         weight = self.weight[: (depth - _HALO) * self.plane]
         weight.view(depth - _HALO, -1).copy_(self.valid.view(1, -1))
@@ -372,12 +373,12 @@ class _Workspace:
                 torch.abs(coef, out=mask)
             else:
                 _forward_axis(b_oracle[:, p0:p0 + m + _HALO], mask.view(4, 16, m), 1)
-                if not wiener:
+                if not soft:
                     mask.abs_()
-            if wiener and b_oracle is not None:  # raw units: o² / (o² + (threshold/scale)²)
+            if soft:  # raw units: o² / (o² + t²), t = threshold / scale
                 mask.mul_(mask)
                 mask.div_(mask + thr2)
-                torch.sum(mask * mask, dim=0, out=kept)
+                torch.sum(mask * mask, dim=0, out=kept)  # Σ g²
             else:
                 torch.ge(mask, thr, out=mask)
                 torch.sum(mask, dim=0, out=kept)

@@ -44,3 +44,17 @@ def make_brain_phantom(shape=(48, 48, 48), *, seed: int = 0, zero_background: bo
 def rmse(a, b, where=...) -> float:
     return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64))[where]
                                  ** 2)))
+
+
+def noisy_phantom_levels(phantom: np.ndarray, noise_model: str, levels=(0.03, 0.06, 0.09)):
+    """``(level, noisy, head)`` for each noise level: ``phantom`` with seeded Rician or Gaussian
+    noise of σ = level; Rician data get a zeroed background, as most public T1w."""
+    from bids_enhance.degrade import add_gaussian_noise, add_rician_noise
+
+    add = add_rician_noise if noise_model == "rician" else add_gaussian_noise
+    head = phantom > 0
+    for level in levels:
+        noisy = add(phantom, sigma=level, rng=np.random.default_rng(int(level * 100)))
+        if noise_model == "rician":
+            noisy[~head] = 0.0
+        yield level, noisy, head

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from classical_helpers import rmse
+from classical_helpers import noisy_phantom_levels, rmse
 
 from bids_enhance.classical import odct3d
 from bids_enhance.classical.odct import (
@@ -75,12 +75,7 @@ def test_wiener_pass_beats_the_hard_pass_on_a_textured_phantom(brain_phantom, no
     """On the test phantom the Wiener pass is closer to the truth than the hard pass at every
     level (not on every image: on the very smooth MNI152 template it is not,
     docs/benchmarks/denoise.md)."""
-    add = add_rician_noise if noise_model == "rician" else add_gaussian_noise
-    head = brain_phantom > 0
-    for level in (0.03, 0.06, 0.09):
-        noisy = add(brain_phantom, sigma=level, rng=np.random.default_rng(int(level * 100)))
-        if noise_model == "rician":
-            noisy[~head] = 0.0
+    for level, noisy, head in noisy_phantom_levels(brain_phantom, noise_model):
         hard = odct3d(noisy, sigma=level, noise_model=noise_model)
         soft = odct3d_wiener(noisy, sigma=level, noise_model=noise_model)
         assert rmse(soft, brain_phantom, head) < rmse(hard, brain_phantom, head)
@@ -104,12 +99,7 @@ def test_smooth_noise_free_image_nearly_unchanged():
 
 @pytest.mark.parametrize("noise_model", ["rician", "gaussian"])
 def test_noise_falls_on_phantom(brain_phantom, noise_model):
-    add = add_rician_noise if noise_model == "rician" else add_gaussian_noise
-    head = brain_phantom > 0
-    for level in (0.03, 0.06, 0.09):
-        noisy = add(brain_phantom, sigma=level, rng=np.random.default_rng(int(level * 100)))
-        if noise_model == "rician":
-            noisy[~head] = 0.0  # zeroed background, as most public T1w
+    for level, noisy, head in noisy_phantom_levels(brain_phantom, noise_model):
         out = odct3d(noisy, sigma=level, noise_model=noise_model)
         assert rmse(out, brain_phantom, head) < rmse(noisy, brain_phantom, head) / 1.4
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from classical_helpers import make_brain_phantom, rmse
+from classical_helpers import make_brain_phantom, noisy_phantom_levels, rmse
 
 from bids_enhance.classical import prinlm
 from bids_enhance.classical.prinlm import local_mean, prinlm_tensor
@@ -78,12 +78,7 @@ def test_rician_flat_region_level_and_bias(rng):
 
 @pytest.mark.parametrize("noise_model", ["rician", "gaussian"])
 def test_noise_falls_on_phantom(brain_phantom, noise_model):
-    add = add_rician_noise if noise_model == "rician" else add_gaussian_noise
-    head = brain_phantom > 0
-    for level in (0.03, 0.06, 0.09):
-        noisy = add(brain_phantom, sigma=level, rng=np.random.default_rng(int(level * 100)))
-        if noise_model == "rician":
-            noisy[~head] = 0.0
+    for level, noisy, head in noisy_phantom_levels(brain_phantom, noise_model):
         out = prinlm(noisy, sigma=level, noise_model=noise_model)
         assert rmse(out, brain_phantom, head) < rmse(noisy, brain_phantom, head) / 1.6
 
