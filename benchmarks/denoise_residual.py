@@ -41,6 +41,10 @@ per volume::
 
 (``--methods prinlm odct3d sanlm --threads 1``, 2-core x86_64 shared with a training job.)
 
+``--figure`` also saves ``<out>_<volume>.png``: the scan's middle slice along the last axis (the
+central half of the head's extent) beside each method's output (top row) and residual (bottom
+row, one grey scale for all methods, ±3 σ̂) — to look at what each filter removed.
+
 CSV columns: ``volume, shape, crop, method, sigma, sigma_estimator, elapsed_s,
 edge_correlation, laplacian_correlation, edge_flat_std_ratio, residual_std, residual_mean,
 edge_residual_std, flat_residual_std, mask_voxels, smoothing, threads``. benchmarks/results/ is
@@ -110,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="σ (voxels) of residual_structure")
     parser.add_argument("--params", default="{}",
                         help='JSON {method: {param: value}} passed to the methods')
+    parser.add_argument("--figure", action="store_true",
+                        help="also save <out>_<volume>.png: middle slice, outputs and residuals")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/denoise_residual"),
                         help="output prefix: <out>.csv and <out>.md")
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         base = {"volume": name, "shape": "x".join(map(str, scan.shape)),
                 "crop": args.crop or "", "threads": args.threads}
         first_out, first_sigma, first_method = None, None, None
+        outputs: dict[str, np.ndarray] = {}
         for method in methods:
             try:
                 out, info = denoise(scan, method=method, noise_model="rician", sigma=None,
@@ -170,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({**base, "method": method, "sigma": info["sigma"],
                          "sigma_estimator": info["sigma_estimator"],
                          "elapsed_s": info["elapsed_s"], **stats})
+            if args.figure:
+                outputs[method] = out
             if first_out is None:
                 first_out, first_sigma, first_method = out, float(info["sigma"]), method
             print(f"  {method:8s} σ̂ {info['sigma']:.3g}  {info['elapsed_s']:7.1f}s  "
@@ -186,9 +195,48 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({**base, "method": "pure noise", "sigma": first_sigma,
                          "sigma_estimator": f"Rician noise of {first_method}'s σ on its output",
                          "elapsed_s": "", **stats})
+        if args.figure and outputs:
+            _figure(args.out.parent / f"{args.out.name}_{name}.png", name, scan, head, outputs,
+                    first_sigma)
         _write(args, rows, notes)
     _write(args, rows, notes)
     return 0
+
+
+def _figure(path: Path, name: str, scan: np.ndarray, head: np.ndarray,
+            outputs: dict[str, np.ndarray], sigma: float) -> None:
+    """Middle slice (last axis) of the scan, each output (top) and residual (bottom), zoomed on
+    the central half of the head's extent in the slice; one grey scale per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = scan.shape[2] // 2
+    rows_, cols_ = np.nonzero(head[:, :, k]) if head[:, :, k].any() else np.nonzero(
+        np.ones(scan.shape[:2], bool))
+    (a0, a1), (b0, b1) = ((int(v.min()), int(v.max()) + 1) for v in (rows_, cols_))
+    ca, cb, ha, hb = (a0 + a1) // 2, (b0 + b1) // 2, max((a1 - a0) // 4, 8), max((b1 - b0) // 4, 8)
+    box = (slice(max(ca - ha, 0), ca + ha), slice(max(cb - hb, 0), cb + hb), k)
+    vmax = float(np.percentile(scan[head], 99.5)) if head.any() else float(scan.max())
+    panels = [("scan", scan[box], None)] + [(m, o[box], scan[box] - o[box])
+                                            for m, o in outputs.items()]
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.6), squeeze=False)
+    for j, (title, image, residual) in enumerate(panels):
+        axes[0, j].imshow(np.rot90(image), cmap="gray", vmin=0, vmax=vmax,
+                          interpolation="nearest")
+        axes[0, j].set_title(title, fontsize=10)
+        if residual is not None:
+            axes[1, j].imshow(np.rot90(residual), cmap="gray", vmin=-3 * sigma, vmax=3 * sigma,
+                              interpolation="nearest")
+            axes[1, j].set_title(f"{title}: scan − output", fontsize=9)
+        for ax in axes[:, j]:
+            ax.axis("off")
+    fig.suptitle(f"{name}, slice {k} of axis 2 (residuals ±3 σ̂ = {3 * sigma:.3g})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"  figure: {path}", flush=True)
 
 
 def _fmt(value, digits: int = 3) -> str:
