@@ -114,7 +114,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
           "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
-          "denoise_stack_ft", "denoise_stack_wiener")
+          "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -125,7 +125,8 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
          "denoise_stack": "denoise", "denoise_stack_sigma": "denoise",
          "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise",
-         "denoise_stack_ft": "denoise", "denoise_stack_wiener": "denoise"}
+         "denoise_stack_ft": "denoise", "denoise_stack_wiener": "denoise",
+         "denoise_stack_prinlm": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -155,6 +156,9 @@ SPLITS = {
     # the shipped model trained further with ODCT3D-Wiener as its prefilter, same heads
     "denoise_stack_wiener": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                              DENOISE_HELD_OUT),
+    # … and PRI-NLM's output as a third channel (started from denoise_stack_wiener)
+    "denoise_stack_prinlm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                             DENOISE_HELD_OUT),
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
@@ -183,6 +187,7 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
               "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
+              "denoise_stack_prinlm",
               "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
@@ -197,10 +202,11 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_aug": "denoise-rician-wide-odct-stack",
                  "denoise_stack_ixi": "denoise-rician-wide-odct-stack",
                  "denoise_stack_ft": "denoise-rician-wide-odct-stack",
-                 "denoise_stack_wiener": "denoise-rician-wide-odct-wiener-stack"}
+                 "denoise_stack_wiener": "denoise-rician-wide-odct-wiener-stack",
+                 "denoise_stack_prinlm": "denoise-rician-wide-odct-wiener-stack-prinlm"}
 #: models whose training patches are turned by random symmetries of the cube
 AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
-             "denoise_stack_wiener")
+             "denoise_stack_wiener", "denoise_stack_prinlm")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -280,6 +286,12 @@ DESCRIPTIONS = {
                             "the filter's output; the shipped model trained further with the "
                             "pixel loss (L1) on its three ≤ 1 mm heads with the new filter, "
                             "each patch turned by a random symmetry of the cube",
+    "denoise_stack_prinlm": "noise removal (--denoise-method learned): ODCT3D-Wiener and PRI-NLM "
+                            "(σ estimated once), then the scale-1 RRDB generator given both "
+                            "outputs and the noisy input as three channels (blind to σ), adding "
+                            "a residual to ODCT3D-Wiener's output; denoise_stack_wiener trained "
+                            "further with the pixel loss (L1) on its three ≤ 1 mm heads, each "
+                            "patch turned by a random symmetry of the cube",
     "denoise_odct_1mm": "noise removal (--denoise-method learned): ODCT3D (σ estimated), then "
                         "the scale-1 RRDB generator refining its output, pixel loss (L1), "
                         "trained on Rician noise of 1-12 % on the ≤ 1 mm T1w and T2w heads only",
@@ -510,6 +522,8 @@ def grow_state_dict(net, theirs: dict) -> tuple[dict, list[int]] | None:
     the last convolution of each residual dense block, which is zeroed; such an RRDB computes
     ``(1 + s)·x`` (``s`` its residual scale), so the trunk convolution's weights are divided by
     ``(1 + s)`` per extra RRDB and the grown network computes exactly what the smaller one did.
+    ``net`` may also take more input channels than ``theirs`` (appended after them): the stem's
+    weights of those channels start at zero, so they change nothing until trained.
     Returns ``(state_dict, indices of the added RRDBs)``."""
     import re
 
@@ -519,6 +533,17 @@ def grow_state_dict(net, theirs: dict) -> tuple[dict, list[int]] | None:
     pattern = re.compile(r"body\.(\d+)\.")
     blocks = {int(m.group(1)) for k in theirs if (m := pattern.match(k))}
     extra = [k for k in mine if k not in theirs]
+    theirs = dict(theirs)
+    stem = theirs.get("conv_first.weight")
+    if (stem is not None and "conv_first.weight" in mine
+            and mine["conv_first.weight"].shape[1] > stem.shape[1]
+            and mine["conv_first.weight"].shape[2:] == stem.shape[2:]
+            and mine["conv_first.weight"].shape[0] == stem.shape[0]):
+        # more input channels (a prefilter stack with a further channel, appended last): the
+        # stem's weights of the new channels start at zero, so the output is unchanged
+        grown_stem = torch.zeros_like(mine["conv_first.weight"])
+        grown_stem[:, :stem.shape[1]] = stem
+        theirs["conv_first.weight"] = grown_stem
     if any(k not in mine or mine[k].shape != v.shape for k, v in theirs.items()):
         return None
     added = sorted({int(m.group(1)) for k in extra if (m := pattern.match(k))})

@@ -188,6 +188,31 @@ def test_grown_generator_starts_as_the_smaller_one():
     assert tdw.grow_state_dict(other, small.state_dict()) is None
 
 
+def test_grown_input_channels_start_at_zero_and_change_nothing():
+    """A denoiser given a further prefilter channel (``input+prinlm``) starts from the two-
+    channel model: the stem's weights of the new channel are zero, so the output is the same
+    whatever that channel holds; fewer channels are refused."""
+    import torch
+
+    from bids_enhance.models import build_model
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_default_weights as tdw
+
+    kw = dict(features=8, growth=4, scale=1, image_skip=True, num_blocks=1, space_to_depth=True)
+    torch.manual_seed(0)
+    two = build_model("rrdb_generator", in_channels=2, **kw)
+    three = build_model("rrdb_generator", in_channels=3, **kw)
+    state, added = tdw.grow_state_dict(three, two.state_dict())
+    assert added == []
+    three.load_state_dict(state)
+    x = torch.rand(1, 2, 8, 8, 8)
+    with torch.no_grad():
+        for extra in (torch.zeros(1, 1, 8, 8, 8), torch.rand(1, 1, 8, 8, 8)):
+            torch.testing.assert_close(three(torch.cat([x, extra], 1)), two(x))
+    assert tdw.grow_state_dict(two, three.state_dict()) is None
+
+
 def test_baseline_cache_computes_each_baseline_once_and_never_reads_it_stale(tmp_path):
     """The cards of several candidate denoisers share their held-out inputs: PRI-NLM on a whole
     head runs once, and a changed input (or reference) is computed afresh, not read from the

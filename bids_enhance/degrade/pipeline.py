@@ -91,6 +91,10 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "denoise-rician-wide-odct-wiener-stack": (RandomNoise(method=NoiseMethod.RICIAN,
                                                           fraction=DENOISE_NOISE_FRACTION),
                                               Prefilter(method="odct3d-wiener", stack="input")),
+    # … and PRI-NLM's output as a third channel (a non-local estimate beside the DCT filter's)
+    "denoise-rician-wide-odct-wiener-stack-prinlm": (
+        RandomNoise(method=NoiseMethod.RICIAN, fraction=DENOISE_NOISE_FRACTION),
+        Prefilter(method="odct3d-wiener", stack="input+prinlm")),
     "denoise-rician-wide-odct-stack-sigma": (RandomNoise(method=NoiseMethod.RICIAN,
                                                          fraction=DENOISE_NOISE_FRACTION),
                                              Prefilter(stack="input+sigma")),

@@ -10,8 +10,9 @@ can only refine what the filter kept. ``"input"``: the filtered volume and the u
 as two channels ``(2, X, Y, Z)``, so the network also sees what the filter removed (and, from
 their difference, how noisy the input was). ``"input+sigma"``: those two and a third channel
 holding :data:`SIGMA_GAIN` · σ everywhere (σ as the filter used it, in the data's units): a
-network conditioned on the noise level, as FFDNet's noise-level map. The filtered channel comes
-first: an image-skip generator adds it to its output (:class:`~bids_enhance.models.RRDBGenerator`).
+network conditioned on the noise level, as FFDNet's noise-level map. ``"input+prinlm"``: the
+filtered volume, the input and PRI-NLM's output (same σ) — a non-local estimate beside a local
+one, for a network that merges the two. The filtered channel comes first: an image-skip generator adds it to its output (:class:`~bids_enhance.models.RRDBGenerator`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from bids_enhance.degrade._base import DegradationStep, check_affine, check_volume, register
 
 #: what :class:`Prefilter` can hand the network (module docstring), and its channel count
-STACKS = {"none": 1, "input": 2, "input+sigma": 3}
+STACKS = {"none": 1, "input": 2, "input+sigma": 3, "input+prinlm": 3}
 #: the σ channel of ``stack="input+sigma"`` holds this multiple of σ (normalised intensities
 #: put σ at 0.01–0.12; ×10 brings it to the order of the image channels)
 SIGMA_GAIN = 10.0
@@ -69,7 +70,8 @@ class Prefilter(DegradationStep):
                           device: str = "cpu") -> tuple[np.ndarray, dict]:
         """``(filtered, record)``: the filtered volume (float32; stacked with the input and σ as
         ``stack`` says) and what ran — ``method``, ``noise_model``, ``sigma`` (the σ used, in the
-        data's units), ``sigma_estimator`` (None when ``sigma`` was given) and ``stack``."""
+        data's units), ``sigma_estimator`` (None when ``sigma`` was given) and ``stack``
+        (``"input+prinlm"``: PRI-NLM runs with the same σ)."""
         from bids_enhance.classical import denoise
 
         data = check_volume(data).astype(np.float32, copy=False)
@@ -83,6 +85,10 @@ class Prefilter(DegradationStep):
             planes = [out, data]
             if self.stack == "input+sigma":
                 planes.append(np.full(data.shape, SIGMA_GAIN * record["sigma"], np.float32))
+            elif self.stack == "input+prinlm":
+                nlm, _ = denoise(data, method="prinlm", noise_model=self.noise_model,
+                                 sigma=record["sigma"], device=device)
+                planes.append(np.asarray(nlm, dtype=np.float32))
             out = np.stack(planes)
         return out, record
 

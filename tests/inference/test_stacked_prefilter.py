@@ -51,6 +51,21 @@ def test_stacks_are_filtered_input_and_sigma_in_that_order(noisy):
         Prefilter(stack="sigma")
 
 
+def test_the_prinlm_stack_adds_pri_nlm_with_the_same_sigma(noisy):
+    """``input+prinlm``: the Wiener-filtered volume, the input and PRI-NLM's output, all with
+    the σ the first filter used (estimated once)."""
+    step = Prefilter(method="odct3d-wiener", stack="input+prinlm")
+    three, record = step.apply_with_record(noisy)
+    assert three.shape == (3, *noisy.shape) and three.dtype == np.float32
+    np.testing.assert_array_equal(three[0], Prefilter(method="odct3d-wiener").apply(
+        noisy, sigma=record["sigma"]))
+    np.testing.assert_array_equal(three[1], noisy)
+    nlm, _ = denoise(noisy, method="prinlm", noise_model="rician", sigma=record["sigma"])
+    np.testing.assert_array_equal(three[2], np.asarray(nlm, dtype=np.float32))
+    assert input_channels("denoise-rician-wide-odct-wiener-stack-prinlm") == 3
+    assert step_from_record(step.to_record()) == step
+
+
 def test_a_stacked_preset_degrades_to_channels():
     clean = smooth_volume((20, 20, 20))
     out, _, records = degrade(clean, np.eye(4), steps="denoise-rician-wide-odct-stack", rng=3)
