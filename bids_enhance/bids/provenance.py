@@ -82,6 +82,8 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
     model = record.get("model")
     if isinstance(model, Mapping) and model.get("prefilter"):  # a learned denoiser's filter
         keys += REFERENCES.get(str(model["prefilter"]), ())
+        if model.get("prefilter_stack") == "input+prinlm":  # PRI-NLM's output as a channel too
+            keys += REFERENCES.get("prinlm", ())
     if record.get("sigma") is not None:
         keys += REFERENCES.get(str(record.get("sigma_estimator")), ())
     return tuple(dict.fromkeys(keys))

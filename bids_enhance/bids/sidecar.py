@@ -202,7 +202,8 @@ def step_entry(info: dict, scale: float) -> dict:
         if model.get("prefilter"):  # the classical filter whose output the network refines
             entry["Prefilter"] = {"Method": model["prefilter"],
                                   "NetworkInput": {"none": "filtered", "input": "filtered+input",
-                                                   "input+sigma": "filtered+input+sigma"}.get(
+                                                   "input+sigma": "filtered+input+sigma",
+                                                   "input+prinlm": "filtered+input+prinlm"}.get(
                                       model.get("prefilter_stack") or "none")}
     if info.get("sigma") is not None:  # the one record of σ: the noise of this step's input
         entry["NoiseSigma"] = float(info["sigma"]) * scale

@@ -452,7 +452,9 @@ def _steps_html(steps: list) -> str:
         prefilter = step.get("Prefilter")
         if isinstance(prefilter, Mapping) and prefilter.get("Method"):  # what it refines
             given = {"filtered+input": "its output and the noisy input",
-                     "filtered+input+sigma": "its output, the noisy input and a σ map"}.get(
+                     "filtered+input+sigma": "its output, the noisy input and a σ map",
+                     "filtered+input+prinlm": "its output, the noisy input and PRI-NLM's "
+                                              "output"}.get(
                 str(prefilter.get("NetworkInput")), "its output")
             rows.append(("Prefilter", f"<code>{_e(prefilter['Method'])}</code> first; the "
                                       f"network is given {given}"))

@@ -106,6 +106,12 @@ def test_a_learned_denoiser_names_the_filter_it_refines_and_what_it_was_given():
     assert entry["NoiseSigma"] == pytest.approx(5.0)
     keys = [r["Key"] for r in entry["References"]]
     assert keys[0] == "wang2023threeplayer" and "manjon2012" in keys and "coupe2010" in keys
+    nlm = step_entry({**info, "model": {**info["model"], "prefilter": "odct3d-wiener",
+                                        "prefilter_stack": "input+prinlm"}}, 1.0)
+    assert nlm["Prefilter"] == {"Method": "odct3d-wiener",
+                                "NetworkInput": "filtered+input+prinlm"}
+    assert {"dabov2007", "manjon2012", "buades2005", "coupe2008"} <= {
+        r["Key"] for r in nlm["References"]}
     blind = step_entry({**info, "model": {**info["model"], "prefilter": None}}, 1.0)
     assert "Prefilter" not in blind
     assert "manjon2012" not in [r["Key"] for r in blind["References"]]
@@ -120,3 +126,5 @@ def test_the_report_names_what_a_learned_denoiser_refines():
     html = _steps_html([step])
     assert "<code>odct3d</code> first; the network is given its output, the noisy input and " \
            "a σ map" in html
+    step["Prefilter"]["NetworkInput"] = "filtered+input+prinlm"
+    assert "the noisy input and PRI-NLM's output" in _steps_html([step])
