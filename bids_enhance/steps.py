@@ -163,6 +163,9 @@ PIPELINE_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.offered)
 DEFAULT_DENOISE_METHOD = PIPELINE_METHODS[0]
 #: The learned denoising method(s): a trained network behind the ``denoise`` step.
 LEARNED_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.learned)
+#: The non-local method a learned denoiser may be given as a further channel (the prefilter
+#: stack ``input+prinlm``).
+NONLOCAL_CHANNEL_METHOD: str = DENOISE_METHODS["prinlm"].name
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bids_enhance.steps import STEPS, StepRecord
+from bids_enhance.steps import NONLOCAL_CHANNEL_METHOD, STEPS, StepRecord
 
 __all__ = [
     "MODEL_REFERENCES",
@@ -83,7 +83,7 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(model, Mapping) and model.get("prefilter"):  # a learned denoiser's filter
         keys += REFERENCES.get(str(model["prefilter"]), ())
         if model.get("prefilter_stack") == "input+prinlm":  # PRI-NLM's output as a channel too
-            keys += REFERENCES.get("prinlm", ())
+            keys += REFERENCES.get(NONLOCAL_CHANNEL_METHOD, ())
     if record.get("sigma") is not None:
         keys += REFERENCES.get(str(record.get("sigma_estimator")), ())
     return tuple(dict.fromkeys(keys))

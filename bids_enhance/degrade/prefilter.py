@@ -73,6 +73,7 @@ class Prefilter(DegradationStep):
         data's units), ``sigma_estimator`` (None when ``sigma`` was given) and ``stack``
         (``"input+prinlm"``: PRI-NLM runs with the same σ)."""
         from bids_enhance.classical import denoise
+        from bids_enhance.steps import NONLOCAL_CHANNEL_METHOD
 
         data = check_volume(data).astype(np.float32, copy=False)
         out, info = denoise(data, method=self.method, noise_model=self.noise_model, sigma=sigma,
@@ -86,7 +87,7 @@ class Prefilter(DegradationStep):
             if self.stack == "input+sigma":
                 planes.append(np.full(data.shape, SIGMA_GAIN * record["sigma"], np.float32))
             elif self.stack == "input+prinlm":
-                nlm, _ = denoise(data, method="prinlm", noise_model=self.noise_model,
+                nlm, _ = denoise(data, method=NONLOCAL_CHANNEL_METHOD, noise_model=self.noise_model,
                                  sigma=record["sigma"], device=device)
                 planes.append(np.asarray(nlm, dtype=np.float32))
             out = np.stack(planes)
