@@ -56,9 +56,12 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
             given = {"input": " It is given both that output and the noisy image, as two "
                               "channels.",
                      "input+sigma": " It is given that output, the noisy image and a map of the "
-                                    "noise standard deviation, as three channels."}
+                                    "noise standard deviation, as three channels.",
+                     "input+prinlm": " It is given that output, the noisy image and the output "
+                                     "of PRI-NLM with the same noise level, as three channels."}
+            cite = "; ".join(f"@{key}" for key in first.reference_keys)
             refine = (f" The network refines the output of {first.abbreviation} "
-                      f"[@{first.reference_keys[0]}], which was applied first, as in training."
+                      f"[{cite}], which was applied first, as in training."
                       + given.get(prefilter.stack, ""))
             sigma_use = f"For {first.abbreviation} and the report, the noise standard deviation"
         workflow.__desc__ = (

@@ -140,3 +140,10 @@ def test_methods_text_names_the_prefilter_of_a_refinement_model(tmp_path):
     stacked = init_denoise_wf(method="learned", model={**model, "degradation":
                                                        "denoise-rician-wide-odct-stack"}).__desc__
     assert "refines the output of ODCT3D" in stacked and "noisy image, as two channels" in stacked
+    # the shipped weights' filter cites both of its papers; a PRI-NLM channel is named
+    wiener = init_denoise_wf(method="learned", model={
+        **model, "degradation": "denoise-rician-wide-odct-wiener-stack"}).__desc__
+    assert "refines the output of ODCT3D-Wiener [@manjon2012; @dabov2007]" in wiener
+    nlm = init_denoise_wf(method="learned", model={
+        **model, "degradation": "denoise-rician-wide-odct-wiener-stack-prinlm"}).__desc__
+    assert "the output of PRI-NLM with the same noise level, as three channels" in nlm
