@@ -131,6 +131,8 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
         "size": None,
         "training_device": None,
         "cpu_hours": None,
+        "cpu_hours_total": None,
+        "continued_from": None,
         "training_command": meta.get("training_command"),
     }
     if isinstance(out["training_command"], list):
@@ -159,6 +161,11 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
             "size": card.get("size"),
             "training_device": training.get("device"),
             "cpu_hours": training.get("cpu_hours"),
+            # a run that continued another (``--init-from``): which, and the cost of both
+            "cpu_hours_total": training.get("cpu_hours_total"),
+            "continued_from": ({k: parent.get(k) for k in ("model", "iterations", "sha256")}
+                               if isinstance(parent := training.get("initialised_from"), dict)
+                               else None),
             "training_command": card.get("command") or out["training_command"],
         })
     if out["description"] is None and out["task"]:

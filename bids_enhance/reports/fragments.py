@@ -345,9 +345,16 @@ def _model_card_html(model: Mapping) -> str:
         data.append(f"{int(card['training_images'])} training image(s)")
     if card.get("held_out_images") is not None:
         data.append(f"{int(card['held_out_images'])} held out")
+    parent = card.get("continued_from") if isinstance(card.get("continued_from"), Mapping) else {}
     if card.get("iterations") is not None:
-        data.append(f"{int(card['iterations'])} iterations")
-    if card.get("cpu_hours") is not None:
+        text = f"{int(card['iterations'])} iterations"
+        if parent.get("iterations") is not None:  # a run that continued another
+            text += (f" after {int(parent['iterations'])} of "
+                     f"<code>{_e(parent.get('model') or 'its parent')}</code>")
+        data.append(text)
+    if card.get("cpu_hours_total") is not None:
+        data.append(f"{float(card['cpu_hours_total']):.1f} CPU-hours in all")
+    elif card.get("cpu_hours") is not None:
         data.append(f"{float(card['cpu_hours']):.1f} CPU-hours")
     elif card.get("training_device"):
         data.append(f"on {_e(card['training_device'])}")

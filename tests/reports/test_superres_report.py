@@ -139,6 +139,12 @@ def test_model_card_rows_say_cpu_training_and_the_motion_baseline():
     text = iqm_table_html({"EnhancementSteps": [step]})
     assert "2400 iterations, 0.8 CPU-hours, size <code>compact</code>" in text
     assert "PSNR 27.1 dB (the motion-corrupted input 26.2 dB)" in text
+    # a model that continued another run says so, with the CPU time of both
+    card.update(continued_from={"model": "motion_gan", "iterations": 3000, "sha256": "ab" * 32},
+                cpu_hours_total=1.9)
+    text = iqm_table_html({"EnhancementSteps": [step]})
+    assert ("2400 iterations after 3000 of <code>motion_gan</code>, 1.9 CPU-hours in all, "
+            "size <code>compact</code>") in text
 
 
 def test_superres_denoise_rows_show_its_prefilter_sigma_and_the_classical_chain():
