@@ -163,9 +163,7 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
             "cpu_hours": training.get("cpu_hours"),
             # a run that continued another (``--init-from``): which, and the cost of both
             "cpu_hours_total": training.get("cpu_hours_total"),
-            "continued_from": ({k: parent.get(k) for k in ("model", "iterations", "sha256")}
-                               if isinstance(parent := training.get("initialised_from"), dict)
-                               else None),
+            "continued_from": _parent_run(training.get("initialised_from")),
             "training_command": card.get("command") or out["training_command"],
         })
     if out["description"] is None and out["task"]:
@@ -173,6 +171,16 @@ def card_summary(card: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str,
 
         out["description"] = TASK_TITLES.get(out["task"], out["task"])
     return out
+
+
+def _parent_run(parent: Any) -> dict[str, Any] | None:
+    """What a continued run (``--init-from``) started from: ``{model, iterations, sha256}``; the
+    model is named by the card, else by the folder of its checkpoint."""
+    if not isinstance(parent, dict):
+        return None
+    name = parent.get("model") or (Path(str(parent["checkpoint"])).parent.name
+                                   if parent.get("checkpoint") else None)
+    return {"model": name, "iterations": parent.get("iterations"), "sha256": parent.get("sha256")}
 
 
 def _what(step: str) -> str:

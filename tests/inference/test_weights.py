@@ -159,3 +159,21 @@ def test_motion_accepts_scale_one_generators(tmp_path):
     save_tiny_generator(path, task="motion-gan")
     model = resolve_model("motion", path)
     assert model.lowres_method is None and model.task == "motion-gan"
+
+
+def test_a_continued_run_names_its_parent_and_the_cpu_time_of_both():
+    """``initialised_from`` of a card: the parent's model (or its checkpoint's folder when the
+    card does not name it), iterations and sha256; ``cpu_hours_total`` passes through."""
+    from bids_enhance.inference.weights import card_summary
+
+    training = {"iterations": 2000, "cpu_hours": 0.5, "cpu_hours_total": 4.0,
+                "initialised_from": {"checkpoint": "runs/snapshots/gan3p_l1_x2_it12000/checkpoint.pt",
+                                     "iterations": 12000, "sha256": "ab" * 32}}
+    summary = card_summary({"name": "m", "training": training}, {})
+    assert summary["continued_from"] == {"model": "gan3p_l1_x2_it12000", "iterations": 12000,
+                                         "sha256": "ab" * 32}
+    assert summary["cpu_hours_total"] == 4.0 and summary["cpu_hours"] == 0.5
+    training["initialised_from"]["model"] = "gan3p_l1_x2"
+    assert card_summary({"training": training}, {})["continued_from"]["model"] == "gan3p_l1_x2"
+    fresh = card_summary({"training": {"iterations": 10, "cpu_hours": 0.1}}, {})
+    assert fresh["continued_from"] is None and fresh["cpu_hours_total"] is None
