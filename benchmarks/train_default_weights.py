@@ -534,14 +534,12 @@ def grow_state_dict(net, theirs: dict) -> tuple[dict, list[int]] | None:
     blocks = {int(m.group(1)) for k in theirs if (m := pattern.match(k))}
     extra = [k for k in mine if k not in theirs]
     theirs = dict(theirs)
-    stem = theirs.get("conv_first.weight")
-    if (stem is not None and "conv_first.weight" in mine
-            and mine["conv_first.weight"].shape[1] > stem.shape[1]
-            and mine["conv_first.weight"].shape[2:] == stem.shape[2:]
-            and mine["conv_first.weight"].shape[0] == stem.shape[0]):
+    stem, my_stem = theirs.get("conv_first.weight"), mine.get("conv_first.weight")
+    if (stem is not None and my_stem is not None and my_stem.shape[1] > stem.shape[1]
+            and my_stem[:, :stem.shape[1]].shape == stem.shape):
         # more input channels (a prefilter stack with a further channel, appended last): the
         # stem's weights of the new channels start at zero, so the output is unchanged
-        grown_stem = torch.zeros_like(mine["conv_first.weight"])
+        grown_stem = torch.zeros_like(my_stem)
         grown_stem[:, :stem.shape[1]] = stem
         theirs["conv_first.weight"] = grown_stem
     if any(k not in mine or mine[k].shape != v.shape for k, v in theirs.items()):

@@ -163,9 +163,9 @@ PIPELINE_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.offered)
 DEFAULT_DENOISE_METHOD = PIPELINE_METHODS[0]
 #: The learned denoising method(s): a trained network behind the ``denoise`` step.
 LEARNED_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.learned)
-#: The non-local method a learned denoiser may be given as a further channel (the prefilter
-#: stack ``input+prinlm``).
-NONLOCAL_CHANNEL_METHOD: str = DENOISE_METHODS["prinlm"].name
+#: Prefilter stacks that hand a learned denoiser a further classical method's output as a
+#: channel, and that method (``input+prinlm``: PRI-NLM, a non-local estimate beside the filter).
+STACK_CHANNEL_METHODS: Mapping[str, str] = _frozen({"input+prinlm": DENOISE_METHODS["prinlm"].name})
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bids_enhance.steps import NONLOCAL_CHANNEL_METHOD, STEPS, StepRecord
+from bids_enhance.steps import STACK_CHANNEL_METHODS, STEPS, StepRecord
 
 __all__ = [
     "MODEL_REFERENCES",
@@ -82,8 +82,9 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
     model = record.get("model")
     if isinstance(model, Mapping) and model.get("prefilter"):  # a learned denoiser's filter
         keys += REFERENCES.get(str(model["prefilter"]), ())
-        if model.get("prefilter_stack") == "input+prinlm":  # PRI-NLM's output as a channel too
-            keys += REFERENCES.get(NONLOCAL_CHANNEL_METHOD, ())
+        channel = STACK_CHANNEL_METHODS.get(str(model.get("prefilter_stack")))
+        if channel:  # another method's output given to the network as a channel
+            keys += REFERENCES.get(channel, ())
     if record.get("sigma") is not None:
         keys += REFERENCES.get(str(record.get("sigma_estimator")), ())
     return tuple(dict.fromkeys(keys))

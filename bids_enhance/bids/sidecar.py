@@ -200,11 +200,10 @@ def step_entry(info: dict, scale: float) -> dict:
                           if v is not None},
         }
         if model.get("prefilter"):  # the classical filter whose output the network refines
+            stack = model.get("prefilter_stack") or "none"  # the Prefilter's channels after it
             entry["Prefilter"] = {"Method": model["prefilter"],
-                                  "NetworkInput": {"none": "filtered", "input": "filtered+input",
-                                                   "input+sigma": "filtered+input+sigma",
-                                                   "input+prinlm": "filtered+input+prinlm"}.get(
-                                      model.get("prefilter_stack") or "none")}
+                                  "NetworkInput": "filtered" if stack == "none"
+                                  else f"filtered+{stack}"}
     if info.get("sigma") is not None:  # the one record of σ: the noise of this step's input
         entry["NoiseSigma"] = float(info["sigma"]) * scale
         entry["NoiseSigmaEstimator"] = info.get("sigma_estimator")

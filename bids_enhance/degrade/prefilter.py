@@ -12,7 +12,9 @@ their difference, how noisy the input was). ``"input+sigma"``: those two and a t
 holding :data:`SIGMA_GAIN` · σ everywhere (σ as the filter used it, in the data's units): a
 network conditioned on the noise level, as FFDNet's noise-level map. ``"input+prinlm"``: the
 filtered volume, the input and PRI-NLM's output (same σ) — a non-local estimate beside a local
-one, for a network that merges the two. The filtered channel comes first: an image-skip generator adds it to its output (:class:`~bids_enhance.models.RRDBGenerator`).
+one, for a network that merges the two (:data:`bids_enhance.steps.STACK_CHANNEL_METHODS`). The
+filtered channel comes first: an image-skip generator adds it to its output
+(:class:`~bids_enhance.models.RRDBGenerator`).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Prefilter(DegradationStep):
         data's units), ``sigma_estimator`` (None when ``sigma`` was given) and ``stack``
         (``"input+prinlm"``: PRI-NLM runs with the same σ)."""
         from bids_enhance.classical import denoise
-        from bids_enhance.steps import NONLOCAL_CHANNEL_METHOD
+        from bids_enhance.steps import STACK_CHANNEL_METHODS
 
         data = check_volume(data).astype(np.float32, copy=False)
         out, info = denoise(data, method=self.method, noise_model=self.noise_model, sigma=sigma,
@@ -86,10 +88,11 @@ class Prefilter(DegradationStep):
             planes = [out, data]
             if self.stack == "input+sigma":
                 planes.append(np.full(data.shape, SIGMA_GAIN * record["sigma"], np.float32))
-            elif self.stack == "input+prinlm":
-                nlm, _ = denoise(data, method=NONLOCAL_CHANNEL_METHOD, noise_model=self.noise_model,
-                                 sigma=record["sigma"], device=device)
-                planes.append(np.asarray(nlm, dtype=np.float32))
+            elif self.stack in STACK_CHANNEL_METHODS:  # another method's output, same σ
+                other, _ = denoise(data, method=STACK_CHANNEL_METHODS[self.stack],
+                                   noise_model=self.noise_model, sigma=record["sigma"],
+                                   device=device)
+                planes.append(np.asarray(other, dtype=np.float32))
             out = np.stack(planes)
         return out, record
 

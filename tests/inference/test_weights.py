@@ -167,8 +167,9 @@ def test_a_continued_run_names_its_parent_and_the_cpu_time_of_both():
     from bids_enhance.inference.weights import card_summary
 
     training = {"iterations": 2000, "cpu_hours": 0.5, "cpu_hours_total": 4.0,
-                "initialised_from": {"checkpoint": "runs/snapshots/gan3p_l1_x2_it12000/checkpoint.pt",
-                                     "iterations": 12000, "sha256": "ab" * 32}}
+                "initialised_from": {
+                    "checkpoint": "runs/snapshots/gan3p_l1_x2_it12000/checkpoint.pt",
+                    "iterations": 12000, "sha256": "ab" * 32}}
     summary = card_summary({"name": "m", "training": training}, {})
     assert summary["continued_from"] == {"model": "gan3p_l1_x2_it12000", "iterations": 12000,
                                          "sha256": "ab" * 32}
