@@ -116,26 +116,41 @@ class Noise(DegradationStep):
         return noisy, check_affine(affine)
 
 
+#: how :class:`RandomNoise` spreads its draws over the fraction range
+NOISE_SPACINGS = ("uniform", "log")
+
+
 @dataclass(frozen=True)
 class RandomNoise(Step):
     """Draw a :class:`Noise` step: ``fraction ~ U(low, high)`` of the input's robust maximum.
 
     ``fraction`` is a number (fixed) or a pair ``(low, high)`` within ``[0, 1)``; ``sigma`` is
     ``fraction · robust_max(data)`` of the data *reaching this step* (after any low-resolution
-    step), and the noise field's seed is drawn from the same generator.
+    step), and the noise field's seed is drawn from the same generator. ``spacing="log"`` draws
+    ``log(fraction)`` uniformly instead (as many draws in 1–3 % as in 3–9 %; ``low`` must then
+    be > 0).
     """
 
     method: NoiseMethod | str = NoiseMethod.RICIAN
     fraction: float | tuple[float, float] = (0.01, 0.05)
+    spacing: str = "uniform"
 
     def __post_init__(self):
         object.__setattr__(self, "method", NoiseMethod.parse(self.method))
         object.__setattr__(self, "fraction", parse_range(
             self.fraction, name="fraction", symmetric=False, low=0.0, high=0.999999))
+        if self.spacing not in NOISE_SPACINGS:
+            raise ValueError(f"spacing must be one of {NOISE_SPACINGS}, got {self.spacing!r}"
+                             f"{did_you_mean(str(self.spacing), NOISE_SPACINGS)}")
+        if self.spacing == "log" and self.fraction[0] <= 0:
+            raise ValueError(f"spacing 'log' needs fraction > 0, got {self.fraction!r}")
 
     def sample(self, data, affine, *, rng: np.random.Generator) -> Noise:
         low, high = self.fraction
-        fraction = float(rng.uniform(low, high))
+        if self.spacing == "log":
+            fraction = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        else:
+            fraction = float(rng.uniform(low, high))
         sigma = sigma_from_fraction(check_volume(data), fraction)
         seed = int(rng.integers(0, 2**63 - 1))
         return Noise(method=self.method, sigma=sigma, seed=seed, fraction=fraction)

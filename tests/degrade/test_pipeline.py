@@ -81,6 +81,22 @@ def test_custom_steps_and_a_single_record(volume):
     assert Degradation.from_preset("motion") == Degradation(steps=(RandomMotion(),), name="motion")
 
 
+def test_log_spaced_noise_levels_spread_evenly_in_log(volume):
+    """``spacing="log"``: as many draws in 1–3.46 % as in 3.46–12 % (log-uniform), inside the
+    range; the record is the same deterministic Noise step as with uniform spacing."""
+    step = RandomNoise(fraction=(0.01, 0.12), spacing="log")
+    rng = np.random.default_rng(0)
+    draws = np.array([step.sample(volume, AFFINE, rng=rng).fraction for _ in range(4000)])
+    assert draws.min() >= 0.01 and draws.max() <= 0.12
+    assert np.mean(draws < np.sqrt(0.01 * 0.12)) == pytest.approx(0.5, abs=0.03)
+    uniform = RandomNoise(fraction=(0.01, 0.12))
+    rng = np.random.default_rng(0)
+    draws_u = np.array([uniform.sample(volume, AFFINE, rng=rng).fraction for _ in range(4000)])
+    assert np.mean(draws_u < np.sqrt(0.01 * 0.12)) == pytest.approx(2.46 / 11, abs=0.03)
+    noise = step.sample(volume, AFFINE, rng=np.random.default_rng(1))
+    assert Noise.from_record(noise.to_record()) == noise
+
+
 def test_noise_step_is_deterministic_given_its_seed(volume):
     step = Noise(method="rician", sigma=2.0, seed=123)
     np.testing.assert_array_equal(step(volume, AFFINE)[0], step(volume, AFFINE)[0])
@@ -100,6 +116,8 @@ def test_noise_step_is_deterministic_given_its_seed(volume):
      "input_shape"),
     (lambda v: replay("{not json", v, AFFINE), "JSON"),
     (lambda v: RandomNoise(fraction=(0.1, 1.5)), "fraction"),
+    (lambda v: RandomNoise(fraction=(0.01, 0.1), spacing="logs"), "did you mean 'log'"),
+    (lambda v: RandomNoise(fraction=(0.0, 0.1), spacing="log"), "fraction > 0"),
     (lambda v: Noise(sigma=-1.0), "sigma"),
     (lambda v: Noise(seed=-3), "seed"),
 ])
