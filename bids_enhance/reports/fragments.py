@@ -100,12 +100,29 @@ def _finite(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _change_cell(before, after, direction: str | None, notes: _Notes, marks: str = "") -> str:
+#: IQMs that divide by the noise in the air around the head: a denoiser that zeroes that
+#: background multiplies them by thousands whatever it does to the head.
+BACKGROUND_IQMS = ("snr_dietrich", "fber")
+#: From this factor on (after / before), a background IQM's change is shown as a factor, with a
+#: footnote, and neither green nor red.
+BACKGROUND_FACTOR = 10.0
+
+
+def _change_cell(before, after, direction: str | None, notes: _Notes, marks: str = "",
+                 key: str | None = None) -> str:
     """Relative change; n/a (with ``marks``, the footnotes of the missing values) when a value
-    is missing."""
+    is missing. A background IQM (:data:`BACKGROUND_IQMS`) that grew by
+    :data:`BACKGROUND_FACTOR` or more reads "×N" with a footnote instead of "+N00000 %"."""
     b, a = _finite(before), _finite(after)
     if b is None or a is None:
         return f'<td class="be-num be-na">n/a{marks}</td>'
+    if key in BACKGROUND_IQMS and b > 0 and a / b >= BACKGROUND_FACTOR:
+        mark = notes.mark("Change", "the filter removed the noise in the air around the head, "
+                          "which this metric divides by, so it grows by orders of magnitude "
+                          "whatever happened inside the head; read SNR, CNR and CJV for that")
+        factor = a / b
+        shown = f"{factor:,.0f}" if factor < 1e6 else f"{factor:.1e}"
+        return f'<td class="be-num">×{shown}{mark}</td>'
     if b == 0:
         text = "±0" if a == 0 else "n/a" + notes.mark("Change", "the value before is 0, so a "
                                                       "relative change is undefined")
@@ -195,7 +212,7 @@ def iqm_table_html(sidecar: Mapping) -> str:
                 f'<td class="be-arrow" title="{arrow_title}">{arrow}</td>'
                 + before_cell + after_cell
                 + _change_cell(before.get(key), after.get(key), direction, notes,
-                               before_mark + after_mark) + "</tr>")
+                               before_mark + after_mark, key=key) + "</tr>")
         parts.append("</tbody></table>")
         parts.append(notes.html())
         parts.append(_definitions_html(k for k in MAIN_IQMS if k in before or k in after))

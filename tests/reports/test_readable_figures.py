@@ -132,6 +132,25 @@ def test_every_n_a_in_the_iqm_table_has_a_visible_reason():
     assert len(letters) == len(set(letters))
 
 
+def test_a_background_metric_that_explodes_reads_as_a_factor_with_a_reason():
+    """Dietrich's SNR and FBER divide by the air's noise: after denoising they grow by
+    thousands. The change cell says "×N" with a footnote, neither green nor red; an ordinary
+    change of the same metric stays a percentage."""
+    meta = make_sidecar()
+    meta["QualityMetrics"]["Before"].update({"snr_dietrich": 20.0, "fber": 1500.0})
+    meta["QualityMetrics"]["After"].update({"snr_dietrich": 25.0, "fber": 3.1e7})
+    text = iqm_table_html(meta)
+    assert_balanced_html(text)
+    rows = {re.sub(r"<[^>]+>", "", m.group(1)): m.group(0)
+            for m in re.finditer(r"<tr><td><abbr[^>]*>([^<]*)</abbr>.*?</tr>", text)}
+    assert "+25.0 %" in rows["SNR (Dietrich)"] and "be-better" in rows["SNR (Dietrich)"]
+    fber = rows["FBER"]
+    assert "×20,667" in fber and "%" not in fber.split("be-arrow")[1]
+    assert "be-better" not in fber and "be-worse" not in fber and "be-fn" in fber
+    plain = re.sub(r"<[^>]+>", "", text)
+    assert "removed the noise in the air around the head" in plain
+
+
 def test_iqm_table_uses_the_sidecar_reasons_when_recorded():
     meta = make_sidecar()
     meta["QualityMetrics"]["NotAvailable"] = {"After": {"fber": "recorded reason"}}
