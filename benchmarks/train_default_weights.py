@@ -115,7 +115,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
           "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
-          "denoise_stack_lowsigma")
+          "denoise_stack_lowsigma", "denoise_stack_bm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -127,7 +127,8 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "denoise_stack": "denoise", "denoise_stack_sigma": "denoise",
          "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise",
          "denoise_stack_ft": "denoise", "denoise_stack_wiener": "denoise",
-         "denoise_stack_prinlm": "denoise", "denoise_stack_lowsigma": "denoise"}
+         "denoise_stack_prinlm": "denoise", "denoise_stack_lowsigma": "denoise",
+         "denoise_stack_bm": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -160,6 +161,9 @@ SPLITS = {
     # the shipped model (denoise_stack_wiener) trained further with log-uniform noise levels
     "denoise_stack_lowsigma": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                                DENOISE_HELD_OUT),
+    # the shipped model (denoise_stack_wiener) trained further on BM-DCT's output
+    "denoise_stack_bm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                         DENOISE_HELD_OUT),
     # … and PRI-NLM's output as a third channel (started from denoise_stack_wiener)
     "denoise_stack_prinlm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                              DENOISE_HELD_OUT),
@@ -191,7 +195,7 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
               "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
-              "denoise_stack_prinlm", "denoise_stack_lowsigma",
+              "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
               "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
@@ -208,10 +212,12 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_ft": "denoise-rician-wide-odct-stack",
                  "denoise_stack_wiener": "denoise-rician-wide-odct-wiener-stack",
                  "denoise_stack_prinlm": "denoise-rician-wide-odct-wiener-stack-prinlm",
-                 "denoise_stack_lowsigma": "denoise-rician-logwide-odct-wiener-stack"}
+                 "denoise_stack_lowsigma": "denoise-rician-logwide-odct-wiener-stack",
+                 "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack"}
 #: models whose training patches are turned by random symmetries of the cube
 AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
-             "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma")
+             "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
+             "denoise_stack_bm")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -291,6 +297,13 @@ DESCRIPTIONS = {
                             "the filter's output; the shipped model trained further with the "
                             "pixel loss (L1) on its three ≤ 1 mm heads with the new filter, "
                             "each patch turned by a random symmetry of the cube",
+    "denoise_stack_bm": "noise removal (--denoise-method learned): BM-DCT, the block-matching "
+                        "collaborative filter (σ estimated), then the scale-1 RRDB generator "
+                        "given its output and the noisy input as two channels (blind to σ), "
+                        "adding a residual to the filter's output; the model trained on "
+                        "ODCT3D-Wiener's output trained further with the pixel loss (L1) on "
+                        "its three ≤ 1 mm heads with the new filter, each patch turned by a "
+                        "random symmetry of the cube",
     "denoise_stack_lowsigma": "noise removal (--denoise-method learned): ODCT3D-Wiener (σ "
                               "estimated), then the scale-1 RRDB generator given its output and "
                               "the noisy input as two channels (blind to σ), adding a residual "

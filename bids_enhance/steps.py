@@ -110,6 +110,26 @@ _METHODS = (
             "gain o²/(o²+σ²) of the first estimate's coefficient o"),
     ),
     DenoiseMethod(
+        name="blockmatch", abbreviation="BM-DCT",
+        title="BM-DCT: block-matching collaborative filter, the two stages of BM4D with a "
+              "Rician bias correction (bids_enhance; Maggioni et al. 2013, Dabov et al. 2007)",
+        summary="block-matching collaborative filter (BM4D's two stages)",
+        cited="Maggioni 2013, Dabov 2007",
+        reference_keys=("maggioni2013", "dabov2007", "manjon2012"),
+        function="bids_enhance.classical.blockmatch:blockmatch",
+        parameters={"search_radius": 3, "group_size": 16, "memory_budget_gb": 0.25},
+        sloppy={"search_radius": 1},
+        methods_text=(
+            "was denoised with a block-matching collaborative filter (BM-DCT), the two stages of "
+            "BM4D [@maggioni2013; @dabov2007]: every 4×4×4 block on a grid of stride 3 was grouped "
+            "with the most similar blocks within a search radius of {search_radius} voxels, each "
+            "group was "
+            "transformed by a 3D DCT within the blocks and a 1D DCT across them, hard-thresholded "
+            "at 2.7σ, and this first estimate guided a second grouping of {group_size} blocks "
+            "whose coefficients were scaled by their empirical Wiener gain; the Rician bias was "
+            "corrected by inverting the Rician mean, as in ODCT3D [@manjon2012]"),
+    ),
+    DenoiseMethod(
         name="prinlm", abbreviation="PRI-NLM",
         title="PRI-NLM: prefiltered rotationally invariant non-local means (Manjón et al. 2012)",
         summary="ODCT-guided rotation-invariant NLM", cited="Manjón 2012",

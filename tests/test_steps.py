@@ -36,6 +36,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("classical/__init__.py", "odct3d"): "PRI-NLM's default guide image, in the step's record",
     ("degrade/prefilter.py", "odct3d"): "the default prefilter of a learned refinement",
     ("degrade/pipeline.py", "odct3d-wiener"): "the prefilter of a training preset",
+    ("degrade/pipeline.py", "blockmatch"): "the prefilter of a training preset",
     ("inference/weights.py", "prinlm"): "a baseline of the learned denoiser's model card",
     ("training/card.py", "prinlm"): "a baseline of the learned denoiser's model card",
     ("training/card.py", "odct3d"): "a baseline of the learned denoiser's model card",
@@ -91,13 +92,15 @@ def test_cli_help_text_unchanged():
     actions = {a.dest: a for a in build_parser()._actions}
     assert actions["enhance"].help == (
         "enhancement steps, always applied in this order: motion (motion-artefact correction, "
-        "motion-gan or motion-ddpm model) → denoise (classical ODCT3D/ODCT3D-Wiener/PRI-NLM/SANLM, "
+        "motion-gan or motion-ddpm model) → denoise (classical ODCT3D/ODCT3D-Wiener/BM-DCT/PRI-NLM/"
+        "SANLM, "
         "or the learned denoiser) → superres (x2 "
         "super-resolution, three-player GAN) or superres-denoise (x2 super-resolution with "
         "noise removal, DISGAN)")
     assert actions["denoise_method"].help == (
         "odct3d: oracle DCT filter alone (Manjón 2012); odct3d-wiener: oracle DCT filter with "
-        "a Wiener second pass (Manjón 2012, Dabov 2007); prinlm: ODCT-guided rotation-invariant "
+        "a Wiener second pass (Manjón 2012, Dabov 2007); blockmatch: block-matching "
+        "collaborative filter (BM4D's two stages) (Maggioni 2013, Dabov 2007); prinlm: ODCT-guided rotation-invariant "
         "NLM (Manjón 2012); sanlm: spatially adaptive NLM (Manjón 2010); learned: a trained "
         "3D network (shipped CPU-trained weights, or --checkpoint denoise=PATH) (RRDB generator "
         "of Wang 2023)")

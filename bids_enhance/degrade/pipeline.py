@@ -96,6 +96,10 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "denoise-rician-logwide-odct-wiener-stack": (
         RandomNoise(method=NoiseMethod.RICIAN, fraction=DENOISE_NOISE_FRACTION, spacing="log"),
         Prefilter(method="odct3d-wiener", stack="input")),
+    # … with the block-matching filter (BM-DCT) as the prefilter
+    "denoise-rician-wide-blockmatch-stack": (
+        RandomNoise(method=NoiseMethod.RICIAN, fraction=DENOISE_NOISE_FRACTION),
+        Prefilter(method="blockmatch", stack="input")),
     # … and PRI-NLM's output as a third channel (a non-local estimate beside the DCT filter's)
     "denoise-rician-wide-odct-wiener-stack-prinlm": (
         RandomNoise(method=NoiseMethod.RICIAN, fraction=DENOISE_NOISE_FRACTION),
