@@ -41,6 +41,7 @@ DEFAULT_VOLUMES = ("niivue_otsu_T1w_1mm", "niivue_T1wGd_brain_1mm", "arc2017_T1w
 SKULL_STRIPPED = ("niivue_T1wGd_brain_1mm", "arc2017_T1w_1mm")
 DEFAULT_LEVELS = (3.0, 6.0, 9.0)
 METHODS = ("prinlm", "prinlm-est", "odct3d", "odct3d-est", "odct3d-wiener", "odct3d-wiener-est",
+           "blockmatch", "blockmatch-est",
            "sanlm", "learned", "learned-est", "dipy", "ants", "bm4d", "dipy-classic")
 #: Methods that run on the central crop only (minutes per 112³ block on two cores).
 CROP_ONLY = ("bm4d", "dipy-classic")
@@ -66,7 +67,8 @@ def _rss_mb(field: str = "VmRSS") -> float:
 def _prepare(method: str, sigma: float, threads: int, params: dict):
     """Import the method's library and return ``f(noisy) -> (out, extra)``; imports and
     one-off setup stay outside the timed call."""
-    if method.removesuffix("-est") in ("prinlm", "odct3d", "odct3d-wiener", "sanlm", "learned"):
+    if method.removesuffix("-est") in ("prinlm", "odct3d", "odct3d-wiener", "blockmatch", "sanlm",
+                                       "learned"):
         import torch
 
         torch.set_num_threads(threads)

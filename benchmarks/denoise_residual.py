@@ -69,7 +69,7 @@ from denoise import central_crop  # noqa: E402  (the crop of benchmarks/denoise.
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data
 DEFAULT_VOLUMES = ("t1_highres/niivue_otsu_T1w_1mm.nii.gz", "t2/arcM2265_T2w_1mm.nii.gz")
-METHODS = ("prinlm", "odct3d", "odct3d-wiener", "sanlm", "learned")
+METHODS = ("prinlm", "odct3d", "odct3d-wiener", "blockmatch", "sanlm", "learned")
 SEED = 20251127
 COLUMNS = ("volume", "shape", "crop", "method", "sigma", "sigma_estimator", "elapsed_s",
            "edge_correlation", "laplacian_correlation", "edge_flat_std_ratio", "residual_std",

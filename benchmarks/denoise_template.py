@@ -20,6 +20,7 @@ import numpy as np
 
 METHODS = ("prinlm", "odct3d", "learned")
 NAMES = {"prinlm": "PRI-NLM", "odct3d": "ODCT3D", "odct3d-wiener": "ODCT3D-Wiener",
+         "blockmatch": "BM-DCT",
          "learned": "learned", "bm4d": "BM4D"}
 
 

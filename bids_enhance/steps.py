@@ -121,13 +121,13 @@ _METHODS = (
         sloppy={"search_radius": 1},
         methods_text=(
             "was denoised with a block-matching collaborative filter (BM-DCT), the two stages of "
-            "BM4D [@maggioni2013; @dabov2007]: every 4×4×4 block on a grid of stride 3 was grouped "
-            "with the most similar blocks within a search radius of {search_radius} voxels, each "
-            "group was "
-            "transformed by a 3D DCT within the blocks and a 1D DCT across them, hard-thresholded "
-            "at 2.7σ, and this first estimate guided a second grouping of {group_size} blocks "
-            "whose coefficients were scaled by their empirical Wiener gain; the Rician bias was "
-            "corrected by inverting the Rician mean, as in ODCT3D [@manjon2012]"),
+            "BM4D [@maggioni2013; @dabov2007]: every 4×4×4 block on a grid of stride 3 was "
+            "grouped with the most similar blocks within a search radius of {search_radius} "
+            "voxels, each group was transformed by a 3D DCT within the blocks and a 1D DCT "
+            "across them and hard-thresholded at 2.7σ, and this first estimate guided a second "
+            "grouping of {group_size} blocks whose coefficients were scaled by their empirical "
+            "Wiener gain; the Rician bias was corrected by inverting the Rician mean, as in "
+            "ODCT3D [@manjon2012]"),
     ),
     DenoiseMethod(
         name="prinlm", abbreviation="PRI-NLM",
