@@ -131,8 +131,9 @@ def test_shipped_motion_model_reduces_simulated_motion_on_the_mni_template(templ
 
 def test_shipped_learned_denoiser_removes_noise_on_the_mni_template(template):
     """A guard against a broken or swapped checkpoint, not a quality claim: on this smooth
-    average of 152 brains (no texture of a single scan) the learned denoiser is measured 0.3–0.5
-    dB *below* ODCT3D (docs/benchmarks/denoise.md); on real held-out scans it is above it."""
+    average of 152 brains (no texture of a single scan) the shipped weights (BM-DCT prefilter)
+    measure 38.91 dB against ODCT3D's 38.30 at 3 % (docs/benchmarks/denoise.md); the weights
+    before them, on ODCT3D-Wiener, were 0.2 dB below ODCT3D here."""
     from bids_enhance.classical import denoise
     from bids_enhance.inference.learned import learned_denoise
     from bids_enhance.metrics.quality import evaluate
@@ -143,13 +144,13 @@ def test_shipped_learned_denoiser_removes_noise_on_the_mni_template(template):
     noisy = np.hypot(hr + rng.normal(0, sigma, hr.shape),
                      rng.normal(0, sigma, hr.shape)).astype(np.float32)
     out, model = learned_denoise(noisy)
-    assert model["origin"] == "default" and model["prefilter"] == "odct3d-wiener"
+    assert model["origin"] == "default" and model["prefilter"] == "blockmatch"
     odct, _ = denoise(noisy, method="odct3d", noise_model="rician")
     psnr = {name: evaluate(hr, x, mask=mask)["psnr"]
             for name, x in (("noisy", noisy), ("odct3d", odct), ("learned", out))}
     print(f"shipped learned denoiser on the MNI template: {psnr}")
     assert psnr["learned"] - psnr["noisy"] > 6.0
-    assert psnr["learned"] > psnr["odct3d"] - 0.5
+    assert psnr["learned"] > psnr["odct3d"] + 0.2
 
 
 def test_every_step_ships_weights():

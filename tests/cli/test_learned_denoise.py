@@ -140,10 +140,13 @@ def test_methods_text_names_the_prefilter_of_a_refinement_model(tmp_path):
     stacked = init_denoise_wf(method="learned", model={**model, "degradation":
                                                        "denoise-rician-wide-odct-stack"}).__desc__
     assert "refines the output of ODCT3D" in stacked and "noisy image, as two channels" in stacked
-    # the shipped weights' filter cites both of its papers; a PRI-NLM channel is named
+    # the filters cite their papers (BM-DCT: the shipped weights'); a PRI-NLM channel is named
     wiener = init_denoise_wf(method="learned", model={
         **model, "degradation": "denoise-rician-wide-odct-wiener-stack"}).__desc__
     assert "refines the output of ODCT3D-Wiener [@manjon2012; @dabov2007]" in wiener
+    bm = init_denoise_wf(method="learned", model={
+        **model, "degradation": "denoise-rician-wide-blockmatch-stack"}).__desc__
+    assert "refines the output of BM-DCT [@maggioni2013; @dabov2007; @manjon2012]" in bm
     nlm = init_denoise_wf(method="learned", model={
         **model, "degradation": "denoise-rician-wide-odct-wiener-stack-prinlm"}).__desc__
     assert "the output of PRI-NLM with the same noise level, as three channels" in nlm
