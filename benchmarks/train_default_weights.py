@@ -113,14 +113,14 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
-          "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
+          "gan3p_l1_x2_aug", "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
-         "gan3p_l1_x2_wide": "gan3p",
+         "gan3p_l1_x2_wide": "gan3p", "gan3p_l1_x2_aug": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
@@ -176,6 +176,10 @@ SPLITS = {
     # the shipped superres model grown by a second RRDB (started as the identity), same heads
     "gan3p_l1_x2_wide": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                           "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    # the shipped superres model trained further on the same heads, each patch pair turned by a
+    # random symmetry of the cube (48 views of each patch: does that stand in for more heads?)
+    "gan3p_l1_x2_aug": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                       "niivue_FLAIR_brain_1mm"), HELD_OUT),
@@ -192,8 +196,8 @@ SPLITS = {
 #: feature extractor, their own learning-rate schedule, no warm-up)
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2", "gan3p_l1_x2_ft",
-              "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
+PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1_x2",
+              "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
               "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
@@ -215,7 +219,7 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_lowsigma": "denoise-rician-logwide-odct-wiener-stack",
                  "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
+AUGMENTED = ("gan3p_l1_x2_aug", "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm")
 DESCRIPTIONS = {
@@ -232,6 +236,9 @@ DESCRIPTIONS = {
                         "(L1) stage only: the shipped superres generator grown by more RRDBs "
                         "(each started as the identity) and trained further on its six 1 mm "
                         "heads",
+    "gan3p_l1_x2_aug": "x2 super-resolution, RRDB generator of the three-player GAN, pixel-loss "
+                       "(L1) stage only: the shipped superres generator trained further on its "
+                       "six 1 mm heads, each patch pair turned by a random symmetry of the cube",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
