@@ -63,9 +63,13 @@ def pd_like(t1_template: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarr
     return (SCALE * image / peak).astype(np.float32)
 
 
+#: source contrast → its tissues from darkest to brightest
+SOURCE_ORDER = {"T1w": ("csf", "gm", "wm"), "T2w": ("wm", "gm", "csf")}
+
+
 def tissue_means(scan: np.ndarray) -> tuple[float, float, float]:
-    """CSF, GM and WM means of a skull-stripped T1w brain (three multi-Otsu classes of its
-    non-zero voxels)."""
+    """Means of the three multi-Otsu classes of a brain's non-zero voxels, darkest first (CSF,
+    GM, WM in a T1w image; WM, GM, CSF in a T2w one)."""
     from skimage.filters import threshold_multiotsu
 
     brain = scan[scan > 0]
@@ -74,20 +78,23 @@ def tissue_means(scan: np.ndarray) -> tuple[float, float, float]:
             float(brain[brain >= high].mean()))
 
 
-def remap_to_pd(scan: np.ndarray, means: tuple[float, float, float] | None = None) -> np.ndarray:
-    """A T1w brain's voxels mapped onto PD contrast through its tissue means (module docstring)."""
+def remap_to_pd(scan: np.ndarray, means: tuple[float, float, float] | None = None, *,
+                contrast: str = "T1w") -> np.ndarray:
+    """A brain's voxels mapped onto PD contrast through its tissue means (module docstring);
+    ``contrast``: the source's, which orders its tissues (:data:`SOURCE_ORDER`)."""
     scan = np.asarray(scan, dtype=np.float64)
-    csf, gm, wm = tissue_means(scan) if means is None else means
-    if not 0 < csf < gm < wm:
-        raise ValueError(f"tissue means not ordered as in a T1w image: CSF {csf:.3g}, GM "
-                         f"{gm:.3g}, WM {wm:.3g}")
+    order = SOURCE_ORDER[contrast]
+    means = tissue_means(scan) if means is None else means
+    if not 0 < means[0] < means[1] < means[2]:
+        raise ValueError(f"tissue means not ordered as in a {contrast} image: "
+                         + ", ".join(f"{t.upper()} {m:.3g}" for t, m in zip(order, means, strict=True)))
     peak = max(signal(t) for t in TISSUES)
-    x = np.array([0.0, csf, gm, wm])
-    y = SCALE * np.array([0.0, signal("csf"), signal("gm"), signal("wm")]) / peak
+    x = np.array([0.0, *means])
+    y = SCALE * np.array([0.0, *(signal(t) for t in order)]) / peak
     out = np.interp(scan, x, y)
-    beyond = scan > wm  # linear continuation of the GM→WM segment, kept positive
+    beyond = scan > x[3]  # linear continuation of the last segment, kept positive
     slope = (y[3] - y[2]) / (x[3] - x[2])
-    out[beyond] = np.maximum(y[3] + slope * (scan[beyond] - wm), 0.0)
+    out[beyond] = np.maximum(y[3] + slope * (scan[beyond] - x[3]), 0.0)
     out[scan <= 0] = 0.0
     return out.astype(np.float32)
 
@@ -97,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/pd_like/mni152_PDlike_1mm.nii.gz"))
     parser.add_argument("--from-scan", type=Path,
-                        help="remap this skull-stripped T1w scan instead of using the template")
+                        help="remap this skull-stripped scan instead of using the template")
+    parser.add_argument("--contrast", choices=sorted(SOURCE_ORDER), default="T1w",
+                        help="the contrast of --from-scan")
     args = parser.parse_args(argv)
 
     import nibabel as nib
@@ -106,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         src = nib.load(args.from_scan)
         scan = np.asarray(src.dataobj, dtype=np.float32)
         means = tissue_means(scan)
-        _write(nib.Nifti1Image(remap_to_pd(scan, means), src.affine), args.out)
-        print(f"{args.out}: {scan.shape} from {args.from_scan.name}, T1w tissue means CSF "
-              f"{means[0]:.1f}, GM {means[1]:.1f}, WM {means[2]:.1f}")
+        _write(nib.Nifti1Image(remap_to_pd(scan, means, contrast=args.contrast), src.affine),
+               args.out)
+        print(f"{args.out}: {scan.shape} from {args.from_scan.name}, {args.contrast} tissue "
+              "means " + ", ".join(f"{t.upper()} {m:.1f}"
+                                   for t, m in zip(SOURCE_ORDER[args.contrast], means,
+                                                   strict=True)))
         return 0
 
     from nilearn import datasets

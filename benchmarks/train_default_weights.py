@@ -88,6 +88,11 @@ SHARED_FILES = {
     "niivue_FLAIR_brain_1mm": "flair/niivue_FLAIR_brain_1mm.nii.gz",
     **{n: f"ixi_t1_2mm/{n}.nii.gz" for n in IXI_DENOISE},
 }
+#: training volumes derived from a shared one: name → (source volume, its contrast), remapped
+#: onto proton-density contrast by benchmarks/pd_like.py (no PD scan is offline)
+DERIVED_PD = {"arcM2208_T2w_brain_1mm_PDlike": ("arcM2208_T2w_brain_1mm", "T2w"),
+              "brainchop_T1w_1mm_PDlike": ("brainchop_T1w_1mm", "T1w")}
+SHARED_FILES.update({n: SHARED_FILES[src] for n, (src, _) in DERIVED_PD.items()})
 #: where each volume comes from (../shared/data/README.md); recorded in the model cards
 SOURCES = {
     "hanke_T1w_0.67mm": "datalad example-dicom-structural via CBICA/NiChart_Project test data "
@@ -104,6 +109,10 @@ SOURCES = {
 }
 
 
+SOURCES.update({n: f"{SOURCES[src]}, remapped from {contrast} onto PD contrast through its three "
+                   "tissue means (benchmarks/pd_like.py)" for n, (src, contrast) in DERIVED_PD.items()})
+
+
 def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training, held-out) volume names of the model ``name``."""
     return SPLITS.get(name, (TRAINING, HELD_OUT))
@@ -115,7 +124,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
           "gan3p_l1_x2_aug", "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
-          "denoise_stack_lowsigma", "denoise_stack_bm")
+          "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -128,7 +137,7 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise",
          "denoise_stack_ft": "denoise", "denoise_stack_wiener": "denoise",
          "denoise_stack_prinlm": "denoise", "denoise_stack_lowsigma": "denoise",
-         "denoise_stack_bm": "denoise"}
+         "denoise_stack_bm": "denoise", "denoise_stack_pd": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -163,6 +172,11 @@ SPLITS = {
                                DENOISE_HELD_OUT),
     # the shipped model (denoise_stack_wiener) trained further on BM-DCT's output
     "denoise_stack_bm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                         DENOISE_HELD_OUT),
+    # the shipped model trained further on its three heads and two of them remapped onto PD
+    # contrast (benchmarks/pd_like.py): the PD stand-ins of the benchmark are held out
+    "denoise_stack_pd": ((*(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                          "arcM2208_T2w_brain_1mm_PDlike", "brainchop_T1w_1mm_PDlike"),
                          DENOISE_HELD_OUT),
     # … and PRI-NLM's output as a third channel (started from denoise_stack_wiener)
     "denoise_stack_prinlm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
@@ -200,7 +214,7 @@ PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1
               "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
-              "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
+              "denoise_stack_pd", "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
 #: a model trained on another preset than its task's
@@ -217,11 +231,12 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_wiener": "denoise-rician-wide-odct-wiener-stack",
                  "denoise_stack_prinlm": "denoise-rician-wide-odct-wiener-stack-prinlm",
                  "denoise_stack_lowsigma": "denoise-rician-logwide-odct-wiener-stack",
-                 "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack"}
+                 "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack",
+                 "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack"}
 #: models whose training patches are turned by random symmetries of the cube
 AUGMENTED = ("gan3p_l1_x2_aug", "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
-             "denoise_stack_bm")
+             "denoise_stack_bm", "denoise_stack_pd")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -311,6 +326,13 @@ DESCRIPTIONS = {
                         "ODCT3D-Wiener's output trained further with the pixel loss (L1) on "
                         "its three ≤ 1 mm heads with the new filter, each patch turned by a "
                         "random symmetry of the cube",
+    "denoise_stack_pd": "noise removal (--denoise-method learned): BM-DCT, the block-matching "
+                        "collaborative filter (σ estimated), then the scale-1 RRDB generator "
+                        "given its output and the noisy input as two channels (blind to σ), "
+                        "adding a residual to the filter's output; the model trained on BM-DCT "
+                        "trained further with the pixel loss (L1) on its three ≤ 1 mm heads "
+                        "and on two of them remapped onto proton-density contrast, each patch "
+                        "turned by a random symmetry of the cube",
     "denoise_stack_lowsigma": "noise removal (--denoise-method learned): ODCT3D-Wiener (σ "
                               "estimated), then the scale-1 RRDB generator given its output and "
                               "the noisy input as two channels (blind to σ), adding a residual "
@@ -406,7 +428,14 @@ def _central_crop(data: np.ndarray, size: int | None) -> np.ndarray:
 
 
 def _read_volume(npz_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """float32 data and affine of a volume: its ``prep`` .npz, else the shared NIfTI."""
+    """float32 data and affine of a volume: its ``prep`` .npz, else the shared NIfTI; a
+    :data:`DERIVED_PD` volume is its source remapped onto PD contrast."""
+    if name in DERIVED_PD:
+        from pd_like import remap_to_pd
+
+        source, contrast = DERIVED_PD[name]
+        data, affine = _read_volume(npz_dir, source)
+        return remap_to_pd(data, contrast=contrast), affine
     if (npz_dir / f"{name}.npz").is_file():
         with np.load(npz_dir / f"{name}.npz") as npz:
             return npz["data"].astype(np.float32), npz["affine"].astype(np.float64)

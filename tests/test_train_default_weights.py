@@ -242,3 +242,29 @@ def test_baseline_cache_computes_each_baseline_once_and_never_reads_it_stale(tmp
     none = tdw.BaselineCache(None)  # no file: computed every time a new cache is made
     none.get("prinlm", noisy, clean, compute)
     assert len(calls) == 5
+
+
+def test_pd_like_training_volumes_are_their_sources_remapped(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import pd_like
+    import train_default_weights as tdw
+
+    npz = tmp_path / "npz"
+    npz.mkdir()
+    for name, (source, contrast) in tdw.DERIVED_PD.items():
+        rng = np.random.default_rng(len(name))
+        data = np.zeros((24, 24, 24), np.float32)
+        tissues = (60.0, 100.0, 140.0)  # darkest → brightest: the source contrast's order
+        for k, value in enumerate(tissues):
+            data[4:20, 4:20, 4 + 5 * k:9 + 5 * k] = value
+        data[data > 0] += rng.normal(0, 2, int((data > 0).sum()))
+        np.savez_compressed(npz / f"{source}.npz", data=data, affine=np.eye(4))
+        out, affine = tdw._read_volume(npz, name)
+        np.testing.assert_array_equal(affine, np.eye(4))
+        np.testing.assert_allclose(out, pd_like.remap_to_pd(data, contrast=contrast))
+        # the PD order of the three slabs, whatever the source's: GM > CSF > WM
+        slab = {t: out[12, 12, 6 + 5 * k] for k, t in enumerate(pd_like.SOURCE_ORDER[contrast])}
+        assert slab["gm"] > slab["csf"] > slab["wm"]
+        assert tdw.SHARED_FILES[name] == tdw.SHARED_FILES[source]
+        assert "remapped from" in tdw.SOURCES[name]
+    assert set(tdw.DERIVED_PD) <= set(tdw.split_for("denoise_stack_pd")[0])
