@@ -122,7 +122,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
-          "gan3p_l1_x2_aug", "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
+          "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
@@ -130,6 +130,7 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
          "gan3p_l1_x2_wide": "gan3p", "gan3p_l1_x2_aug": "gan3p",
+         "gan3p_l1_x2_aug2": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
@@ -194,6 +195,9 @@ SPLITS = {
     # random symmetry of the cube (48 views of each patch: does that stand in for more heads?)
     "gan3p_l1_x2_aug": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    # … and a second warm restart of it, the same recipe (does the augmentation keep paying?)
+    "gan3p_l1_x2_aug2": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                       "niivue_FLAIR_brain_1mm"), HELD_OUT),
@@ -210,7 +214,8 @@ SPLITS = {
 #: feature extractor, their own learning-rate schedule, no warm-up)
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1_x2",
+PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2",
+              "gan3p_l1_x2",
               "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
@@ -234,7 +239,7 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack",
                  "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("gan3p_l1_x2_aug", "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
+AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm", "denoise_stack_pd")
 DESCRIPTIONS = {
@@ -254,6 +259,10 @@ DESCRIPTIONS = {
     "gan3p_l1_x2_aug": "x2 super-resolution, RRDB generator of the three-player GAN, pixel-loss "
                        "(L1) stage only: the shipped superres generator trained further on its "
                        "six 1 mm heads, each patch pair turned by a random symmetry of the cube",
+    "gan3p_l1_x2_aug2": "x2 super-resolution, RRDB generator of the three-player GAN, pixel-loss "
+                        "(L1) stage only: the shipped superres generator (itself trained with "
+                        "cube-symmetry augmentation) trained further on its six 1 mm heads, "
+                        "each patch pair turned by a random symmetry of the cube",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
