@@ -17,7 +17,8 @@ from typing import Any
 from bids_enhance import __version__
 from bids_enhance import steps as registry
 
-SUFFIXES = ("T1w", "T2w", "FLAIR", "PD")
+#: anatomical suffixes: ``PDw`` is BIDS' proton-density-weighted image, ``PD`` its deprecated name
+SUFFIXES = ("T1w", "T2w", "FLAIR", "PDw", "PD")
 #: ``--enhance`` steps, in the fixed order a chain applies them (``motion`` first: a model of
 #: motion artefacts sees the image as acquired; super-resolution last: it changes the grid)
 ENHANCEMENTS = registry.CHAIN_ORDER

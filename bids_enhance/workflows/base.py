@@ -321,7 +321,8 @@ def _add_sidecar(workflow: LiterateWorkflow, before_up: Port, *, source_file: Pa
     from bids_enhance.interfaces.metrics import QualityMetrics
 
     _, suffix, _ = parse_bids_name(source_file)
-    iqms = pe.Node(QualityMetrics(contrast=suffix if suffix in {"T1w", "T2w", "FLAIR", "PD"}
+    contrast = "PD" if suffix == "PDw" else suffix
+    iqms = pe.Node(QualityMetrics(contrast=contrast if contrast in {"T1w", "T2w", "FLAIR", "PD"}
                                   else "T1w"),
                    name="iqms", mem_gb=mem_gb * spec.grid_factor / 2)
     sidecar = pe.Node(BuildSidecar(

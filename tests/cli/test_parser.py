@@ -168,3 +168,9 @@ def test_random_seed_out_of_range_is_refused(tiny_bids, tmp_path, capsys, bad):
         parse_args([str(tiny_bids), str(tmp_path / "o"), "participant", "--random-seed", bad])
     assert exc.value.code == 2
     assert "--random-seed" in capsys.readouterr().err
+
+
+def test_pd_weighted_suffixes_are_accepted(tiny_bids, tmp_path):
+    s = parse_args([str(tiny_bids), str(tmp_path / "out"), "participant",
+                    "--suffix", "PDw", "PD", "T1w"])
+    assert s.suffix == ["PDw", "PD", "T1w"]

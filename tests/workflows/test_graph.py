@@ -119,3 +119,20 @@ def test_without_a_run_sidecars_name_none(tiny_bids, tmp_path):
     wf = _build(tiny_bids, tmp_path)
     sinks = [wf.get_node(n) for n in wf.list_node_names() if n.endswith(".ds_image")]
     assert sinks and all(not s.inputs.meta_dict for s in sinks)
+
+
+def test_pdw_images_are_collected_and_measured_as_pd(tmp_path):
+    # PDw is BIDS' proton-density-weighted suffix (PD its deprecated name): both are found, and
+    # the IQMs order the tissues as for PD
+    from tests.conftest import phantom, write_bids
+
+    bids = write_bids(tmp_path / "bids", {
+        "sub-01/anat/sub-01_PDw.nii.gz": phantom(noise=3.0, seed=1),
+        "sub-02/anat/sub-02_PD.nii.gz": phantom(noise=3.0, seed=2),
+        "sub-02/anat/sub-02_T1w.nii.gz": phantom(noise=3.0, seed=3),
+    })
+    wf = _build(bids, tmp_path, suffixes=["PDw", "PD"])
+    names = wf.list_node_names()
+    iqms = {n.split(".")[1]: wf.get_node(n).inputs.contrast for n in names
+            if n.endswith(".iqms")}
+    assert iqms == {"PDw_wf": "PD", "PD_wf": "PD"}
