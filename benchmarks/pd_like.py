@@ -21,8 +21,8 @@ beyond the WM mean). Its intrinsic noise and partial volumes go through the same
 in WM, where PD is darker than GM). Run by hand::
 
     python benchmarks/pd_like.py --out benchmarks/results/pd_like/mni152_PDlike_1mm.nii.gz
-    python benchmarks/pd_like.py --from-scan ../shared/data/t1_highres/niivue_T1wGd_brain_1mm.nii.gz \\
-        --out benchmarks/results/pd_like/T1wGd_PDlike_1mm.nii.gz
+    python benchmarks/pd_like.py --out benchmarks/results/pd_like/T1wGd_PDlike_1mm.nii.gz \\
+        --from-scan ../shared/data/t1_highres/niivue_T1wGd_brain_1mm.nii.gz
     python benchmarks/denoise.py --threads 2 --volumes \\
         benchmarks/results/pd_like/mni152_PDlike_1mm.nii.gz --methods prinlm bm4d learned
 
@@ -48,8 +48,14 @@ def signal(tissue: str, tr: float = TR_MS, te: float = TE_MS) -> float:
     return pd * (1.0 - np.exp(-tr / t1)) * np.exp(-te / t2)
 
 
+def pd_value(tissue: str) -> float:
+    """A pure tissue's value in the output images (the brightest tissue at :data:`SCALE`)."""
+    return SCALE * signal(tissue) / max(signal(t) for t in TISSUES)
+
+
 def pd_like(t1_template: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
-    """PD-weighted image from the template (for its brain mask) and GM/WM probabilities in [0, 1]."""
+    """PD-weighted image from the template (for its brain mask) and GM/WM probabilities in
+    [0, 1]."""
     brain = t1_template > 0
     gm = np.where(brain, gm, 0.0)
     wm = np.where(brain, wm, 0.0)
@@ -58,9 +64,8 @@ def pd_like(t1_template: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarr
     gm = np.where(over, gm / np.maximum(total, 1e-6), gm)
     wm = np.where(over, wm / np.maximum(total, 1e-6), wm)
     csf = np.where(brain, 1.0 - gm - wm, 0.0)
-    image = gm * signal("gm") + wm * signal("wm") + csf * signal("csf")
-    peak = max(signal(t) for t in TISSUES)
-    return (SCALE * image / peak).astype(np.float32)
+    image = gm * pd_value("gm") + wm * pd_value("wm") + csf * pd_value("csf")
+    return image.astype(np.float32)
 
 
 #: source contrast → its tissues from darkest to brightest
@@ -86,11 +91,11 @@ def remap_to_pd(scan: np.ndarray, means: tuple[float, float, float] | None = Non
     order = SOURCE_ORDER[contrast]
     means = tissue_means(scan) if means is None else means
     if not 0 < means[0] < means[1] < means[2]:
+        named = (f"{t.upper()} {m:.3g}" for t, m in zip(order, means, strict=True))
         raise ValueError(f"tissue means not ordered as in a {contrast} image: "
-                         + ", ".join(f"{t.upper()} {m:.3g}" for t, m in zip(order, means, strict=True)))
-    peak = max(signal(t) for t in TISSUES)
+                         + ", ".join(named))
     x = np.array([0.0, *means])
-    y = SCALE * np.array([0.0, *(signal(t) for t in order)]) / peak
+    y = np.array([0.0, *(pd_value(t) for t in order)])
     out = np.interp(scan, x, y)
     beyond = scan > x[3]  # linear continuation of the last segment, kept positive
     slope = (y[3] - y[2]) / (x[3] - x[2])
@@ -111,12 +116,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import nibabel as nib
 
+    from bids_enhance.utils import atomic_path
+
+    def write(data: np.ndarray, affine: np.ndarray) -> None:
+        with atomic_path(args.out) as tmp:
+            nib.Nifti1Image(data, affine).to_filename(tmp)
+
     if args.from_scan is not None:
         src = nib.load(args.from_scan)
         scan = np.asarray(src.dataobj, dtype=np.float32)
         means = tissue_means(scan)
-        _write(nib.Nifti1Image(remap_to_pd(scan, means, contrast=args.contrast), src.affine),
-               args.out)
+        write(remap_to_pd(scan, means, contrast=args.contrast), src.affine)
         print(f"{args.out}: {scan.shape} from {args.from_scan.name}, {args.contrast} tissue "
               "means " + ", ".join(f"{t.upper()} {m:.1f}"
                                    for t, m in zip(SOURCE_ORDER[args.contrast], means,
@@ -131,18 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     gm = np.asarray(nib.load(data / stem.format("gm")).dataobj, dtype=np.float32) / 255.0
     wm = np.asarray(nib.load(data / stem.format("wm")).dataobj, dtype=np.float32) / 255.0
     image = pd_like(np.asarray(t1.dataobj), gm, wm)
-    _write(nib.Nifti1Image(image, t1.affine), args.out)
-    means = {t: SCALE * signal(t) / max(signal(s) for s in TISSUES) for t in TISSUES}
+    write(image, t1.affine)
     print(f"{args.out}: {image.shape}, pure-tissue values "
-          + ", ".join(f"{t} {v:.1f}" for t, v in means.items()))
+          + ", ".join(f"{t} {pd_value(t):.1f}" for t in TISSUES))
     return 0
-
-
-def _write(img, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".tmp_" + out.name)
-    img.to_filename(tmp)
-    tmp.replace(out)
 
 
 if __name__ == "__main__":

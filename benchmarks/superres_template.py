@@ -6,7 +6,8 @@ template, robust maximum → 1, its ``sr-box-x2`` box average in, PSNR in the he
 for any checkpoints — e.g. the shipped weights against the ones they replace::
 
     git show <commit>:bids_enhance/data/models/gan3p_l1_x2/checkpoint.pt > /tmp/old.pt
-    python benchmarks/superres_template.py /tmp/old.pt bids_enhance/data/models/gan3p_l1_x2/checkpoint.pt
+    python benchmarks/superres_template.py /tmp/old.pt \\
+        bids_enhance/data/models/gan3p_l1_x2/checkpoint.pt
 
 The template is an average of 152 brains (smooth, no noise): it guards against a broken
 checkpoint; the held-out heads of the model cards measure quality.

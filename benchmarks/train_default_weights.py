@@ -109,8 +109,9 @@ SOURCES = {
 }
 
 
-SOURCES.update({n: f"{SOURCES[src]}, remapped from {contrast} onto PD contrast through its three "
-                   "tissue means (benchmarks/pd_like.py)" for n, (src, contrast) in DERIVED_PD.items()})
+SOURCES.update({n: f"{SOURCES[src]}, remapped from {contrast} onto PD contrast through its "
+                   "three tissue means (benchmarks/pd_like.py)"
+                for n, (src, contrast) in DERIVED_PD.items()})
 
 
 def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -122,7 +123,8 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
           "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
-          "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack", "denoise_stack_sigma", "denoise_stack_aug", "denoise_stack_ixi",
+          "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack", "denoise_stack_sigma",
+          "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
@@ -215,11 +217,12 @@ SPLITS = {
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2",
-              "gan3p_l1_x2",
-              "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm", "denoise_stack", "denoise_stack_sigma",
+              "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+              "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
-              "denoise_stack_pd", "denoise_rician", "denoise_odct", "denoise_odct_1mm", "denoise_odct_zero")
+              "denoise_stack_pd", "denoise_rician", "denoise_odct", "denoise_odct_1mm",
+              "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
 #: a model trained on another preset than its task's
@@ -239,7 +242,8 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack",
                  "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft",
+AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi",
+             "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm", "denoise_stack_pd")
 DESCRIPTIONS = {

@@ -319,11 +319,11 @@ def _add_sidecar(workflow: LiterateWorkflow, before_up: Port, *, source_file: Pa
     from bids_enhance.bids.naming import parse_bids_name
     from bids_enhance.interfaces.bids import BuildSidecar
     from bids_enhance.interfaces.metrics import QualityMetrics
+    from bids_enhance.metrics.iqm import CONTRAST_ORDER
 
     _, suffix, _ = parse_bids_name(source_file)
-    contrast = "PD" if suffix == "PDw" else suffix
-    iqms = pe.Node(QualityMetrics(contrast=contrast if contrast in {"T1w", "T2w", "FLAIR", "PD"}
-                                  else "T1w"),
+    contrast = {"PDw": "PD"}.get(suffix, suffix)  # BIDS' PD-weighted suffix, PD's tissue order
+    iqms = pe.Node(QualityMetrics(contrast=contrast if contrast in CONTRAST_ORDER else "T1w"),
                    name="iqms", mem_gb=mem_gb * spec.grid_factor / 2)
     sidecar = pe.Node(BuildSidecar(
         source_file=str(source_file), bids_dir=str(bids_dir), random_seed=spec.random_seed,
