@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bids_enhance.steps import DEFAULT_DENOISE_METHOD, DEFAULT_ENHANCE
+from bids_enhance.steps import AUTO_DENOISE, DEFAULT_ENHANCE
 
 #: Option names grouped into the sections of the run's TOML record.
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -63,7 +63,7 @@ class Settings:
     bids_database_dir: Path | None = None
     suffix: list[str] = field(default_factory=lambda: ["T1w"])
     enhance: list[str] = field(default_factory=lambda: list(DEFAULT_ENHANCE))
-    denoise_method: str = DEFAULT_DENOISE_METHOD
+    denoise_method: str = AUTO_DENOISE
     noise_model: str = "rician"
     #: ``--checkpoint`` values as ``STEP=PATH``
     checkpoint: list[str] | None = None

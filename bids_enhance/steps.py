@@ -20,9 +20,12 @@ from typing import Any
 __all__ = [
     "CHAIN_ORDER",
     "CLASSICAL",
+    "AUTO_DENOISE",
+    "AUTO_DENOISE_BY_SUFFIX",
     "DEFAULT_DENOISE_METHOD",
     "DEFAULT_ENHANCE",
     "DENOISE",
+    "DENOISE_CHOICES",
     "DENOISE_METHODS",
     "GENERATIVE",
     "GENERATIVE_STEPS",
@@ -34,6 +37,7 @@ __all__ = [
     "SUPERRES_DENOISE",
     "X2_STEPS",
     "DenoiseMethod",
+    "resolve_denoise_method",
     "Step",
     "StepRecord",
 ]
@@ -181,6 +185,25 @@ DENOISE_METHODS: Mapping[str, DenoiseMethod] = _frozen({m.name: m for m in _METH
 #: ``--denoise-method`` choices (the default first).
 PIPELINE_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.offered)
 DEFAULT_DENOISE_METHOD = PIPELINE_METHODS[0]
+#: ``--denoise-method auto``, the pipeline's default: each image gets the method its contrast is
+#: best served by (docs/benchmarks/denoise.md): PRI-NLM for proton-density-weighted images
+#: (flat contrast: non-local averaging leads at high noise, the block-transform filters trail it
+#: by up to 1.8 dB), :data:`DEFAULT_DENOISE_METHOD` (ODCT3D) for every other suffix.
+AUTO_DENOISE = "auto"
+AUTO_DENOISE_BY_SUFFIX: Mapping[str, str] = _frozen({"PDw": "prinlm", "PD": "prinlm"})
+#: ``--denoise-method`` choices: ``auto`` (the default), then every offered method.
+DENOISE_CHOICES: tuple[str, ...] = (AUTO_DENOISE, *PIPELINE_METHODS)
+
+
+def resolve_denoise_method(method: str, suffix: str | None) -> str:
+    """The method that denoises an image of BIDS ``suffix`` when ``method`` was asked for:
+    ``method`` itself, or for ``auto`` the one :data:`AUTO_DENOISE_BY_SUFFIX` names (ODCT3D
+    where it names none)."""
+    if method != AUTO_DENOISE:
+        return method
+    return AUTO_DENOISE_BY_SUFFIX.get(suffix or "", DEFAULT_DENOISE_METHOD)
+
+
 #: The learned denoising method(s): a trained network behind the ``denoise`` step.
 LEARNED_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.learned)
 #: Prefilter stacks that hand a learned denoiser a further classical method's output as a

@@ -12,6 +12,7 @@ import pytest
 
 from bids_enhance import steps
 from bids_enhance.steps import (
+    AUTO_DENOISE,
     CHAIN_ORDER,
     DENOISE_METHODS,
     GENERATIVE_STEPS,
@@ -78,8 +79,8 @@ def test_cli_choices_come_from_the_registry():
 
     actions = {a.dest: a for a in build_parser()._actions}
     assert tuple(actions["enhance"].choices) == CHAIN_ORDER == tuple(STEPS)
-    assert tuple(actions["denoise_method"].choices) == PIPELINE_METHODS
-    assert actions["denoise_method"].default == PIPELINE_METHODS[0]
+    assert tuple(actions["denoise_method"].choices) == (AUTO_DENOISE, *PIPELINE_METHODS)
+    assert actions["denoise_method"].default == AUTO_DENOISE
     for name in (*STEPS, *PIPELINE_METHODS):
         assert name in actions["enhance"].help + actions["denoise_method"].help, name
     assert ", ".join(GENERATIVE_STEPS) in actions["checkpoint"].help
@@ -98,6 +99,8 @@ def test_cli_help_text_unchanged():
         "super-resolution, three-player GAN) or superres-denoise (x2 super-resolution with "
         "noise removal, DISGAN)")
     assert actions["denoise_method"].help == (
+        "auto (default): chosen per image by its contrast, PRI-NLM for PDw/PD, "
+        "ODCT3D for the others (docs/benchmarks/denoise.md); "
         "odct3d: oracle DCT filter alone (Manjón 2012); odct3d-wiener: oracle DCT filter with "
         "a Wiener second pass (Manjón 2012, Dabov 2007); blockmatch: block-matching "
         "collaborative filter (BM4D's two stages) (Maggioni 2013, Dabov 2007); prinlm: ODCT-guided rotation-invariant "
@@ -210,3 +213,13 @@ def test_step_records_are_typed():
     assert StepRecord.from_info({"kind": GENERATIVE, "step": "motion"}).generative
     with pytest.raises(ValueError, match="kind"):
         StepRecord.from_info({"kind": "magic"})
+
+
+def test_auto_denoise_method_is_resolved_by_contrast():
+    assert steps.resolve_denoise_method("auto", "PDw") == "prinlm"
+    assert steps.resolve_denoise_method("auto", "PD") == "prinlm"
+    for suffix in ("T1w", "T2w", "FLAIR", None):
+        assert steps.resolve_denoise_method("auto", suffix) == steps.DEFAULT_DENOISE_METHOD
+    for method in PIPELINE_METHODS:  # an explicit choice is never overridden
+        assert steps.resolve_denoise_method(method, "PDw") == method
+    assert set(steps.AUTO_DENOISE_BY_SUFFIX.values()) <= set(PIPELINE_METHODS)

@@ -24,7 +24,7 @@ SUFFIXES = ("T1w", "T2w", "FLAIR", "PDw", "PD")
 ENHANCEMENTS = registry.CHAIN_ORDER
 GENERATIVE_STEPS = registry.GENERATIVE_STEPS
 CONSISTENCY_MODES = ("measure", "project", "off")
-DENOISE_METHODS = registry.PIPELINE_METHODS
+DENOISE_METHODS = registry.DENOISE_CHOICES
 NOISE_MODELS = ("rician", "gaussian")
 FILTER_QUERIES = tuple(s.lower() for s in SUFFIXES)
 TRAIN_MODELS = ("gan3p", "disgan", "motion-gan", "motion-ddpm", "denoise")
@@ -196,9 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "project: also correct the output so that it matches the input exactly; "
                         "off: neither")
     g.add_argument("--denoise-method", dest="denoise_method", choices=DENOISE_METHODS,
-                   default=registry.DEFAULT_DENOISE_METHOD,
-                   help="; ".join(f"{m.name}: {m.summary} ({m.cited})"
-                                  for m in registry.DENOISE_METHODS.values() if m.offered))
+                   default=registry.AUTO_DENOISE,
+                   help=_denoise_method_help())
     g.add_argument("--noise-model", dest="noise_model", choices=NOISE_MODELS, default="rician",
                    help="rician for magnitude images straight from the scanner; gaussian for "
                         "images whose background noise was already removed or transformed")
@@ -379,6 +378,18 @@ def _check_file_values(parser: argparse.ArgumentParser, path: Path, values: dict
             values[key] = converted if isinstance(value, list) else converted[0]
         except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
             parser.error(f"--config-file {path}: {key} = {value!r}: {exc}")
+
+
+def _denoise_method_help() -> str:
+    by_method: dict[str, list[str]] = {}
+    for suffix, method in registry.AUTO_DENOISE_BY_SUFFIX.items():
+        by_method.setdefault(registry.DENOISE_METHODS[method].abbreviation, []).append(suffix)
+    default = registry.DENOISE_METHODS[registry.DEFAULT_DENOISE_METHOD].abbreviation
+    auto = ", ".join(f"{name} for {'/'.join(suffixes)}" for name, suffixes in by_method.items())
+    return (f"{registry.AUTO_DENOISE} (default): chosen per image by its contrast, {auto}, "
+            f"{default} for the others (docs/benchmarks/denoise.md); "
+            + "; ".join(f"{m.name}: {m.summary} ({m.cited})"
+                        for m in registry.DENOISE_METHODS.values() if m.offered))
 
 
 def model_steps(chain: list[str], denoise_method: str | None) -> list[str]:

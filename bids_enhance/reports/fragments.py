@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bids_enhance.reports.captions import STEP_LABELS, Chain
-from bids_enhance.steps import DENOISE, DENOISE_METHODS
+from bids_enhance.steps import AUTO_DENOISE, DENOISE, DENOISE_METHODS, resolve_denoise_method
 
 __all__ = [
     "IQM_DEFINITIONS",
@@ -542,7 +542,7 @@ def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str
         ("Enhancement chain", chain),
     ]
     if DENOISE.name in enhance:  # only what ran: the method and noise model of denoising
-        rows.append(("Denoising method", _e(_METHOD_NAMES.get(denoise_method, denoise_method))))
+        rows.append(("Denoising method", _denoise_method_html(denoise_method, source_files)))
         rows.append(("Noise model", _e(noise_model.capitalize() if noise_model else "n/a")))
     if models:
         rows.append(("Models", "<br>".join(_e(m) for m in models)))
@@ -551,6 +551,17 @@ def subject_summary_html(*, subject: str, source_files: list[str], bids_dir: str
     attributes = Chain(steps=tuple(enhance)).html_attributes()
     return (f'<div class="be-summary"{attributes}><table class="be-table be-kv">{body}</table>'
             "</div>\n")
+
+
+def _denoise_method_html(method: str, source_files: list[str]) -> str:
+    """The method's title; for ``auto``, the method each contrast of the subject got."""
+    if method != AUTO_DENOISE:
+        return _e(_METHOD_NAMES.get(method, method))
+    suffixes = sorted({Path(p).name.split("_")[-1].split(".")[0] for p in source_files})
+    chosen = [f"{_e(_METHOD_NAMES[resolve_denoise_method(method, s)])} ({_e(s)})"
+              for s in suffixes]
+    return ("<br>".join(chosen) + "<br><small>chosen by contrast "
+            "(<code>--denoise-method auto</code>); another method is one flag away</small>")
 
 
 def about_html(*, version: str, command: str, date: str,

@@ -107,7 +107,7 @@ class ChainSpec:
 
     enhance: tuple[str, ...]
     random_seed: int
-    denoise_method: str = registry.DEFAULT_DENOISE_METHOD
+    denoise_method: str = registry.AUTO_DENOISE
     noise_model: str = "rician"
     device: str = "cpu"
     omp_nthreads: int = 1
@@ -127,8 +127,8 @@ class ChainSpec:
         if not chain:
             raise ValueError("the chain needs at least one enhancement step; known: "
                              f"{list(registry.CHAIN_ORDER)}")
-        if self.denoise_method not in registry.PIPELINE_METHODS:
-            raise ValueError(f"denoise_method must be one of {list(registry.PIPELINE_METHODS)}, "
+        if self.denoise_method not in registry.DENOISE_CHOICES:
+            raise ValueError(f"denoise_method must be one of {list(registry.DENOISE_CHOICES)}, "
                              f"got {self.denoise_method!r}")
         models = MappingProxyType({str(step): copy.deepcopy(dict(model))
                                    for step, model in (self.models or {}).items()})
@@ -222,6 +222,17 @@ class ChainSpec:
         """One line per model, for the subject summary."""
         return [f"{step}: {(m.get('summary') or {}).get('name')} ({m.get('origin')} weights, "
                 f"sha256 {m['sha256'][:12]}…)" for step, m in self.models.items()]
+
+    def for_suffix(self, suffix: str | None) -> ChainSpec:
+        """The spec an image of BIDS ``suffix`` is enhanced with: ``denoise_method`` ``auto``
+        resolved to the method its contrast gets (:func:`bids_enhance.steps.resolve_denoise_method`);
+        the spec itself when there is nothing to resolve."""
+        import dataclasses
+
+        method = registry.resolve_denoise_method(self.denoise_method, suffix)
+        if method == self.denoise_method:
+            return self
+        return dataclasses.replace(self, denoise_method=method, models=dict(self.models))
 
     def description(self, suffix: str) -> str:
         """The ``Description`` of the sidecar of an enhanced ``suffix`` image."""

@@ -36,7 +36,7 @@ def test_defaults_and_label_prefixes(tiny_bids, tmp_path):
                     "--mem", "8G", "--random-seed", "3", "-w", str(tmp_path / "w")])
     assert s.participant_label == ["01", "02"] and s.session_label == ["a"]
     assert s.mem_gb == 8.0 and s.random_seed == 3
-    assert s.suffix == ["T1w"] and s.enhance == ["denoise"] and s.denoise_method == "odct3d"
+    assert s.suffix == ["T1w"] and s.enhance == ["denoise"] and s.denoise_method == "auto"
     assert s.noise_model == "rician" and s.device == "cpu"
 
 

@@ -199,3 +199,19 @@ def test_superres_annotations_come_from_the_step_that_changed_the_grid():
     assert projected["projected"] == {"rmse": 0.0}
     assert superres_annotations({}) == {"consistency": None, "projected": None,
                                         "model_name": None}
+
+
+def test_subject_summary_names_the_method_each_contrast_got_under_auto():
+    html = subject_summary_html(
+        subject="01", source_files=["/d/sub-01/anat/sub-01_T1w.nii.gz",
+                                    "/d/sub-01/anat/sub-01_PDw.nii.gz"],
+        bids_dir="/d", enhance=["denoise"], denoise_method="auto", noise_model="rician",
+        device="cpu")
+    assert "PRI-NLM: prefiltered" in html and "(PDw)" in html
+    assert "ODCT3D: oracle" in html and "(T1w)" in html
+    assert "--denoise-method auto" in html
+    explicit = subject_summary_html(
+        subject="01", source_files=["/d/sub-01/anat/sub-01_PDw.nii.gz"], bids_dir="/d",
+        enhance=["denoise"], denoise_method="odct3d", noise_model="rician", device="cpu")
+    assert "ODCT3D: oracle" in explicit and "PRI-NLM" not in explicit
+    assert "auto" not in explicit

@@ -136,3 +136,28 @@ def test_pdw_images_are_collected_and_measured_as_pd(tmp_path):
     iqms = {n.split(".")[1]: wf.get_node(n).inputs.contrast for n in names
             if n.endswith(".iqms")}
     assert iqms == {"PDw_wf": "PD", "PD_wf": "PD"}
+
+
+def test_auto_denoise_method_follows_each_image_contrast(tmp_path):
+    # --denoise-method auto (the default): PRI-NLM for PDw/PD images, ODCT3D for the others,
+    # decided per image; the summary names what each contrast got
+    from tests.conftest import phantom, write_bids
+
+    bids = write_bids(tmp_path / "bids", {
+        "sub-01/anat/sub-01_PDw.nii.gz": phantom(noise=3.0, seed=1),
+        "sub-01/anat/sub-01_T1w.nii.gz": phantom(noise=3.0, seed=2),
+        "sub-01/anat/sub-01_T2w.nii.gz": phantom(noise=3.0, seed=3),
+    })
+    wf = _build(bids, tmp_path, suffixes=["T1w", "T2w", "PDw"], denoise_method="auto")
+    names = wf.list_node_names()
+    methods = {n.split(".")[1]: wf.get_node(n).inputs.method for n in names
+               if n.endswith("denoise_wf.denoise")}
+    assert methods == {"PDw_wf": "prinlm", "T1w_wf": "odct3d", "T2w_wf": "odct3d"}
+    text = wf.visit_desc()
+    assert "(PRI-NLM)" in text and "(ODCT3D)" in text
+    summary = wf.get_node("sub_01_wf.summary")
+    assert summary.inputs.denoise_method == "auto"
+    # an explicit method is applied to every contrast
+    wf = _build(bids, tmp_path, suffixes=["T1w", "PDw"], denoise_method="odct3d")
+    assert {wf.get_node(n).inputs.method for n in wf.list_node_names()
+            if n.endswith("denoise_wf.denoise")} == {"odct3d"}
