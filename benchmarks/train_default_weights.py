@@ -122,7 +122,7 @@ def split_for(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician",
           "denoise_odct", "denoise_odct_1mm", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi",
           "gan3p_l1_x2_1mm", "disgan_x2_odct", "disgan_x2_odct_adv", "denoise_odct_zero",
-          "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "gan3p_l1_x2_wide",
+          "gan3p_x2_1mm", "motion_ddpm", "motion_gan_1mm", "motion_gan_ctx", "gan3p_l1_x2_wide",
           "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack", "denoise_stack_sigma",
           "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
@@ -134,7 +134,8 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "gan3p_l1_x2_wide": "gan3p", "gan3p_l1_x2_aug": "gan3p",
          "gan3p_l1_x2_aug2": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
-         "motion_gan_1mm": "motion-gan", "denoise_rician": "denoise", "denoise_odct": "denoise",
+         "motion_gan_1mm": "motion-gan", "motion_gan_ctx": "motion-gan",
+         "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
          "denoise_stack": "denoise", "denoise_stack_sigma": "denoise",
          "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise",
@@ -206,6 +207,11 @@ SPLITS = {
     # the shipped motion model, trained further on six 1 mm heads
     "motion_gan_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    # the shipped motion model trained further on the same heads with 64³ patches (a view as
+    # wide as its receptive field, where 32³ patches hid the ghosts' sources) and random
+    # symmetries of the cube
+    "motion_gan_ctx": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                        "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # superres-denoise: the shipped superres model's heads
     "disgan_x2_odct": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
@@ -216,7 +222,7 @@ SPLITS = {
 #: feature extractor, their own learning-rate schedule, no warm-up)
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("motion_gan_1mm", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2",
+PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2",
               "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
@@ -242,7 +248,7 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack",
                  "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi",
+AUGMENTED = ("motion_gan_ctx", "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi",
              "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm", "denoise_stack_pd")
@@ -288,6 +294,10 @@ DESCRIPTIONS = {
     "motion_gan_1mm": "retrospective motion-artefact correction, the scale-1 generator of the "
                       "three-player GAN: the shipped motion model trained further with the "
                       "pixel loss on six 1 mm heads (three T1w, two T2w, a FLAIR)",
+    "motion_gan_ctx": "retrospective motion-artefact correction, the scale-1 generator of the "
+                      "three-player GAN: the shipped motion model trained further with the "
+                      "pixel loss on the same six 1 mm heads, on 64³ patches turned by random "
+                      "symmetries of the cube",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
