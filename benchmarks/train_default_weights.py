@@ -208,8 +208,9 @@ SPLITS = {
     "motion_gan_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # the shipped motion model trained further on the same heads with 64³ patches (a view as
-    # wide as its receptive field, where 32³ patches hid the ghosts' sources) and random
-    # symmetries of the cube
+    # wide as its receptive field, where 32³ patches hid the ghosts' sources); no cube-symmetry
+    # augmentation: TorchIO's motion ghosts run along the last array axis only, and turning
+    # patches would ask the network to undo them along all three
     "motion_gan_ctx": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
     # superres-denoise: the shipped superres model's heads
@@ -248,7 +249,7 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack",
                  "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("motion_gan_ctx", "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi",
+AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi",
              "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm", "denoise_stack_pd")
@@ -296,8 +297,7 @@ DESCRIPTIONS = {
                       "pixel loss on six 1 mm heads (three T1w, two T2w, a FLAIR)",
     "motion_gan_ctx": "retrospective motion-artefact correction, the scale-1 generator of the "
                       "three-player GAN: the shipped motion model trained further with the "
-                      "pixel loss on the same six 1 mm heads, on 64³ patches turned by random "
-                      "symmetries of the cube",
+                      "pixel loss on the same six 1 mm heads, on 64³ patches (a wider view)",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "
