@@ -396,6 +396,25 @@ def crash_messages(log_dir: Path) -> list[tuple[Path, str]]:
     return out
 
 
+def _warn_about_method_for_contrast(settings, subjects) -> None:
+    """An explicit ``--denoise-method`` that ``auto`` would not choose for some of the images'
+    contrasts (PRI-NLM for PD-weighted images): say so once per contrast."""
+    from bids_enhance import steps as registry
+
+    method = settings.denoise_method
+    if registry.DENOISE.name not in (settings.enhance or ()) or method == registry.AUTO_DENOISE:
+        return
+    suffixes = {Path(p).name.split("_")[-1].split(".")[0] for v in subjects.values() for p in v}
+    for suffix in sorted(suffixes & set(registry.AUTO_DENOISE_BY_SUFFIX)):
+        preferred = registry.AUTO_DENOISE_BY_SUFFIX[suffix]
+        if preferred != method:
+            LOGGER.warning(
+                "--denoise-method %s on %s images: on this contrast %s led the other methods "
+                "at high noise in the benchmark (docs/benchmarks/denoise.md); "
+                "--denoise-method auto gives each contrast its own method", method, suffix,
+                registry.DENOISE_METHODS[preferred].abbreviation)
+
+
 def run_participant(settings) -> int:
     from bids_enhance.bids.dataset import (
         write_bidsignore,
@@ -418,6 +437,7 @@ def run_participant(settings) -> int:
     n_images = sum(len(v) for v in subjects.values())
     LOGGER.info("Found %d image(s) of %d participant(s): %s", n_images, len(subjects),
                 ", ".join(subjects))
+    _warn_about_method_for_contrast(settings, subjects)
 
     check_writable(out, "output directory")
     stale = remove_stale_temporaries(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +26,27 @@ def test_odct3d_runs_with_the_sidecar_report_and_methods_of_a_classical_method(t
     assert "PRI-NLM: prefiltered" not in report  # the method that did not run
     methods = (out / "logs" / "CITATION.md").read_text()
     assert "discrete cosine transform filter (ODCT3D) [@manjon2012] alone" in methods
+
+
+def test_an_explicit_method_on_pd_images_is_warned_about_once(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from bids_enhance.cli.run import _warn_about_method_for_contrast
+
+    subjects = {"01": [Path("/d/sub-01/anat/sub-01_PDw.nii.gz"),
+                       Path("/d/sub-01/anat/sub-01_T1w.nii.gz")],
+                "02": [Path("/d/sub-02/anat/sub-02_PDw.nii.gz")]}
+
+    def warnings(method, enhance=("denoise",)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bids_enhance"):
+            _warn_about_method_for_contrast(
+                SimpleNamespace(denoise_method=method, enhance=list(enhance)), subjects)
+        return caplog.messages
+
+    (line,) = warnings("learned")
+    assert "--denoise-method learned on PDw images" in line and "PRI-NLM" in line
+    assert "--denoise-method auto" in line
+    assert warnings("auto") == [] and warnings("prinlm") == []
+    assert warnings("odct3d", enhance=("superres",)) == []  # no denoise step: nothing to say
