@@ -126,7 +126,8 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack", "denoise_stack_sigma",
           "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
-          "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd")
+          "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd",
+          "denoise_stack_pd_prinlm")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -141,7 +142,8 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "denoise_stack_aug": "denoise", "denoise_stack_ixi": "denoise",
          "denoise_stack_ft": "denoise", "denoise_stack_wiener": "denoise",
          "denoise_stack_prinlm": "denoise", "denoise_stack_lowsigma": "denoise",
-         "denoise_stack_bm": "denoise", "denoise_stack_pd": "denoise"}
+         "denoise_stack_bm": "denoise", "denoise_stack_pd": "denoise",
+         "denoise_stack_pd_prinlm": "denoise"}
 PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan": "motion",
            "motion-ddpm": "motion",
            "denoise": "denoise-rician-wide"}
@@ -182,6 +184,11 @@ SPLITS = {
     "denoise_stack_pd": ((*(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                           "arcM2208_T2w_brain_1mm_PDlike", "brainchop_T1w_1mm_PDlike"),
                          DENOISE_HELD_OUT),
+    # … the same heads, with PRI-NLM's output as a third channel beside BM-DCT's (started from
+    # the shipped weights, the new channel's stem weights at zero)
+    "denoise_stack_pd_prinlm": ((*(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
+                                 "arcM2208_T2w_brain_1mm_PDlike", "brainchop_T1w_1mm_PDlike"),
+                                DENOISE_HELD_OUT),
     # … and PRI-NLM's output as a third channel (started from denoise_stack_wiener)
     "denoise_stack_prinlm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
                              DENOISE_HELD_OUT),
@@ -223,13 +230,14 @@ SPLITS = {
 #: feature extractor, their own learning-rate schedule, no warm-up)
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2",
+PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug",
+              "gan3p_l1_x2_aug2",
               "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
-              "denoise_stack_pd", "denoise_rician", "denoise_odct", "denoise_odct_1mm",
-              "denoise_odct_zero")
+              "denoise_stack_pd", "denoise_stack_pd_prinlm", "denoise_rician", "denoise_odct",
+              "denoise_odct_1mm", "denoise_odct_zero")
 #: conditional-diffusion models (no generator, no warm-up: one loss from the first iteration)
 DIFFUSION = ("motion_ddpm",)
 #: a model trained on another preset than its task's
@@ -247,12 +255,13 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_prinlm": "denoise-rician-wide-odct-wiener-stack-prinlm",
                  "denoise_stack_lowsigma": "denoise-rician-logwide-odct-wiener-stack",
                  "denoise_stack_bm": "denoise-rician-wide-blockmatch-stack",
-                 "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack"}
+                 "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack",
+                 "denoise_stack_pd_prinlm": "denoise-rician-wide-blockmatch-stack-prinlm"}
 #: models whose training patches are turned by random symmetries of the cube
 AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi",
              "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
-             "denoise_stack_bm", "denoise_stack_pd")
+             "denoise_stack_bm", "denoise_stack_pd", "denoise_stack_pd_prinlm")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -356,6 +365,14 @@ DESCRIPTIONS = {
                         "trained further with the pixel loss (L1) on its three ≤ 1 mm heads "
                         "and on two of them remapped onto proton-density contrast, each patch "
                         "turned by a random symmetry of the cube",
+    "denoise_stack_pd_prinlm": "noise removal (--denoise-method learned): BM-DCT, the "
+                               "block-matching collaborative filter, and PRI-NLM (σ estimated), "
+                               "then the scale-1 RRDB generator given BM-DCT's output, the noisy "
+                               "input and PRI-NLM's output as three channels (blind to σ), "
+                               "adding a residual to BM-DCT's output; the model trained on "
+                               "BM-DCT trained further with the pixel loss (L1) on its three "
+                               "≤ 1 mm heads and on two of them remapped onto proton-density "
+                               "contrast, each patch turned by a random symmetry of the cube",
     "denoise_stack_lowsigma": "noise removal (--denoise-method learned): ODCT3D-Wiener (σ "
                               "estimated), then the scale-1 RRDB generator given its output and "
                               "the noisy input as two channels (blind to σ), adding a residual "

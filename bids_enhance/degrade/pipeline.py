@@ -104,6 +104,11 @@ PRESETS: Mapping[str, tuple[Step, ...]] = MappingProxyType({
     "denoise-rician-wide-odct-wiener-stack-prinlm": (
         RandomNoise(method=NoiseMethod.RICIAN, fraction=DENOISE_NOISE_FRACTION),
         Prefilter(method="odct3d-wiener", stack="input+prinlm")),
+    # … BM-DCT as the filter and PRI-NLM's output as a third channel (PD-weighted images: flat
+    # contrast, where non-local averaging leads the block-transform filters)
+    "denoise-rician-wide-blockmatch-stack-prinlm": (
+        RandomNoise(method=NoiseMethod.RICIAN, fraction=DENOISE_NOISE_FRACTION),
+        Prefilter(method="blockmatch", stack="input+prinlm")),
     "denoise-rician-wide-odct-stack-sigma": (RandomNoise(method=NoiseMethod.RICIAN,
                                                          fraction=DENOISE_NOISE_FRACTION),
                                              Prefilter(stack="input+sigma")),
