@@ -35,6 +35,12 @@ def split_extension(name: str) -> tuple[str, str]:
     return (stem, dot + ext) if dot else (name, "")
 
 
+def suffix_of(path: Path | str) -> str:
+    """The BIDS suffix of a file name (``T1w`` of ``sub-01_run-1_T1w.nii.gz``); unlike
+    :func:`parse_bids_name`, never raises: the last ``_``-separated part of any name."""
+    return split_extension(Path(path).name)[0].split("_")[-1]
+
+
 def parse_bids_name(path: Path | str) -> tuple[dict[str, str], str, str]:
     """Split ``sub-01_ses-a_run-1_T1w.nii.gz`` into (entities in order, suffix, extension)."""
     name = Path(path).name

@@ -400,11 +400,12 @@ def _warn_about_method_for_contrast(settings, subjects) -> None:
     """An explicit ``--denoise-method`` that ``auto`` would not choose for some of the images'
     contrasts (PRI-NLM for PD-weighted images): say so once per contrast."""
     from bids_enhance import steps as registry
+    from bids_enhance.bids.naming import suffix_of
 
     method = settings.denoise_method
     if registry.DENOISE.name not in (settings.enhance or ()) or method == registry.AUTO_DENOISE:
         return
-    suffixes = {Path(p).name.split("_")[-1].split(".")[0] for v in subjects.values() for p in v}
+    suffixes = {suffix_of(p) for images in subjects.values() for p in images}
     for suffix in sorted(suffixes & set(registry.AUTO_DENOISE_BY_SUFFIX)):
         preferred = registry.AUTO_DENOISE_BY_SUFFIX[suffix]
         if preferred != method:

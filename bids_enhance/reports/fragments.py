@@ -557,7 +557,9 @@ def _denoise_method_html(method: str, source_files: list[str]) -> str:
     """The method's title; for ``auto``, the method each contrast of the subject got."""
     if method != AUTO_DENOISE:
         return _e(_METHOD_NAMES.get(method, method))
-    suffixes = sorted({Path(p).name.split("_")[-1].split(".")[0] for p in source_files})
+    from bids_enhance.bids.naming import suffix_of
+
+    suffixes = sorted({suffix_of(p) for p in source_files})
     chosen = [f"{_e(_METHOD_NAMES[resolve_denoise_method(method, s)])} ({_e(s)})"
               for s in suffixes]
     return ("<br>".join(chosen) + "<br><small>chosen by contrast "

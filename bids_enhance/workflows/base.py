@@ -13,6 +13,7 @@ from typing import NamedTuple
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from bids_enhance.bids.naming import suffix_of
 from bids_enhance.workflows.engine import LiterateWorkflow
 from bids_enhance.workflows.enhance import STEPS, X2_STEPS, init_denoise_wf, init_generative_wf
 from bids_enhance.workflows.outputs import (
@@ -95,7 +96,7 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
         f"*bids_enhance* {version}, which is based on *Nipype* {nipype_version} "
         "[@nipype1; @nipype2]. "
     )
-    suffixes = sorted({_suffix(p) for p in images})
+    suffixes = sorted({suffix_of(p) for p in images})
     summary = pe.Node(SubjectSummaryRPT(
         subject=subject, source_files=[str(p) for p in images], bids_dir=str(bids_dir),
         enhance=list(spec.enhance), denoise_method=spec.denoise_method,
@@ -116,11 +117,6 @@ def init_single_subject_wf(*, subject: str, images: list[Path], bids_dir: Path,
             source_file=Path(path), bids_dir=bids_dir, output_dir=output_dir, spec=spec,
             image_seed=seeds[str(path)], preproc_name=representatives.get(Path(path)))])
     return workflow
-
-
-def _suffix(path: Path | str) -> str:
-    """The BIDS suffix of an image's file name (``T1w`` of ``sub-01_run-1_T1w.nii.gz``)."""
-    return Path(path).name.split("_")[-1].split(".")[0]
 
 
 def preproc_representatives(images: list[Path]) -> dict[Path, str]:
@@ -175,7 +171,7 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
 
     source_file = Path(source_file)
     # ``--denoise-method auto``: this image's contrast picks the method (PRI-NLM for PDw)
-    spec = spec.for_suffix(_suffix(source_file))
+    spec = spec.for_suffix(suffix_of(source_file))
     workflow = LiterateWorkflow(name=name or f"{image_id(source_file)}_wf")
     mem_gb = estimate_mem_gb(source_file)
 

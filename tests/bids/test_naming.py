@@ -57,3 +57,11 @@ def test_bids_uri_and_image_id(tmp_path):
     src = tmp_path / "sub-01" / "anat" / "sub-01_run-1_T1w.nii.gz"
     assert bids_uri(src, tmp_path) == "bids:raw:sub-01/anat/sub-01_run-1_T1w.nii.gz"
     assert image_id(src) == "run_1_T1w"
+
+
+def test_suffix_of_any_name():
+    from bids_enhance.bids.naming import suffix_of
+
+    assert suffix_of("/d/sub-01/anat/sub-01_ses-a_run-1_PDw.nii.gz") == "PDw"
+    assert suffix_of("sub-01_T1w.nii") == "T1w"
+    assert suffix_of("odd.name.nii.gz") == "odd.name"  # not BIDS: no error, the name itself
