@@ -80,6 +80,11 @@ DENOISE_TRAINING = ("brainchop_T1w_1mm", "hanke_T1w_0.67mm", "arcM2208_T2w_brain
                     *IXI_DENOISE)
 DENOISE_HELD_OUT = ("niivue_otsu_T1w_1mm", "arc2017_T1w_1mm", "niivue_T1wGd_brain_1mm",
                     "arcM2265_T2w_1mm", "niivue_FLAIR_brain_1mm")
+#: the learned denoiser's ≤ 1 mm training heads (its split without the IXI heads)
+DENOISE_TRAINING_1MM = tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE)
+#: the superres/motion training heads plus two T2w and a FLAIR at 1 mm (six heads)
+TRAINING_1MM = (*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
+                "niivue_FLAIR_brain_1mm")
 #: where each volume lies under ../shared/data
 SHARED_FILES = {
     **{n: f"t1_highres/{n}.nii.gz" for n in (*TRAINING, *HELD_OUT)},
@@ -152,79 +157,55 @@ PRESETS = {"gan3p": "sr-box-x2", "disgan": "sr-box-x2-rician-wide", "motion-gan"
 SPLITS = {
     "denoise_rician": (DENOISE_TRAINING, DENOISE_HELD_OUT),
     "denoise_odct": (DENOISE_TRAINING, DENOISE_HELD_OUT),
-    "denoise_odct_1mm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                         DENOISE_HELD_OUT),
-    "denoise_odct_zero": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                          DENOISE_HELD_OUT),
+    "denoise_odct_1mm": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
+    "denoise_odct_zero": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
     # the guided refinement: ODCT3D's output and the noisy input (and σ) as channels
-    "denoise_stack": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                      DENOISE_HELD_OUT),
-    "denoise_stack_sigma": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                            DENOISE_HELD_OUT),
-    "denoise_stack_aug": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                          DENOISE_HELD_OUT),
+    "denoise_stack": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
+    "denoise_stack_sigma": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
+    "denoise_stack_aug": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
     # do 2 mm heads of more subjects help the learned denoiser? the shipped model trained further
     # on its three heads and six IXI heads (a third of the patches from the 1 mm heads)
-    "denoise_stack_ixi": ((*(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                           *IXI_DENOISE[:6]), DENOISE_HELD_OUT),
+    "denoise_stack_ixi": ((*DENOISE_TRAINING_1MM, *IXI_DENOISE[:6]), DENOISE_HELD_OUT),
     # its control: the same continuation on the three heads only (a warm restart, no new data)
-    "denoise_stack_ft": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                         DENOISE_HELD_OUT),
+    "denoise_stack_ft": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
     # the shipped model trained further with ODCT3D-Wiener as its prefilter, same heads
-    "denoise_stack_wiener": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                             DENOISE_HELD_OUT),
+    "denoise_stack_wiener": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
     # the shipped model (denoise_stack_wiener) trained further with log-uniform noise levels
-    "denoise_stack_lowsigma": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                               DENOISE_HELD_OUT),
+    "denoise_stack_lowsigma": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
     # the shipped model (denoise_stack_wiener) trained further on BM-DCT's output
-    "denoise_stack_bm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                         DENOISE_HELD_OUT),
+    "denoise_stack_bm": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
     # the shipped model trained further on its three heads and two of them remapped onto PD
     # contrast (benchmarks/pd_like.py): the PD stand-ins of the benchmark are held out
-    "denoise_stack_pd": ((*(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                          "arcM2208_T2w_brain_1mm_PDlike", "brainchop_T1w_1mm_PDlike"),
-                         DENOISE_HELD_OUT),
+    "denoise_stack_pd": ((*DENOISE_TRAINING_1MM, *DERIVED_PD), DENOISE_HELD_OUT),
     # … the same heads, with PRI-NLM's output as a third channel beside BM-DCT's (started from
     # the shipped weights, the new channel's stem weights at zero)
-    "denoise_stack_pd_prinlm": ((*(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                                 "arcM2208_T2w_brain_1mm_PDlike", "brainchop_T1w_1mm_PDlike"),
-                                DENOISE_HELD_OUT),
+    "denoise_stack_pd_prinlm": ((*DENOISE_TRAINING_1MM, *DERIVED_PD), DENOISE_HELD_OUT),
     # … and PRI-NLM's output as a third channel (started from denoise_stack_wiener)
-    "denoise_stack_prinlm": (tuple(v for v in DENOISE_TRAINING if v not in IXI_DENOISE),
-                             DENOISE_HELD_OUT),
+    "denoise_stack_prinlm": (DENOISE_TRAINING_1MM, DENOISE_HELD_OUT),
     # do the IXI heads help super-resolution? the same continuation of the shipped L1 model
     # with (``_ixi``: 2 mm → 4 mm pairs of twelve more subjects) and without them (``_ft``)
     "gan3p_l1_x2_ixi": ((*TRAINING, *IXI_DENOISE), HELD_OUT),
     # … and with three more 1 mm heads of other contrasts (T2w with and without skull, FLAIR)
-    "gan3p_l1_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "gan3p_l1_x2_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped superres model grown by a second RRDB (started as the identity), same heads
-    "gan3p_l1_x2_wide": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "gan3p_l1_x2_wide": (TRAINING_1MM, HELD_OUT),
     # the shipped superres model trained further on the same heads, each patch pair turned by a
     # random symmetry of the cube (48 views of each patch: does that stand in for more heads?)
-    "gan3p_l1_x2_aug": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                         "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "gan3p_l1_x2_aug": (TRAINING_1MM, HELD_OUT),
     # … and a second warm restart of it, the same recipe (does the augmentation keep paying?)
-    "gan3p_l1_x2_aug2": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                          "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "gan3p_l1_x2_aug2": (TRAINING_1MM, HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
-    "gan3p_x2_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                      "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "gan3p_x2_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped motion model, trained further on six 1 mm heads
-    "motion_gan_1mm": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                        "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "motion_gan_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped motion model trained further on the same heads with 64³ patches (a view as
     # wide as its receptive field, where 32³ patches hid the ghosts' sources); no cube-symmetry
     # augmentation: TorchIO's motion ghosts run along the last array axis only, and turning
     # patches would ask the network to undo them along all three
-    "motion_gan_ctx": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                        "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "motion_gan_ctx": (TRAINING_1MM, HELD_OUT),
     # superres-denoise: the shipped superres model's heads
-    "disgan_x2_odct": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                        "niivue_FLAIR_brain_1mm"), HELD_OUT),
-    "disgan_x2_odct_adv": ((*TRAINING, "arcM2208_T2w_brain_1mm", "arcM2265_T2w_1mm",
-                            "niivue_FLAIR_brain_1mm"), HELD_OUT),
+    "disgan_x2_odct": (TRAINING_1MM, HELD_OUT),
+    "disgan_x2_odct_adv": (TRAINING_1MM, HELD_OUT),
 }
 #: adversarial runs that start from the L1 generator given by ``--init-from`` (fresh critic and
 #: feature extractor, their own learning-rate schedule, no warm-up)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -227,12 +227,8 @@ class ChainSpec:
         """The spec an image of BIDS ``suffix`` is enhanced with: ``denoise_method`` ``auto``
         resolved to the method its contrast gets (:func:`bids_enhance.steps.resolve_denoise_method`);
         the spec itself when there is nothing to resolve."""
-        import dataclasses
-
         method = registry.resolve_denoise_method(self.denoise_method, suffix)
-        if method == self.denoise_method:
-            return self
-        return dataclasses.replace(self, denoise_method=method, models=dict(self.models))
+        return self if method == self.denoise_method else replace(self, denoise_method=method)
 
     def description(self, suffix: str) -> str:
         """The ``Description`` of the sidecar of an enhanced ``suffix`` image."""
