@@ -15,6 +15,14 @@ Protocol as the model cards (METHODS.md): the head's intensities scaled by its r
 the motion drawn per head, severity and realisation from ``--seed``, PSNR / SSIM / HFEN in the
 head mask of the reference. Writes ``<out>/motion.json`` and ``<out>/motion.md``.
 
+Where the error lies (``--kspace``): TorchIO builds the corrupted k-space from contiguous
+segments along the last array axis (the centred spectrum), the segment holding the centre from
+the head at rest and the others from the moved heads. Per row this splits the error energy of
+the corrupted input and of the model's output (whole volume, ``|FFT(image − reference)|²``) into
+the k-space lines that came from a moved head and those that did not, and into twelve bands
+along that axis: how much of the motion's own error the model removed, and how much it added
+where the input was exact.
+
     python benchmarks/train_default_weights.py prep       # once: the held-out heads as .npz
     python benchmarks/motion.py --threads 2               # the shipped motion model
     python benchmarks/motion.py --checkpoint OUT/models/motion-gan --realisations 3
@@ -35,10 +43,60 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 #: severity → (degrees, translation in mm) of RandomMotion; two movements each
 SEVERITIES = {"mild": (2.0, 2.0), "moderate": (5.0, 5.0), "severe": (10.0, 10.0)}
+#: bands of the centred last k-space axis in the ``--kspace`` table
+KSPACE_BANDS = 12
+
+
+def moved_lines(records: list[dict], n: int) -> np.ndarray:
+    """Boolean mask of the ``n`` k-space lines along the last axis (centred spectrum) that a
+    TorchIO motion step filled from a moved head: every segment except the one holding the
+    centre (``tio.Motion.sort_spectra`` gives that one the head at rest; segment borders at
+    ``int(n · time)`` as ``tio.Motion.add_artifact``), and the mirror image of those lines
+    (``k ↔ −k``): TorchIO keeps the real part of the inverse transform, which makes the
+    spectrum Hermitian again and so copies each moved line's error onto its mirror line."""
+    moved = np.zeros(n, dtype=bool)
+    for record in records:
+        if record.get("kind") != "motion":
+            continue
+        times = np.asarray(record["times"], dtype=float)
+        borders = [0, *(int(v) for v in (n * times).astype(int)), n]
+        centre = int(np.argmax(times > 0.5)) if np.any(times > 0.5) else len(times)
+        for segment in range(len(borders) - 1):
+            if segment != centre:
+                moved[borders[segment]:borders[segment + 1]] = True
+    mirror = (2 * (n // 2) - np.arange(n)) % n
+    return moved | moved[mirror]
+
+
+def kspace_error(reference: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Error energy per line of the centred last k-space axis: ``|FFT(image − reference)|²``
+    summed over the other two axes."""
+    spectrum = np.fft.fftshift(np.fft.fftn(np.asarray(image, np.float64) - reference))
+    return (np.abs(spectrum) ** 2).sum(axis=(0, 1))
+
+
+def kspace_summary(reference, corrupted, out, records) -> dict:
+    """The ``--kspace`` numbers of one row (see the module docstring)."""
+    before, after = kspace_error(reference, corrupted), kspace_error(reference, out)
+    moved = moved_lines(records, before.size)
+    total = before.sum()
+    bands = np.array_split(np.arange(before.size), KSPACE_BANDS)
+    return {
+        "moved_share_of_lines": float(moved.mean()),
+        # of the corrupted input's error, the share in lines from a moved head (1 up to
+        # the interpolation of the rest)
+        "corrupted_error_in_moved_lines": float(before[moved].sum() / total),
+        # the model's error in the moved lines, relative to the input's error there
+        "model_error_in_moved_lines": float(after[moved].sum() / before[moved].sum()),
+        # the model's error in the lines the input got right, relative to the input's total
+        "model_error_in_rest": float(after[~moved].sum() / total),
+        "bands": [{"moved": float(moved[b].mean()), "corrupted": float(before[b].sum() / total),
+                   "model": float(after[b].sum() / total)} for b in bands],
+    }
 
 
 def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
-        crop: int | None) -> list[dict]:
+        crop: int | None, kspace: bool = False) -> list[dict]:
     """Rows per head, severity and draw for ``model`` (a resolved
     :func:`~bids_enhance.inference.weights.resolve_model`)."""
     from train_default_weights import HELD_OUT, _central_crop, _read_volume
@@ -71,6 +129,8 @@ def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
                 rows.append({"head": name, "severity": severity, "realisation": k,
                              "degrees": degrees, "translation_mm": mm, "records": records,
                              "corrupted": before, "model": after, "seconds": seconds})
+                if kspace:
+                    rows[-1]["kspace"] = kspace_summary(hr, corrupted, out, records)
                 print(f"{name} {severity} #{k}: corrupted {before['psnr']:.2f} dB, model "
                       f"{after['psnr']:.2f} dB ({after['psnr'] - before['psnr']:+.2f}), "
                       f"{seconds:.0f} s", flush=True)
@@ -104,6 +164,28 @@ def table(rows: list[dict], model: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kspace_table(rows: list[dict]) -> str:
+    """Where the error lies, per row (rows with a ``kspace`` entry)."""
+    rows = [r for r in rows if "kspace" in r]
+    if not rows:
+        return ""
+    lines = ["", "Error energy along the last k-space axis (whole volume; *moved lines*: the "
+             "k-space lines filled from a moved head; shares of the corrupted input's error):", "",
+             "| severity | head | draw | moved lines | model's error in the moved lines "
+             "(input = 100 %) | model's error added elsewhere | corrupted → model per band "
+             f"(1/{KSPACE_BANDS} of the axis each, centre in the middle; * = mostly moved) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        k = r["kspace"]
+        bands = " ".join(f"{b['corrupted'] * 100:.0f}→{b['model'] * 100:.0f}"
+                         f"{'*' if b['moved'] > 0.5 else ''}" for b in k["bands"])
+        lines.append(f"| {r['severity']} | {r['head']} | {r['realisation']} | "
+                     f"{k['moved_share_of_lines'] * 100:.0f} % | "
+                     f"{k['model_error_in_moved_lines'] * 100:.1f} % | "
+                     f"{k['model_error_in_rest'] * 100:.1f} % | {bands} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     from train_default_weights import NPZ_DIR
 
@@ -119,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="central crop of this many voxels per axis (default: whole heads)")
     parser.add_argument("--npz-dir", type=Path, default=NPZ_DIR)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kspace", action="store_true",
+                        help="also split each row's error along the last k-space axis into the "
+                             "lines from a moved head and the rest (see the module docstring)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "motion")
     args = parser.parse_args(argv)
     if args.realisations < 1:
@@ -131,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = resolve_model("motion", args.checkpoint)
     rows = run(model, args.npz_dir, severities=args.severities,
-               realisations=args.realisations, seed=args.seed, crop=args.crop)
+               realisations=args.realisations, seed=args.seed, crop=args.crop,
+               kspace=args.kspace)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = table(rows, f"{model.path} (sha256 {model.sha256[:12]}…)")
+    text = table(rows, f"{model.path} (sha256 {model.sha256[:12]}…)") + kspace_table(rows)
     (args.out / "motion.json").write_text(json.dumps(
         {"command": " ".join(["python", "benchmarks/motion.py", *(argv or sys.argv[1:])]),
          "rows": rows}, indent=1, default=float))

@@ -132,7 +132,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd",
-          "denoise_stack_pd_prinlm")
+          "denoise_stack_pd_prinlm", "motion_gan_deep")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -141,6 +141,7 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "gan3p_l1_x2_aug2": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "motion_gan_ctx": "motion-gan",
+         "motion_gan_deep": "motion-gan",
          "denoise_rician": "denoise", "denoise_odct": "denoise",
          "denoise_odct_1mm": "denoise", "denoise_odct_zero": "denoise",
          "denoise_stack": "denoise", "denoise_stack_sigma": "denoise",
@@ -203,6 +204,8 @@ SPLITS = {
     # augmentation: TorchIO's motion ghosts run along the last array axis only, and turning
     # patches would ask the network to undo them along all three
     "motion_gan_ctx": (TRAINING_1MM, HELD_OUT),
+    # the shipped motion model grown by a third RRDB (more capacity, same view and heads)
+    "motion_gan_deep": (TRAINING_1MM, HELD_OUT),
     # superres-denoise: the shipped superres model's heads
     "disgan_x2_odct": (TRAINING_1MM, HELD_OUT),
     "disgan_x2_odct_adv": (TRAINING_1MM, HELD_OUT),
@@ -211,7 +214,7 @@ SPLITS = {
 #: feature extractor, their own learning-rate schedule, no warm-up)
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
-PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug",
+PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "motion_gan_deep", "gan3p_l1_x2_wide", "gan3p_l1_x2_aug",
               "gan3p_l1_x2_aug2",
               "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
@@ -288,6 +291,10 @@ DESCRIPTIONS = {
     "motion_gan_ctx": "retrospective motion-artefact correction, the scale-1 generator of the "
                       "three-player GAN: the shipped motion model trained further with the "
                       "pixel loss on the same six 1 mm heads, on 64³ patches (a wider view)",
+    "motion_gan_deep": "retrospective motion-artefact correction, the scale-1 generator of the "
+                       "three-player GAN: the shipped motion model grown by a third RRDB (which "
+                       "starts as the identity) and trained further with the pixel loss on the "
+                       "same six 1 mm heads, on 64³ patches",
     "motion_gan": "retrospective motion-artefact correction, three-player GAN with a scale-1 "
                   "generator (thesis), trained on TorchIO-simulated rigid motion",
     "denoise_rician": "noise removal (--denoise-method learned): the scale-1 RRDB generator, "

@@ -26,7 +26,7 @@ def test_motion_benchmark_writes_a_row_per_head_severity_and_draw(tmp_path):
         np.savez_compressed(npz / f"{name}.npz", data=data, affine=np.diag([1.0, 1, 1, 1]))
     out = tmp_path / "out"
     assert motion.main(["--npz-dir", str(npz), "--out", str(out), "--severities", "mild",
-                        "severe", "--realisations", "2"]) == 0
+                        "severe", "--realisations", "2", "--kspace"]) == 0
     rows = json.loads((out / "motion.json").read_text())["rows"]
     assert len(rows) == len(tdw.HELD_OUT) * 2 * 2
     severe = [r for r in rows if r["severity"] == "severe"]
@@ -38,3 +38,30 @@ def test_motion_benchmark_writes_a_row_per_head_severity_and_draw(tmp_path):
                for r in rows)
     text = (out / "motion.md").read_text()
     assert "| mild | **mean of 4** |" in text and "±10°, ±10 mm" in text
+    # --kspace: the motion's error lies in the lines from a moved head (and their mirrors)
+    assert all(r["kspace"]["corrupted_error_in_moved_lines"] > 0.999 for r in rows)
+    assert "model's error in the moved lines" in text
+
+
+def test_moved_lines_hold_all_of_the_motion_error():
+    """``--kspace``: the corrupted input differs from the reference only on the k-space lines
+    that ``moved_lines`` names (a moved segment or its mirror), for odd and even lengths."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import motion
+
+    from bids_enhance.degrade import RandomMotion, degrade
+    from bids_enhance.training.seeding import numpy_generator
+
+    for shape in ((30, 34, 40), (31, 33, 37)):
+        clean = phantom(shape, noise=0.0, seed=3).astype(np.float32)
+        corrupted, _, records = degrade(clean, np.eye(4), steps=(RandomMotion(
+            degrees=10, translation=10, num_transforms=2),), rng=numpy_generator(5, *shape))
+        error = motion.kspace_error(clean, corrupted)
+        moved = motion.moved_lines(records, shape[-1])
+        assert 0 < moved.sum() < shape[-1]
+        assert error[~moved].sum() < 1e-8 * error.sum()
+        summary = motion.kspace_summary(clean, corrupted, clean, records)
+        assert summary["corrupted_error_in_moved_lines"] > 1 - 1e-8
+        # the reference itself as the "model": it removes all of the error
+        assert summary["model_error_in_moved_lines"] == 0.0
+        assert len(summary["bands"]) == motion.KSPACE_BANDS
