@@ -15,6 +15,11 @@ Protocol as the model cards (METHODS.md): the head's intensities scaled by its r
 the motion drawn per head, severity and realisation from ``--seed``, PSNR / SSIM / HFEN in the
 head mask of the reference. Writes ``<out>/motion.json`` and ``<out>/motion.md``.
 
+Ghosts along another axis (``--phase-encoding-axis 0|1``): the motion is simulated with the
+k-space segments along that voxel axis (a scan whose ``PhaseEncodingDirection`` is ``i`` or
+``j``); the model runs as the participant workflow runs it, told that axis, and once more on the
+volume as it is (as if the axis were unknown), to show what the axis is worth.
+
 Where the error lies (``--kspace``): TorchIO builds the corrupted k-space from contiguous
 segments along the last array axis (the centred spectrum), the segment holding the centre from
 the head at rest and the others from the moved heads. Per row this splits the error energy of
@@ -96,7 +101,7 @@ def kspace_summary(reference, corrupted, out, records) -> dict:
 
 
 def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
-        crop: int | None, kspace: bool = False) -> list[dict]:
+        crop: int | None, kspace: bool = False, axis: int = 2) -> list[dict]:
     """Rows per head, severity and draw for ``model`` (a resolved
     :func:`~bids_enhance.inference.weights.resolve_model`)."""
     from train_default_weights import HELD_OUT, _central_crop, _read_volume
@@ -117,19 +122,34 @@ def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
             degrees, mm = SEVERITIES[severity]
             step = RandomMotion(degrees=degrees, translation=mm, num_transforms=2)
             for k in range(realisations):
+                key = (seed, "motion-benchmark", name, severity, k) + ((axis,) if axis != 2
+                                                                        else ())
+                # TorchIO's segments lie along the last axis: corrupt with ``axis`` moved there
                 corrupted, _, records = degrade(
-                    hr, affine, steps=(step,),
-                    rng=numpy_generator(seed, "motion-benchmark", name, severity, k))
+                    np.ascontiguousarray(np.moveaxis(hr, axis, 2)), affine, steps=(step,),
+                    rng=numpy_generator(*key))
+                corrupted = np.ascontiguousarray(np.moveaxis(corrupted, 2, axis))
                 start = time.perf_counter()
                 out, _, _ = run_checkpoint(model.path, corrupted, affine,
-                                           expected_sha256=model.sha256, consistency=None)
+                                           expected_sha256=model.sha256, consistency=None,
+                                           phase_encoding_axis=axis)
                 seconds = time.perf_counter() - start
                 before = evaluate(hr, corrupted, mask=mask)
                 after = evaluate(hr, out, mask=mask)
                 rows.append({"head": name, "severity": severity, "realisation": k,
                              "degrees": degrees, "translation_mm": mm, "records": records,
                              "corrupted": before, "model": after, "seconds": seconds})
+                if axis != 2:  # the volume as it is, as if its phase encoding were unknown
+                    as_is, _, _ = run_checkpoint(model.path, corrupted, affine,
+                                                 expected_sha256=model.sha256, consistency=None)
+                    rows[-1]["phase_encoding_axis"] = axis
+                    rows[-1]["model_as_is"] = evaluate(hr, as_is, mask=mask)
+                    print(f"  the volume as it is (ghosts along axis {axis}, not the model's "
+                          f"2): {rows[-1]['model_as_is']['psnr'] - before['psnr']:+.2f} dB",
+                          flush=True)
                 if kspace:
+                    if axis != 2:
+                        raise ValueError("--kspace needs the ghosts along the last axis")
                     rows[-1]["kspace"] = kspace_summary(hr, corrupted, out, records)
                 print(f"{name} {severity} #{k}: corrupted {before['psnr']:.2f} dB, model "
                       f"{after['psnr']:.2f} dB ({after['psnr'] - before['psnr']:+.2f}), "
@@ -161,6 +181,12 @@ def table(rows: list[dict], model: str) -> str:
         gains = [r["model"]["psnr"] - r["corrupted"]["psnr"] for r in chosen]
         lines.append(f"| {severity} | **mean of {len(gains)}** | | | **{np.mean(gains):+.2f}** "
                      f"(worst {min(gains):+.2f}) | | |")
+        as_is = [r["model_as_is"]["psnr"] - r["corrupted"]["psnr"] for r in chosen
+                 if "model_as_is" in r]
+        if as_is:
+            lines.append(f"| {severity} | the volume shown as it is (ghosts along axis "
+                         f"{chosen[0]['phase_encoding_axis']}, not the training axis 2) | | | "
+                         f"{np.mean(as_is):+.2f} (worst {min(as_is):+.2f}) | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="central crop of this many voxels per axis (default: whole heads)")
     parser.add_argument("--npz-dir", type=Path, default=NPZ_DIR)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--phase-encoding-axis", type=int, choices=(0, 1, 2), default=2,
+                        help="voxel axis of the simulated k-space segments, i.e. of the ghosts "
+                             "(default 2, TorchIO's and the training's); another axis also "
+                             "runs the model on the volume as it is, as if that axis were "
+                             "unknown")
     parser.add_argument("--kspace", action="store_true",
                         help="also split each row's error along the last k-space axis into the "
                              "lines from a moved head and the rest (see the module docstring)")
@@ -208,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.realisations < 1:
         parser.error("--realisations must be at least 1")
+    if args.kspace and args.phase_encoding_axis != 2:
+        parser.error("--kspace splits the error along the last axis: use it with "
+                     "--phase-encoding-axis 2")
 
     import torch
 
@@ -217,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     model = resolve_model("motion", args.checkpoint)
     rows = run(model, args.npz_dir, severities=args.severities,
                realisations=args.realisations, seed=args.seed, crop=args.crop,
-               kspace=args.kspace)
+               kspace=args.kspace, axis=args.phase_encoding_axis)
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(rows, f"{model.path} (sha256 {model.sha256[:12]}…)") + kspace_table(rows)
     (args.out / "motion.json").write_text(json.dumps(

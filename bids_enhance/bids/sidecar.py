@@ -148,6 +148,9 @@ def _generative_entry(info: dict, scale: float) -> dict:
         "VoxelSizeIn": info.get("voxel_size_in"),
         "VoxelSizeOut": info.get("voxel_size_out"),
     }
+    if info.get("phase_encoding_axis") is not None:  # motion: the axis its ghosts were taken on
+        entry["PhaseEncodingAxis"] = "ijk"[int(info["phase_encoding_axis"])]
+        entry["PhaseEncodingAxisSource"] = info.get("phase_encoding_source")
     prefilter = info.get("prefilter")
     if prefilter:  # the classical filter the network's input went through first
         entry["Prefilter"] = {

@@ -35,6 +35,10 @@ from bids_enhance.degrade._base import (
 LOGGER = logging.getLogger(__name__)
 
 INTERPOLATIONS = ("nearest", "linear", "bspline")
+#: The voxel axis along which TorchIO fills k-space segments (its ghosts run along it), and so
+#: the axis along which the motion models saw ghosts in training: inference moves an image's
+#: phase-encoding axis here (:func:`bids_enhance.inference.run_checkpoint`).
+SEGMENT_AXIS = 2
 
 
 def torchio_version() -> str:

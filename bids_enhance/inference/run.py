@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from bids_enhance.degrade import PRESETS, LowResMethod, LowResolution, prefilter_of
+from bids_enhance.degrade.motion import SEGMENT_AXIS
 from bids_enhance.image.intensity import ROBUST_PERCENTILE
 from bids_enhance.image.intensity import normalise as normalise_intensity
 from bids_enhance.inference.consistency import consistency_error, project_consistent
@@ -92,7 +93,8 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
                    mem_budget_gb: float | None = None, batch_size: int | None = None,
                    precision: str = "auto", halo: int | str = "auto",
                    steps: int | None = None, eta: float = 0.0, seed: int = 0,
-                   prefilter: bool = True, sigma: float | None = None
+                   prefilter: bool = True, sigma: float | None = None,
+                   phase_encoding_axis: int | None = None
                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Run the model stored at ``path`` on ``volume`` (with voxel→world ``affine``).
 
@@ -116,6 +118,12 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
             before the network (module docstring); False when the caller has already run it.
         sigma: the noise σ the prefilter uses, in ``volume``'s units (None: estimated from the
             data, as in training).
+        phase_encoding_axis: motion models only: the voxel axis along which ``volume``'s
+            k-space was acquired in segments (its ``PhaseEncodingDirection``), i.e. along which
+            its motion ghosts run. The volume is shown to the network with that axis moved to
+            :data:`~bids_enhance.degrade.motion.SEGMENT_AXIS`, the one it was trained on, and
+            the output moved back. None: the volume as it is (the training axis assumed).
+            Ignored by other models.
 
     Returns:
         ``(out, out_affine, info)``: float32 output (x2 grid for super-resolution, else the
@@ -142,6 +150,14 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
     scale = _normalisation_scale(data, meta.get("normalisation")) if normalise else 1.0
     info["normalisation_scale"] = scale
     x = data / np.float32(scale) if scale != 1.0 else data
+    moved_axis = None
+    if phase_encoding_axis is not None and _is_motion_model(meta):
+        if phase_encoding_axis not in (0, 1, 2):
+            raise ValueError(f"phase_encoding_axis must be 0, 1 or 2, got {phase_encoding_axis!r}")
+        info["phase_encoding_axis"] = int(phase_encoding_axis)
+        if phase_encoding_axis != SEGMENT_AXIS:
+            moved_axis = int(phase_encoding_axis)
+            x = np.ascontiguousarray(np.moveaxis(x, moved_axis, SEGMENT_AXIS))
     step = prefilter_of((meta.get("degradation") or {}).get("preset")) if prefilter else None
     if step is not None:  # the network refines a classical filter's output, as in training
         x, record = step.apply_with_record(
@@ -186,6 +202,8 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
         raise CheckpointError(f"checkpoint {path} holds {describe_arch(name, kwargs)}, which is "
                               "not an image-to-image model (expected rrdb_generator or "
                               "diffusion_unet)")
+    if moved_axis is not None:  # back to the input's own axis order
+        y = np.ascontiguousarray(np.moveaxis(y, SEGMENT_AXIS, moved_axis))
     out = y * np.float32(scale) if scale != 1.0 else y
     info.update({k: v for k, v in report.items() if k != "seconds"})
     info["inference_seconds"] = report.get("seconds")
@@ -200,11 +218,23 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
     return out, out_affine, info
 
 
+def _is_motion_model(meta: dict[str, Any]) -> bool:
+    """A checkpoint trained to remove motion artefacts (by its task, else its degradation)."""
+    from bids_enhance.steps import MOTION
+
+    task = (meta.get("extra") or {}).get("task")
+    if task:
+        return task in MOTION.tasks
+    return (meta.get("degradation") or {}).get("preset") in MOTION.presets
+
+
 def run_checkpoint_image(path: str | os.PathLike[str], img: Any, *,
                          expected_sha256: str | None = None, device: torch.device | str = "cpu",
                          seed: int = 0, consistency: str | None = "measure",
                          mem_budget_gb: float | None = None, step: str = "generative",
-                         model_summary: dict[str, Any] | None = None
+                         model_summary: dict[str, Any] | None = None,
+                         phase_encoding_axis: int | None = None,
+                         phase_encoding_source: str | None = None
                          ) -> tuple[Any, dict[str, Any]]:
     """:func:`run_checkpoint` on a NIfTI image; what the generative enhancement node runs.
 
@@ -212,14 +242,19 @@ def run_checkpoint_image(path: str | os.PathLike[str], img: Any, *,
     units on its own grid (:func:`bids_enhance.image.nifti.result_image`; the x2 grid for
     super-resolution models), and :func:`run_checkpoint`'s record with the step's name
     (``step``), its kind (``generative``), the model card's summary (``model_card``, when
-    given), and the shapes and voxel sizes in and out.
+    given), and the shapes and voxel sizes in and out. ``phase_encoding_axis``: as for
+    :func:`run_checkpoint`; ``phase_encoding_source`` (where that axis came from) is recorded
+    beside it when the model is a motion model.
     """
     from bids_enhance.image.nifti import result_image, voxel_sizes
     from bids_enhance.steps import GENERATIVE
 
     out, affine, info = run_checkpoint(
         path, img.get_fdata(dtype=np.float32), img.affine, expected_sha256=expected_sha256,
-        device=device, seed=seed, consistency=consistency, mem_budget_gb=mem_budget_gb)
+        device=device, seed=seed, consistency=consistency, mem_budget_gb=mem_budget_gb,
+        phase_encoding_axis=phase_encoding_axis)
+    if "phase_encoding_axis" in info and phase_encoding_source:
+        info["phase_encoding_source"] = phase_encoding_source
     info["step"] = step
     info["kind"] = GENERATIVE
     if model_summary is not None:

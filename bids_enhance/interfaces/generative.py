@@ -30,6 +30,9 @@ class _GenerativeEnhanceInputSpec(BaseInterfaceInputSpec):
     step = traits.Str("generative", usedefault=True,
                       desc="name of the enhancement step, recorded in out_info")
     model_summary = traits.Dict(desc="model-card summary recorded in out_info")
+    phase_encoding_axis = traits.Enum(0, 1, 2, desc="motion models: the voxel axis along which "
+                                      "the image's motion ghosts run (its phase encoding)")
+    phase_encoding_source = traits.Str(desc="where phase_encoding_axis came from")
     device = traits.Str("cpu", usedefault=True, nohash=True, desc="torch device")
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
     mem_gb = traits.Float(desc="memory budget for choosing the patch size", nohash=True)
@@ -65,7 +68,11 @@ class GenerativeEnhance(SimpleInterface):
             consistency=None if inputs.consistency == "off" else inputs.consistency,
             mem_budget_gb=inputs.mem_gb if isdefined(inputs.mem_gb) else None,
             step=inputs.step,
-            model_summary=inputs.model_summary if isdefined(inputs.model_summary) else None)
+            model_summary=inputs.model_summary if isdefined(inputs.model_summary) else None,
+            phase_encoding_axis=(inputs.phase_encoding_axis
+                                 if isdefined(inputs.phase_encoding_axis) else None),
+            phase_encoding_source=(inputs.phase_encoding_source or None)
+            if isdefined(inputs.phase_encoding_source) else None)
         out_file = fname_presuffix(inputs.in_file, suffix="_enhanced.nii.gz",
                                    newpath=runtime.cwd, use_ext=False)
         nib.save(result, out_file)

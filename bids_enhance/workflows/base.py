@@ -193,8 +193,9 @@ def init_enhance_image_wf(*, source_file: Path, bids_dir: Path, output_dir: Path
                                      normalize=normalize)
         before, chain_input = (simulation.degraded, "out_file"), (simulation.simulate, "out_file")
 
-    result, step_infos = _add_chain(workflow, chain_input, source_file=source_file, spec=spec,
-                                    image_seed=image_seed, mem_gb=mem_gb)
+    result, step_infos = _add_chain(workflow, chain_input, source_file=source_file,
+                                    bids_dir=bids_dir, spec=spec, image_seed=image_seed,
+                                    mem_gb=mem_gb)
     workflow.connect(*result, denormalize, "in_file")
     if simulation:
         workflow.connect(*result, simulation.compare, "in_file")
@@ -263,15 +264,16 @@ def _add_simulation(workflow: LiterateWorkflow, *, source_file: Path, spec: Chai
 
 
 def _add_chain(workflow: LiterateWorkflow, chain_input: Port, *, source_file: Path,
-               spec: ChainSpec, image_seed: int, mem_gb: float) -> tuple[Port, pe.Node]:
+               bids_dir: Path, spec: ChainSpec, image_seed: int,
+               mem_gb: float) -> tuple[Port, pe.Node]:
     """The enhancement chain fed from ``chain_input``, in its fixed order (motion → denoise →
     x2 super-resolution): its output, and the node merging the steps' records (``out``)."""
     step_infos = pe.Node(niu.Merge(len(spec.enhance)), name="step_infos",
                          run_without_submitting=True)
     previous = chain_input
     for index, step in enumerate(spec.enhance, start=1):
-        step_wf = _init_step_wf(step, source_file=source_file, spec=spec, image_seed=image_seed,
-                                mem_gb=mem_gb)
+        step_wf = _init_step_wf(step, source_file=source_file, bids_dir=bids_dir, spec=spec,
+                                image_seed=image_seed, mem_gb=mem_gb)
         workflow.connect([
             (previous[0], step_wf, [(previous[1], "inputnode.in_file")]),
             (step_wf, step_infos, [("outputnode.out_info", f"in{index}")]),
@@ -280,9 +282,11 @@ def _add_chain(workflow: LiterateWorkflow, chain_input: Port, *, source_file: Pa
     return previous, step_infos
 
 
-def _init_step_wf(step: str, *, source_file: Path, spec: ChainSpec, image_seed: int,
-                  mem_gb: float) -> LiterateWorkflow:
+def _init_step_wf(step: str, *, source_file: Path, bids_dir: Path, spec: ChainSpec,
+                  image_seed: int, mem_gb: float) -> LiterateWorkflow:
     """One step of the chain (``<step>_wf``)."""
+    from bids_enhance.bids.metadata import motion_phase_encoding
+    from bids_enhance.steps import MOTION
     name = f"{step.replace('-', '_')}_wf"
     if STEPS[step] is init_denoise_wf:
         return init_denoise_wf(method=spec.denoise_method, noise_model=spec.noise_model,
@@ -291,6 +295,8 @@ def _init_step_wf(step: str, *, source_file: Path, spec: ChainSpec, image_seed: 
     return init_generative_wf(
         step=step, model=spec.models[step], consistency=spec.consistency, device=spec.device,
         omp_nthreads=spec.omp_nthreads, seed=image_seed, mem_budget_gb=spec.mem_budget_gb,
+        phase_encoding=(motion_phase_encoding(source_file, bids_dir, simulate=spec.simulate)
+                        if step == MOTION.name else None),
         mem_gb=estimate_mem_gb(source_file, bytes_per_voxel=_GENERATIVE_BYTES_PER_VOXEL
                                if step in X2_STEPS else _BYTES_PER_VOXEL),
         name=name)

@@ -106,6 +106,7 @@ _CONSISTENCY_DESC = {
 def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
                        device: str = "cpu", omp_nthreads: int = 1, mem_gb: float = 1.0,
                        mem_budget_gb: float | None = None, seed: int = 0,
+                       phase_encoding: tuple[int, str] | None = None,
                        name: str | None = None) -> LiterateWorkflow:
     """A trained network (``motion``, ``superres`` or ``superres-denoise``) on the image.
 
@@ -114,6 +115,10 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
     :class:`~bids_enhance.interfaces.generative.GenerativeEnhance` (the node the training
     workflow validates with), which checks the checkpoint's sha256 again when loading it.
     x2 steps write their output on the finer grid covering the input's field of view.
+
+    ``phase_encoding``: ``motion`` only, ``(voxel axis, where it came from)`` of the image's
+    phase encoding, along which its motion ghosts run (see
+    :func:`bids_enhance.bids.metadata.motion_phase_encoding`).
 
     Inputs: ``in_file``. Outputs: ``out_file``, ``out_info``.
     """
@@ -146,6 +151,10 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
                  f"of the `{model.get('lowres_method') or 'box'}` down-sampling geometry the "
                  "network was trained to invert, so world coordinates are preserved."
                  + _CONSISTENCY_DESC[consistency] + " ")
+    if phase_encoding is not None:
+        text += (f"The image was shown to the network with its phase-encoding axis "
+                 f"({'ijk'[phase_encoding[0]]}), along which motion ghosts run, as the axis the "
+                 "network saw them along in training. ")
     workflow.__desc__ = text
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_info"]),
@@ -155,7 +164,9 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
         model_summary={**summary, "origin": model.get("origin"), "card": model.get("card")},
         consistency=consistency if step in registry.X2_STEPS else "off", seed=seed, device=device,
         omp_nthreads=omp_nthreads, use_gpu=device != "cpu",
-        **({"mem_gb": float(mem_budget_gb)} if mem_budget_gb else {})),
+        **({"mem_gb": float(mem_budget_gb)} if mem_budget_gb else {}),
+        **({"phase_encoding_axis": int(phase_encoding[0]),
+            "phase_encoding_source": phase_encoding[1]} if phase_encoding else {})),
         name="enhance", n_procs=omp_nthreads, mem_gb=mem_gb)
     workflow.connect([
         (inputnode, enhance, [("in_file", "in_file")]),

@@ -147,3 +147,42 @@ def test_desc_labels_of_chains(chain, simulated, label):
 
     assert output_desc(chain, simulated=simulated) == label
     assert label.isalnum() and chain_description(chain, simulated=simulated)
+
+
+def test_motion_step_takes_the_phase_encoding_axis_from_the_metadata(tiny_bids, tmp_path,
+                                                                     models, caplog):
+    """PhaseEncodingDirection of the image (inheritance principle) reaches the motion node; with
+    none, the training axis is assumed and the log says so; simulated motion uses TorchIO's."""
+    import json
+    import logging
+    import shutil
+
+    bids = tmp_path / "pe_bids"
+    shutil.copytree(tiny_bids, bids)
+    source = bids / "sub-01/anat/sub-01_T1w.nii.gz"
+
+    def motion_node(**kwargs):
+        from bids_enhance.workflows.base import init_enhance_image_wf
+
+        wf = init_enhance_image_wf(
+            source_file=source, bids_dir=bids, output_dir=tmp_path / "out", image_seed=2,
+            spec=ChainSpec(enhance=["motion"], denoise_method="prinlm", noise_model="rician",
+                           device="cpu", omp_nthreads=1, random_seed=1,
+                           models={"motion": models["motion"]}, **kwargs))
+        return wf.get_node("motion_wf.enhance"), wf.visit_desc()
+
+    with caplog.at_level(logging.WARNING):
+        node, _ = motion_node()
+    assert node.inputs.phase_encoding_axis == 2
+    assert node.inputs.phase_encoding_source.startswith("assumed")
+    assert "sub-01_T1w.nii.gz: no PhaseEncodingDirection" in caplog.text
+    (bids / "T1w.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
+    node, text = motion_node()
+    assert node.inputs.phase_encoding_axis == 1
+    assert "phase-encoding axis (j)" in text
+    node, _ = motion_node(simulate="motion")
+    assert node.inputs.phase_encoding_axis == 2
+    assert node.inputs.phase_encoding_source.startswith("simulated motion")
+    (bids / "T1w.json").write_text(json.dumps({"PhaseEncodingDirection": "y"}))
+    with pytest.raises(ValueError, match="sub-01_T1w.nii.gz .*PhaseEncodingDirection"):
+        motion_node()
