@@ -45,11 +45,13 @@ def _entities_and_suffix(stem: str) -> tuple[dict[str, str], str] | None:
     return entities, parts[-1]
 
 
-def inherited_metadata(source: Path | str, bids_dir: Path | str | None = None) -> dict[str, Any]:
+def inherited_metadata(source: Path | str, bids_dir: Path | str | None = None, *,
+                       origins: dict[str, Path] | None = None) -> dict[str, Any]:
     """The metadata of ``source`` by the BIDS inheritance principle: every applicable JSON file
     from ``bids_dir`` (the dataset root; None or a root that does not contain ``source``: the
     image's own folder only) down to the image's folder, the nearer and the more specific
-    overriding. A sidecar that cannot be read is skipped with a warning naming it."""
+    overriding. A sidecar that cannot be read is skipped with a warning naming it.
+    ``origins``: filled with the file each returned key came from."""
     source = Path(source)
     stem, _ = split_extension(source.name)
     parsed = _entities_and_suffix(stem)
@@ -80,20 +82,24 @@ def inherited_metadata(source: Path | str, bids_dir: Path | str | None = None) -
                 continue
             if isinstance(content, dict):
                 metadata.update(content)
+                if origins is not None:
+                    origins.update(dict.fromkeys(content, path))
     return metadata
 
 
 def phase_encoding_axis(metadata: dict[str, Any], *, where: str = "sidecar") -> int | None:
     """The data-array axis of ``PhaseEncodingDirection`` in ``metadata`` (0, 1 or 2), or None
-    if it is absent. A value that is not ``i``, ``j``, ``k`` (with or without ``-``) is an error
-    naming ``where``."""
+    if it is absent. A value that is not ``i``, ``j``, ``k`` (with or without ``-``) is a
+    :class:`~bids_enhance.bids.layout.BIDSInputError` naming ``where``."""
+    from bids_enhance.bids.layout import BIDSInputError
+
     value = metadata.get("PhaseEncodingDirection")
     if value is None:
         return None
     axis = PHASE_ENCODING_AXES.get(str(value).rstrip("-")) if isinstance(value, str) else None
     if axis is None or str(value).count("-") > 1:
-        raise ValueError(f"{where}: PhaseEncodingDirection must be one of i, j, k, i-, j-, k-, "
-                         f"got {value!r}")
+        raise BIDSInputError(f"{where}: PhaseEncodingDirection must be one of i, j, k, i-, j-, "
+                             f"k-, got {value!r}")
     return axis
 
 
@@ -115,8 +121,10 @@ def motion_phase_encoding(source: Path | str, bids_dir: Path | str | None, *,
                         for step in PRESETS.get(simulate, ())):
         return SEGMENT_AXIS, f"simulated motion (TorchIO's k-space segments along {letter})"
     source = Path(source)
-    axis = phase_encoding_axis(inherited_metadata(source, bids_dir),
-                               where=f"{source.name} (its JSON metadata)")
+    origins: dict[str, Path] = {}
+    metadata = inherited_metadata(source, bids_dir, origins=origins)
+    where = origins.get("PhaseEncodingDirection")
+    axis = phase_encoding_axis(metadata, where=f"{where} (metadata of {source.name})")
     if axis is not None:
         return axis, f"PhaseEncodingDirection {'ijk'[axis]} in the image's metadata"
     LOGGER.warning("%s: no PhaseEncodingDirection in its metadata; the motion model assumes "

@@ -452,7 +452,10 @@ def run_participant(settings) -> int:
 
     check_writable(settings.work_dir, "work directory")
     _configure_nipype(settings)  # before building: nodes copy the configuration
-    workflow = build_workflow(settings, subjects)
+    try:
+        workflow = build_workflow(settings, subjects)
+    except BIDSInputError as exc:  # metadata the workflow needs is unusable
+        raise UsageError(str(exc)) from None
     PROGRESS.set_images(subjects)
     check_memory(workflow, settings, plugin)
     write_dataset_description(out, settings.bids_dir)

@@ -184,5 +184,6 @@ def test_motion_step_takes_the_phase_encoding_axis_from_the_metadata(tiny_bids, 
     assert node.inputs.phase_encoding_axis == 2
     assert node.inputs.phase_encoding_source.startswith("simulated motion")
     (bids / "T1w.json").write_text(json.dumps({"PhaseEncodingDirection": "y"}))
-    with pytest.raises(ValueError, match="sub-01_T1w.nii.gz .*PhaseEncodingDirection"):
+    with pytest.raises(ValueError, match=r"T1w.json \(metadata of sub-01_T1w.nii.gz\): "
+                                         "PhaseEncodingDirection"):
         motion_node()
