@@ -152,9 +152,18 @@ def init_generative_wf(*, step: str, model: dict, consistency: str = "measure",
                  "network was trained to invert, so world coordinates are preserved."
                  + _CONSISTENCY_DESC[consistency] + " ")
     if phase_encoding is not None:
-        text += (f"The image was shown to the network with its phase-encoding axis "
-                 f"({'ijk'[phase_encoding[0]]}), along which motion ghosts run, as the axis the "
-                 "network saw them along in training. ")
+        letter = "ijk"[phase_encoding[0]]
+        if phase_encoding[1].startswith("assumed"):
+            text += ("No phase-encoding direction was given in the image's metadata; its motion "
+                     f"ghosts were assumed to run along the last voxel axis ({letter}), the one "
+                     "the network saw them along in training. ")
+        elif phase_encoding[1].startswith("simulated"):
+            text += ("The simulated motion ghosts run along the voxel axis the network saw them "
+                     f"along in training ({letter}). ")
+        else:
+            text += (f"The image's phase-encoding axis ({letter}, its PhaseEncodingDirection), "
+                     "along which motion ghosts run, was shown to the network as the axis it "
+                     "saw them along in training. ")
     workflow.__desc__ = text
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_info"]),

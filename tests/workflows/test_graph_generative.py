@@ -172,14 +172,15 @@ def test_motion_step_takes_the_phase_encoding_axis_from_the_metadata(tiny_bids, 
         return wf.get_node("motion_wf.enhance"), wf.visit_desc()
 
     with caplog.at_level(logging.WARNING):
-        node, _ = motion_node()
+        node, text = motion_node()
+    assert "No phase-encoding direction was given" in text
     assert node.inputs.phase_encoding_axis == 2
     assert node.inputs.phase_encoding_source.startswith("assumed")
     assert "sub-01_T1w.nii.gz: no PhaseEncodingDirection" in caplog.text
     (bids / "T1w.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
     node, text = motion_node()
     assert node.inputs.phase_encoding_axis == 1
-    assert "phase-encoding axis (j)" in text
+    assert "phase-encoding axis (j, its PhaseEncodingDirection)" in text
     node, _ = motion_node(simulate="motion")
     assert node.inputs.phase_encoding_axis == 2
     assert node.inputs.phase_encoding_source.startswith("simulated motion")
