@@ -287,6 +287,7 @@ def _init_step_wf(step: str, *, source_file: Path, bids_dir: Path, spec: ChainSp
     """One step of the chain (``<step>_wf``)."""
     from bids_enhance.bids.metadata import motion_phase_encoding
     from bids_enhance.steps import MOTION
+
     name = f"{step.replace('-', '_')}_wf"
     if STEPS[step] is init_denoise_wf:
         return init_denoise_wf(method=spec.denoise_method, noise_model=spec.noise_model,
