@@ -101,18 +101,24 @@ def kspace_summary(reference, corrupted, out, records) -> dict:
 
 
 def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
-        crop: int | None, kspace: bool = False, axis: int = 2) -> list[dict]:
+        crop: int | None, kspace: bool = False, axis: int | None = None) -> list[dict]:
     """Rows per head, severity and draw for ``model`` (a resolved
-    :func:`~bids_enhance.inference.weights.resolve_model`)."""
+    :func:`~bids_enhance.inference.weights.resolve_model`); ``axis``: the voxel axis of the
+    simulated k-space segments (None: TorchIO's own, the training axis)."""
     from train_default_weights import HELD_OUT, _central_crop, _read_volume
 
     from bids_enhance.degrade import RandomMotion, degrade
+    from bids_enhance.degrade.motion import SEGMENT_AXIS
     from bids_enhance.image.intensity import normalise
     from bids_enhance.image.mask import head_mask
     from bids_enhance.inference import run_checkpoint
     from bids_enhance.metrics.quality import evaluate
     from bids_enhance.training.seeding import numpy_generator
 
+    other_axis = axis is not None and axis != SEGMENT_AXIS
+    if kspace and other_axis:
+        raise ValueError("--kspace splits the error along the training axis: ghosts there only")
+    axis = SEGMENT_AXIS if axis is None else axis
     rows = []
     for name in HELD_OUT:
         data, affine = _read_volume(npz_dir, name)
@@ -122,13 +128,13 @@ def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
             degrees, mm = SEVERITIES[severity]
             step = RandomMotion(degrees=degrees, translation=mm, num_transforms=2)
             for k in range(realisations):
-                key = (seed, "motion-benchmark", name, severity, k) + ((axis,) if axis != 2
-                                                                        else ())
-                # TorchIO's segments lie along the last axis: corrupt with ``axis`` moved there
+                key = (seed, "motion-benchmark", name, severity, k, *((axis,) if other_axis
+                                                                       else ()))
+                # TorchIO's segments lie along its axis: corrupt with ``axis`` moved there
                 corrupted, _, records = degrade(
-                    np.ascontiguousarray(np.moveaxis(hr, axis, 2)), affine, steps=(step,),
-                    rng=numpy_generator(*key))
-                corrupted = np.ascontiguousarray(np.moveaxis(corrupted, 2, axis))
+                    np.ascontiguousarray(np.moveaxis(hr, axis, SEGMENT_AXIS)), affine,
+                    steps=(step,), rng=numpy_generator(*key))
+                corrupted = np.ascontiguousarray(np.moveaxis(corrupted, SEGMENT_AXIS, axis))
                 start = time.perf_counter()
                 out, _, _ = run_checkpoint(model.path, corrupted, affine,
                                            expected_sha256=model.sha256, consistency=None,
@@ -139,21 +145,20 @@ def run(model, npz_dir: Path, *, severities, realisations: int, seed: int,
                 rows.append({"head": name, "severity": severity, "realisation": k,
                              "degrees": degrees, "translation_mm": mm, "records": records,
                              "corrupted": before, "model": after, "seconds": seconds})
-                if axis != 2:  # the volume as it is, as if its phase encoding were unknown
+                print(f"{name} {severity} #{k}: corrupted {before['psnr']:.2f} dB, model "
+                      f"{after['psnr']:.2f} dB ({after['psnr'] - before['psnr']:+.2f}), "
+                      f"{seconds:.0f} s", flush=True)
+                if other_axis:  # the volume as it is, as if its phase encoding were unknown
                     as_is, _, _ = run_checkpoint(model.path, corrupted, affine,
                                                  expected_sha256=model.sha256, consistency=None)
                     rows[-1]["phase_encoding_axis"] = axis
                     rows[-1]["model_as_is"] = evaluate(hr, as_is, mask=mask)
                     print(f"  the volume as it is (ghosts along axis {axis}, not the model's "
-                          f"2): {rows[-1]['model_as_is']['psnr'] - before['psnr']:+.2f} dB",
+                          f"{SEGMENT_AXIS}): "
+                          f"{rows[-1]['model_as_is']['psnr'] - before['psnr']:+.2f} dB",
                           flush=True)
                 if kspace:
-                    if axis != 2:
-                        raise ValueError("--kspace needs the ghosts along the last axis")
                     rows[-1]["kspace"] = kspace_summary(hr, corrupted, out, records)
-                print(f"{name} {severity} #{k}: corrupted {before['psnr']:.2f} dB, model "
-                      f"{after['psnr']:.2f} dB ({after['psnr'] - before['psnr']:+.2f}), "
-                      f"{seconds:.0f} s", flush=True)
     return rows
 
 

@@ -14,16 +14,24 @@ from tests.conftest import phantom
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_motion_benchmark_writes_a_row_per_head_severity_and_draw(tmp_path):
+def _held_out_phantoms(tmp_path, shape):
+    """Synthetic stand-ins for the held-out heads, as ``prep`` writes them; their folder."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import motion
     import train_default_weights as tdw
 
     npz = tmp_path / "npz"
     npz.mkdir()
     for i, name in enumerate(tdw.HELD_OUT):
-        data = (phantom((32, 36, 30), noise=2.0, seed=i) * 3).astype(np.int16)
+        data = (phantom(shape, noise=2.0, seed=i) * 3).astype(np.int16)
         np.savez_compressed(npz / f"{name}.npz", data=data, affine=np.diag([1.0, 1, 1, 1]))
+    return npz
+
+
+def test_motion_benchmark_writes_a_row_per_head_severity_and_draw(tmp_path):
+    npz = _held_out_phantoms(tmp_path, (32, 36, 30))
+    import motion
+    import train_default_weights as tdw
+
     out = tmp_path / "out"
     assert motion.main(["--npz-dir", str(npz), "--out", str(out), "--severities", "mild",
                         "severe", "--realisations", "2", "--kspace"]) == 0
@@ -70,15 +78,9 @@ def test_moved_lines_hold_all_of_the_motion_error():
 def test_motion_benchmark_with_ghosts_along_another_axis(tmp_path):
     """--phase-encoding-axis 0: segments along the first axis; the model runs told that axis
     and once on the volume as it is."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    npz = _held_out_phantoms(tmp_path, (30, 34, 28))
     import motion
-    import train_default_weights as tdw
 
-    npz = tmp_path / "npz"
-    npz.mkdir()
-    for i, name in enumerate(tdw.HELD_OUT):
-        data = (phantom((30, 34, 28), noise=2.0, seed=i) * 3).astype(np.int16)
-        np.savez_compressed(npz / f"{name}.npz", data=data, affine=np.diag([1.0, 1, 1, 1]))
     out = tmp_path / "out"
     assert motion.main(["--npz-dir", str(npz), "--out", str(out), "--severities", "mild",
                         "--realisations", "1", "--phase-encoding-axis", "0"]) == 0

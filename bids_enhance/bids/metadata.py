@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bids_enhance.bids.naming import split_extension
+from bids_enhance.bids.naming import BIDSNameError, parse_bids_name
 
 __all__ = ["PHASE_ENCODING_AXES", "inherited_metadata", "motion_phase_encoding",
            "phase_encoding_axis"]
@@ -32,19 +32,6 @@ LOGGER = logging.getLogger(__name__)
 PHASE_ENCODING_AXES = {"i": 0, "j": 1, "k": 2}
 
 
-def _entities_and_suffix(stem: str) -> tuple[dict[str, str], str] | None:
-    """``sub-01_acq-mp2rage_T1w`` → ({"sub": "01", "acq": "mp2rage"}, "T1w"); ``T1w`` →
-    ({}, "T1w"); None for a name that is not entities plus a suffix."""
-    parts = stem.split("_")
-    entities = {}
-    for part in parts[:-1]:
-        key, sep, value = part.partition("-")
-        if not sep or not key or not value:
-            return None
-        entities[key] = value
-    return entities, parts[-1]
-
-
 def inherited_metadata(source: Path | str, bids_dir: Path | str | None = None, *,
                        origins: dict[str, Path] | None = None) -> dict[str, Any]:
     """The metadata of ``source`` by the BIDS inheritance principle: every applicable JSON file
@@ -53,11 +40,10 @@ def inherited_metadata(source: Path | str, bids_dir: Path | str | None = None, *
     overriding. A sidecar that cannot be read is skipped with a warning naming it.
     ``origins``: filled with the file each returned key came from."""
     source = Path(source)
-    stem, _ = split_extension(source.name)
-    parsed = _entities_and_suffix(stem)
-    if parsed is None:
+    try:
+        entities, suffix, _ = parse_bids_name(source, require_subject=False)
+    except BIDSNameError:
         return {}
-    entities, suffix = parsed
     folders = [source.parent]
     if bids_dir is not None:
         root = Path(bids_dir).resolve()
@@ -68,11 +54,12 @@ def inherited_metadata(source: Path | str, bids_dir: Path | str | None = None, *
     for folder in reversed(folders):  # the root first; nearer folders override
         candidates = []
         for path in folder.glob("*.json"):
-            found = _entities_and_suffix(path.name[:-len(".json")])
-            if found is None or found[1] != suffix:
+            try:
+                found, found_suffix, _ = parse_bids_name(path, require_subject=False)
+            except BIDSNameError:
                 continue
-            if all(entities.get(key) == value for key, value in found[0].items()):
-                candidates.append((len(found[0]), path.name, path))
+            if found_suffix == suffix and all(entities.get(k) == v for k, v in found.items()):
+                candidates.append((len(found), path.name, path))
         for _, _, path in sorted(candidates):  # fewer entities first: the specific override
             try:
                 content = json.loads(path.read_text())

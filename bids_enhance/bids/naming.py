@@ -41,12 +41,15 @@ def suffix_of(path: Path | str) -> str:
     return split_extension(Path(path).name)[0].split("_")[-1]
 
 
-def parse_bids_name(path: Path | str) -> tuple[dict[str, str], str, str]:
-    """Split ``sub-01_ses-a_run-1_T1w.nii.gz`` into (entities in order, suffix, extension)."""
+def parse_bids_name(path: Path | str, *, require_subject: bool = True
+                    ) -> tuple[dict[str, str], str, str]:
+    """Split ``sub-01_ses-a_run-1_T1w.nii.gz`` into (entities in order, suffix, extension).
+    ``require_subject=False`` also takes names without ``sub-``, as inherited sidecars above
+    the subject level have (``T1w.json``, ``acq-mprage_T1w.json``)."""
     name = Path(path).name
     stem, ext = split_extension(name)
     parts = stem.split("_")
-    if len(parts) < 2 or not parts[0].startswith("sub-"):
+    if require_subject and (len(parts) < 2 or not parts[0].startswith("sub-")):
         raise BIDSNameError(f"{name}: not a BIDS file name (expected sub-<label>_…_<suffix>)")
     suffix = parts[-1]
     entities: dict[str, str] = {}

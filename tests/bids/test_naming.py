@@ -65,3 +65,14 @@ def test_suffix_of_any_name():
     assert suffix_of("/d/sub-01/anat/sub-01_ses-a_run-1_PDw.nii.gz") == "PDw"
     assert suffix_of("sub-01_T1w.nii") == "T1w"
     assert suffix_of("odd.name.nii.gz") == "odd.name"  # not BIDS: no error, the name itself
+
+
+def test_names_above_the_subject_level_parse_only_when_asked():
+    """Inherited sidecars (``T1w.json``, ``acq-mprage_T1w.json``) have no ``sub-`` entity."""
+    assert parse_bids_name("acq-mprage_T1w.json", require_subject=False) == (
+        {"acq": "mprage"}, "T1w", ".json")
+    assert parse_bids_name("T1w.json", require_subject=False) == ({}, "T1w", ".json")
+    with pytest.raises(BIDSNameError):
+        parse_bids_name("T1w.json")
+    with pytest.raises(BIDSNameError):
+        parse_bids_name("dataset_description.json", require_subject=False)
