@@ -29,6 +29,7 @@ __all__ = [
     "DENOISE_METHODS",
     "GENERATIVE",
     "GENERATIVE_STEPS",
+    "LEARNED_AGGREGATES",
     "LEARNED_METHODS",
     "MOTION",
     "PIPELINE_METHODS",
@@ -171,7 +172,7 @@ _METHODS = (
         cited="RRDB generator of Wang 2023",
         reference_keys=("wang2023threeplayer",),
         function="bids_enhance.inference.learned:learned_denoise",
-        parameters={"checkpoint": None, "sha256": None},
+        parameters={"checkpoint": None, "sha256": None, "aggregate": "prinlm"},
         methods_text=(
             "was denoised with a learned denoiser: the residual-in-residual dense block "
             "generator of the three-player GAN [@wang2023threeplayer] at scale 1, trained with "
@@ -206,6 +207,9 @@ def resolve_denoise_method(method: str, suffix: str | None) -> str:
 
 #: The learned denoising method(s): a trained network behind the ``denoise`` step.
 LEARNED_METHODS: tuple[str, ...] = tuple(m.name for m in _METHODS if m.learned)
+#: Classical methods the learned denoiser's output can be averaged with, SURE choosing the weight
+#: (``learned_denoise(aggregate=...)``; the first is its default).
+LEARNED_AGGREGATES: tuple[str, ...] = (DENOISE_METHODS["prinlm"].name,)
 #: Prefilter stacks that hand a learned denoiser a further classical method's output as a
 #: channel, and that method (``input+prinlm``: PRI-NLM, a non-local estimate beside the filter).
 STACK_CHANNEL_METHODS: Mapping[str, str] = _frozen({"input+prinlm": DENOISE_METHODS["prinlm"].name})

@@ -85,6 +85,11 @@ def step_reference_keys(record: Mapping[str, Any]) -> tuple[str, ...]:
         channel = STACK_CHANNEL_METHODS.get(str(model.get("prefilter_stack")))
         if channel:  # another method's output given to the network as a channel
             keys += REFERENCES.get(channel, ())
+    if isinstance(model, Mapping) and isinstance(model.get("aggregate"), Mapping):
+        from bids_enhance.classical.sure import REFERENCE_KEYS
+
+        keys += REFERENCES.get(str(model["aggregate"].get("method")), ())  # averaged with it
+        keys += REFERENCE_KEYS  # the weight: Stein's unbiased risk estimate
     if record.get("sigma") is not None:
         keys += REFERENCES.get(str(record.get("sigma_estimator")), ())
     return tuple(dict.fromkeys(keys))

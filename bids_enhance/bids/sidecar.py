@@ -207,6 +207,14 @@ def step_entry(info: dict, scale: float) -> dict:
             entry["Prefilter"] = {"Method": model["prefilter"],
                                   "NetworkInput": "filtered" if stack == "none"
                                   else f"filtered+{stack}"}
+        agg = model.get("aggregate")
+        if isinstance(agg, dict):  # averaged with a classical filter, weight chosen by SURE
+            entry["Aggregate"] = {
+                "Method": agg.get("method"), "Weight": agg.get("weight"),
+                "NetworkWeight": 1.0 - float(agg.get("weight") or 0.0), "ChosenBy": "SURE",
+                "SureRMSE": {k: float(v) * scale for k, v in (agg.get("sure_rmse") or {}).items()},
+                "Voxels": agg.get("voxels"), "Region": agg.get("region"),
+            }
     if info.get("sigma") is not None:  # the one record of σ: the noise of this step's input
         entry["NoiseSigma"] = float(info["sigma"]) * scale
         entry["NoiseSigmaEstimator"] = info.get("sigma_estimator")

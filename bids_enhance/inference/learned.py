@@ -9,6 +9,11 @@ the report (the same record as the classical methods).
 Inference is :func:`~bids_enhance.inference.run.run_checkpoint`, the path of every generative
 step (intensity normalisation recorded in the checkpoint, memory-planned patches, Gaussian
 blending).
+
+By default (``aggregate="prinlm"``) the network's output is then averaged with PRI-NLM's, with
+the weight that minimises Stein's unbiased risk estimate of the error on 8 cubes of
+:data:`SURE_CUBE`³ voxels spread over the head (:mod:`bids_enhance.classical.sure`): on contrasts the
+network never saw (proton density) PRI-NLM takes most of the weight, on T1w little.
 """
 
 from __future__ import annotations
@@ -18,12 +23,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["learned_denoise"]
+from bids_enhance.steps import LEARNED_AGGREGATES
+
+__all__ = ["AGGREGATES", "SURE_CUBE", "SURE_MARGIN", "learned_denoise"]
+
+#: Classical methods the network's output can be averaged with (``aggregate``).
+AGGREGATES: tuple[str, ...] = LEARNED_AGGREGATES
+#: SURE weighs the two outputs on 8 cubes of this edge, at the centres of the octants of the
+#: head (both run twice on each, with a margin of SURE_MARGIN voxels that does not count: the
+#: network's output near a crop's faces is not what it is inside the head, and with a margin of 4
+#: SURE gave PRI-NLM too little weight on the MNI PD stand-in). A whole head costs one PRI-NLM
+#: more and four runs on 8 × 56³ voxels.
+SURE_CUBE = 32
+SURE_MARGIN = 12
 
 
 def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "rician",
                     device: Any = "cpu", checkpoint: str | os.PathLike[str] | None = None,
-                    sha256: str | None = None) -> tuple[Any, dict[str, Any]]:
+                    sha256: str | None = None, aggregate: str | None = LEARNED_AGGREGATES[0]
+                   ) -> tuple[Any, dict[str, Any]]:
     """Denoise a 3D volume with a trained denoiser.
 
     ``checkpoint``: a ``train --model denoise`` checkpoint (or the folder holding it with its
@@ -31,8 +49,11 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     it matches (the workflow passes the sha256 verified when the run started). ``sigma`` (in the
     volume's units; None: estimated) is the σ of the model's prefilter, if it has one (and the σ
     channel of an ``"input+sigma"`` stack); ``noise_model`` is accepted for the interface of the
-    classical methods (Rician output is clipped at 0). Returns ``(out, model)``: the denoised volume (same container and shape,
-    float32; Rician magnitudes stay ≥ 0) and a JSON-ready record of the model that ran.
+    classical methods (Rician output is clipped at 0). ``aggregate``: ``"prinlm"`` averages the
+    network's output with PRI-NLM's (same σ) with the SURE-optimal weight; ``None``: the network
+    alone. Returns ``(out, model)``: the denoised volume (same container and shape, float32;
+    Rician magnitudes stay ≥ 0) and a JSON-ready record of the model that ran (with
+    ``aggregate``: the method, its weight and SURE's RMSE of each output, in volume units).
     """
     import torch
 
@@ -45,6 +66,9 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     if sha256 is not None and sha256 != resolved.sha256:
         raise ValueError(f"checkpoint {resolved.path} has sha256 {resolved.sha256}, not the "
                          f"{sha256} this run was started with; was it replaced?")
+    if aggregate is not None and aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {list(AGGREGATES)} or None, got "
+                         f"{aggregate!r}")
     as_tensor = torch.is_tensor(volume)
     data = volume.detach().cpu().numpy() if as_tensor else np.asarray(volume)
     if data.ndim != 3:
@@ -53,11 +77,36 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     prefilter = prefilter_of(resolved.degradation)
     # a refinement of a classical filter: run_checkpoint filters first (with this σ), as in
     # training, and hands the network the filtered volume (or it stacked with the input and σ)
-    out, _, info = run_checkpoint(resolved.path, data, np.eye(4),
-                                  expected_sha256=resolved.sha256, device=device,
-                                  consistency=None, prefilter=True, sigma=sigma)
-    if noise_model == "rician":
-        np.maximum(out, 0.0, out=out)  # magnitudes
+    def network(vol: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, dict]:
+        # scale: the whole image's normalisation, for a crop of it (its own percentiles would
+        # scale it, and so change what the network does, differently)
+        own = scale is None
+        result, _, record = run_checkpoint(
+            resolved.path, vol if own else vol / np.float32(scale), np.eye(4),
+            expected_sha256=resolved.sha256, device=device, consistency=None, normalise=own,
+            prefilter=True, sigma=sigma if own or sigma is None else sigma / scale)
+        if not own:
+            result *= np.float32(scale)
+        if noise_model == "rician":
+            np.maximum(result, 0.0, out=result)  # magnitudes (PRI-NLM's are too, and so
+        return result, record                    # their average)
+
+    if aggregate is not None and sigma is None:
+        from bids_enhance.classical import estimate_noise_sigma
+
+        sigma = estimate_noise_sigma(data, noise_model=noise_model)
+    out, info = network(data)
+    blend = None
+    if aggregate is not None:
+        from bids_enhance.classical import prinlm
+
+        def classical(vol: np.ndarray) -> np.ndarray:
+            return prinlm(vol, sigma=sigma, noise_model=noise_model, device=device)
+
+        scale = float(info.get("normalisation_scale") or 1.0)
+        blend = _sure_weight(data, lambda vol: network(vol, scale)[0], classical, sigma=sigma)
+        if blend.weight > 0.0:
+            out = (1.0 - blend.weight) * out + blend.weight * classical(data)
     model = {
         "name": resolved.summary.get("name"), "sha256": resolved.sha256,
         "origin": resolved.origin, "task": resolved.task, "architecture": resolved.architecture,
@@ -67,7 +116,55 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
         "mode": info.get("mode"), "patch_size": info.get("patch_size"),
         "seconds": info.get("seconds"),
     }
+    if blend is not None:
+        model["aggregate"] = {
+            "method": aggregate, "weight": blend.weight,
+            "sure_rmse": {"network": blend.rmse_first, aggregate: blend.rmse_second,
+                          "average": blend.rmse_blend},
+            "voxels": blend.voxels, "region": blend.region,
+        }
     out = out.astype(np.float32, copy=False)
     if as_tensor:
         return torch.from_numpy(out).to(volume.device), model
     return out, model
+
+
+def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
+    """PRI-NLM's weight against the network (:func:`~bids_enhance.classical.sure.sure_blend`),
+    SURE summed over :data:`SURE_CUBES` cubes of :data:`SURE_CUBE`³ voxels spread over the head
+    (at the centres of the octants of its bounding box: cortex, white matter and ventricles
+    alike), each run with a margin of :data:`SURE_MARGIN` voxels that does not count, and over
+    the head's voxels only (Rician noise is near Gaussian in them)."""
+    from bids_enhance.classical.sure import sure_blend
+    from bids_enhance.image.mask import head_mask
+
+    step = 2 if min(data.shape) >= 4 * SURE_CUBE else 1  # the mask on a coarser grid: fast
+    coarse = head_mask(data[::step, ::step, ::step])
+    mask = np.repeat(np.repeat(np.repeat(coarse, step, 0), step, 1), step, 2)
+    mask = mask[:data.shape[0], :data.shape[1], :data.shape[2]]
+    if not mask.any():
+        mask = np.ones(data.shape, dtype=bool)
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(0), idx.max(0)
+    boxes = {}
+    for corner in np.ndindex(2, 2, 2):
+        centre = lo + (hi - lo) * (0.25 + 0.5 * np.array(corner))
+        crop, inner = [], []
+        for c, n in zip(centre, data.shape, strict=True):
+            edge = min(SURE_CUBE + 2 * SURE_MARGIN, n)
+            start = int(np.clip(round(c) - edge // 2, 0, n - edge))
+            core = min(SURE_CUBE, n)
+            first = int(np.clip(round(c) - core // 2, start, start + edge - core))
+            crop.append(slice(start, start + edge))
+            inner.append(slice(first - start, first - start + core))
+        boxes[tuple((s.start, s.stop) for s in crop)] = (tuple(crop), tuple(inner))
+
+    def pieces():
+        for crop, inner in boxes.values():
+            counted = np.zeros(data[crop].shape, dtype=bool)
+            counted[inner] = True
+            yield data[crop], counted & mask[crop]
+
+    region = (f"{len(boxes)} cube(s) of {SURE_CUBE}³ voxels at the centres of the octants of "
+              "the head")
+    return sure_blend(network, classical, pieces(), sigma=sigma, region=region)

@@ -482,6 +482,18 @@ def _steps_html(steps: list) -> str:
                 str(prefilter.get("NetworkInput")), "its output")
             rows.append(("Prefilter", f"<code>{_e(prefilter['Method'])}</code> first; the "
                                       f"network is given {given}"))
+        agg = step.get("Aggregate")
+        if isinstance(agg, Mapping) and agg.get("Method"):  # a SURE-weighted average
+            weight = _finite(agg.get("Weight"))
+            rmse = agg.get("SureRMSE") if isinstance(agg.get("SureRMSE"), Mapping) else {}
+            text = (f"<code>{_e(agg['Method'])}</code>, weight "
+                    f"{format_number(weight, digits=2) if weight is not None else 'n/a'} "
+                    "(the network: the rest), chosen by Stein's unbiased risk estimate")
+            if rmse:
+                text += " (estimated RMSE: " + ", ".join(
+                    f"{_e(str(k))} {format_number(v, digits=3)}" for k, v in rmse.items()
+                    if _finite(v) is not None) + ")"
+            rows.append(("Averaged with", text))
         table = _step_table(index, name, step, rows, params_label="Parameters")
         tables.append(table + (_model_card_details(model) if model else ""))
     return "".join(tables)

@@ -32,10 +32,32 @@ def test_learned_method_records_its_model_and_sigma(denoiser):
     assert out.shape == noisy.shape and out.dtype == np.float32 and (out >= 0).all()
     assert info["method"] == "learned" and info["sigma"] > 0
     assert info["sigma_estimator"] == "coupe2010"
-    assert info["parameters"] == {}  # named by the model record, not by a local path
+    # named by the model record, not by a local path; averaged with PRI-NLM by default
+    assert info["parameters"] == {"aggregate": "prinlm"}
     assert info["model"]["sha256"] == sha and info["model"]["task"] == "denoise"
     assert info["model"]["name"] == "tiny_denoise" and info["model"]["card"]
+    agg = info["model"]["aggregate"]
+    assert agg["method"] == "prinlm" and 0.0 <= agg["weight"] <= 1.0
+    assert agg["voxels"] > 0 and "cube(s) of 32³ voxels" in agg["region"]
+    assert agg["sure_rmse"]["average"] <= min(agg["sure_rmse"]["network"],
+                                              agg["sure_rmse"]["prinlm"]) + 1e-9
     json.dumps(info)
+
+
+def test_the_network_is_averaged_with_prinlm_by_the_sure_weight(denoiser):
+    """The learned method's output is ``(1 − w)·network + w·PRI-NLM`` with the weight it
+    records; ``aggregate=None`` runs the network alone; anything else is refused."""
+    folder, _ = denoiser
+    noisy = phantom((24, 24, 24), noise=4.0) / 100.0
+    ckpt = str(folder / "checkpoint.pt")
+    blended, info = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt)
+    alone, plain = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt, aggregate=None)
+    nlm, _ = denoise(noisy, method="prinlm", sigma=0.04)
+    w = info["model"]["aggregate"]["weight"]
+    assert "aggregate" not in plain["model"] and plain["parameters"] == {"aggregate": None}
+    np.testing.assert_allclose(blended, np.maximum((1 - w) * alone + w * nlm, 0), atol=1e-5)
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt, aggregate="bm4d")
 
 
 def test_a_replaced_checkpoint_is_refused(denoiser):
@@ -92,13 +114,20 @@ def test_learned_denoiser_runs_with_sidecar_report_and_methods(tmp_path, denoise
     assert step["NoiseSigma"] > 0 and step["NoiseModel"] == "rician"
     assert step["Model"]["Sha256"] == sha and step["Model"]["Name"] == "tiny_denoise"
     assert step["References"][0]["Key"] == "wang2023threeplayer"
+    agg = step["Aggregate"]
+    assert agg["Method"] == "prinlm" and agg["ChosenBy"] == "SURE"
+    assert agg["Weight"] + agg["NetworkWeight"] == pytest.approx(1.0)
+    assert set(agg["SureRMSE"]) == {"network", "prinlm", "average"}
+    assert {"stein1981", "ramani2008", "manjon2012"} <= {r["Key"] for r in step["References"]}
     report = (out / "sub-01.html").read_text()
     assert "Learned denoiser: scale-1 RRDB generator" in report
     assert "tiny_denoise" in report and "residual map" in report
+    assert "Averaged with" in report and "Stein&#x27;s unbiased risk estimate" in report
     assert "Held-out quality" in report  # from the model card next to the checkpoint
     assert "PRI-NLM: prefiltered" not in report
     methods = (out / "logs" / "CITATION.md").read_text()
     assert "was denoised with a learned denoiser" in methods and sha[:12] in methods
+    assert "averaged with that of PRI-NLM" in methods and "Stein's unbiased risk" in methods
 
 
 def test_a_refinement_model_runs_on_its_prefilter_output(tmp_path):
@@ -120,7 +149,8 @@ def test_a_refinement_model_runs_on_its_prefilter_output(tmp_path):
                     degradation={"preset": "denoise-rician-wide-odct", "records": []},
                     normalisation=NORMALISATION, seed=1, extra={"task": "denoise", "iteration": 1})
     noisy = phantom((24, 24, 24), noise=4.0)
-    out, info = denoise(noisy, method="learned", sigma=4.0, checkpoint=str(path))
+    out, info = denoise(noisy, method="learned", sigma=4.0, checkpoint=str(path),
+                        aggregate=None)
     odct, _ = denoise(noisy, method="odct3d", sigma=4.0)
     assert info["model"]["prefilter"] == "odct3d"
     np.testing.assert_allclose(out, np.maximum(odct, 0), rtol=1e-4, atol=1e-3)
