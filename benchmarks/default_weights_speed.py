@@ -6,13 +6,15 @@ verified default checkpoint and runs :func:`bids_enhance.inference.run_checkpoin
 the participant workflow makes — on a whole real 1 mm head: ``superres`` and
 ``superres-denoise`` on its 2×2×2 box average (``niivue_otsu_T1w_1mm``: 176×238×169 → LR
 88×119×84 → x2 176×238×168, about the 90×108×90 → 180×216×180 of a 2 mm acquisition), ``motion``
-on the 1 mm head itself, ``denoise`` (``--denoise-method learned``) on the 1 mm head with 3 %
-Rician noise, σ estimated as a participant run does. Wall time covers loading, normalisation,
+on the 1 mm head itself, ``denoise`` (``--denoise-method learned``: the network averaged with
+PRI-NLM by SURE) on the 1 mm head with 3 % Rician noise, σ estimated as a participant run does;
+``denoise-network`` the same without the average (the network alone). Wall time covers loading, normalisation,
 inference (and the learned denoiser's prefilter) and, for x2, the consistency measurement; peak
 memory is the child's maximum resident set size.
 
     python benchmarks/train_default_weights.py prep      # once: the .npz volumes
     python benchmarks/default_weights_speed.py --threads 2
+    python benchmarks/default_weights_speed.py --threads 2 --steps denoise denoise-network
     python benchmarks/default_weights_speed.py --threads 2 --steps denoise \
         --checkpoint denoise=PATH     # a model that does not ship (yet)
 
@@ -34,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 HEAD = "niivue_otsu_T1w_1mm"
+#: The learned denoiser as it runs (averaged with PRI-NLM) and its network alone.
+DENOISE_STEPS = ("denoise", "denoise-network")
 
 
 def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None) -> dict:
@@ -51,17 +55,18 @@ def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None
     data = data[tuple(slice(0, n - n % 2) for n in data.shape)]
     if step == "motion":
         volume, vol_affine = data, affine
-    elif step == "denoise":
+    elif step in DENOISE_STEPS:
         volume, vol_affine, _ = degrade(data, affine, steps="noise-rician-3", rng=0)
     else:
         volume, vol_affine, _ = degrade(data, affine, steps="sr-box-x2", rng=0)
-    model = resolve_model(step, checkpoint)
+    model = resolve_model("denoise" if step in DENOISE_STEPS else step, checkpoint)
     t0 = time.perf_counter()
-    if step == "denoise":  # what the denoise node runs: σ estimated, then the learned method
+    if step in DENOISE_STEPS:  # what the denoise node runs: σ estimated, then the learned method
         from bids_enhance.classical import denoise
 
+        extra = {"aggregate": None} if step == "denoise-network" else {}
         out, info = denoise(volume, method="learned", checkpoint=str(model.path),
-                            sha256=model.sha256)
+                            sha256=model.sha256, **extra)
         info["mode"] = info["model"].get("mode")
     else:
         out, _, info = run_checkpoint(model.path, volume, vol_affine,

@@ -80,7 +80,11 @@ def _prepare(method: str, sigma: float, threads: int, params: dict):
         def run(noisy):
             out, info = denoise(noisy, method=name, noise_model="rician", sigma=user_sigma,
                                 **params)
-            return out, {"sigma_used": info["sigma"], "parameters": info["parameters"]}
+            extra = {"sigma_used": info["sigma"], "parameters": info["parameters"]}
+            aggregate = (info.get("model") or {}).get("aggregate")
+            if aggregate:  # the learned method's SURE-weighted average with PRI-NLM
+                extra["sure_weight"] = aggregate["weight"]
+            return out, extra
 
         return run
     if method in ("dipy", "dipy-classic"):
@@ -285,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                            "peak_rss_mb": rec["peak_rss_mb"],
                            "extra_rss_mb": rec["peak_rss_mb"] - rec["rss_before_mb"],
                            "sigma_used": rec.get("sigma_used"),
+                           "sure_weight": rec.get("sure_weight"),
                            **evaluate(clean, out, masks, crop, crop_only)}
                     rows.append(row)
                     print(f"  {level:g}% {method:11s} {row['elapsed_s']:7.1f}s "

@@ -398,7 +398,8 @@ def crash_messages(log_dir: Path) -> list[tuple[Path, str]]:
 
 def _warn_about_method_for_contrast(settings, subjects) -> None:
     """An explicit ``--denoise-method`` that ``auto`` would not choose for some of the images'
-    contrasts (PRI-NLM for PD-weighted images): say so once per contrast."""
+    contrasts (PRI-NLM for PD-weighted images): say so once per contrast. Not for the learned
+    method, whose output is already averaged with PRI-NLM's where SURE finds that better."""
     from bids_enhance import steps as registry
     from bids_enhance.bids.naming import suffix_of
 
@@ -408,6 +409,8 @@ def _warn_about_method_for_contrast(settings, subjects) -> None:
     suffixes = {suffix_of(p) for images in subjects.values() for p in images}
     for suffix in sorted(suffixes & set(registry.AUTO_DENOISE_BY_SUFFIX)):
         preferred = registry.AUTO_DENOISE_BY_SUFFIX[suffix]
+        if method in registry.LEARNED_METHODS and preferred in registry.LEARNED_AGGREGATES:
+            continue  # the learned method averages itself with it, SURE choosing the weight
         if preferred != method:
             LOGGER.warning(
                 "--denoise-method %s on %s images: on this contrast %s led the other methods "
