@@ -18,12 +18,15 @@ network never saw (proton density) PRI-NLM takes most of the weight, on T1w litt
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import numpy as np
 
 from bids_enhance.steps import LEARNED_AGGREGATES
+
+LOGGER = logging.getLogger(__name__)
 
 __all__ = ["AGGREGATES", "SURE_CUBE", "SURE_MARGIN", "learned_denoise"]
 
@@ -167,4 +170,14 @@ def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
 
     region = (f"{len(boxes)} cube(s) of {SURE_CUBE}³ voxels at the centres of the octants of "
               "the head")
-    return sure_blend(network, classical, pieces(), sigma=sigma, region=region)
+    quiet = logging.getLogger("bids_enhance.inference")  # not one line per cube and probe
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))
+    try:
+        blend = sure_blend(network, classical, pieces(), sigma=sigma, region=region)
+    finally:
+        quiet.setLevel(level)
+    LOGGER.info("learned denoiser: PRI-NLM weight %.3f by SURE on %s (estimated RMSE: network "
+                "%.4g, PRI-NLM %.4g, average %.4g)", blend.weight, region, blend.rmse_first,
+                blend.rmse_second, blend.rmse_blend)
+    return blend

@@ -101,7 +101,8 @@ def test_a_stacked_denoiser_runs_as_the_learned_method(tmp_path, noisy):
     save_tiny_generator(path, task="denoise", scale=1, in_channels=2, zero=True,
                         image_skip=True, preset="denoise-rician-wide-odct-stack")
     volume = noisy * 250.0  # the caller's units
-    out, info = denoise(volume, method="learned", sigma=10.0, checkpoint=str(path))
+    out, info = denoise(volume, method="learned", sigma=10.0, checkpoint=str(path),
+                        aggregate=None)  # the network alone, not averaged with PRI-NLM
     # a zero residual returns the filtered channel: ODCT3D with the σ given, clipped at 0
     expected, _ = denoise(volume, method="odct3d", sigma=10.0)
     np.testing.assert_allclose(out, np.maximum(expected, 0), rtol=1e-4, atol=1e-3)
