@@ -50,6 +50,19 @@ def mc_divergence(denoiser: Callable[[np.ndarray], np.ndarray], volume: np.ndarr
     return float((change[mask] if mask is not None else change).sum() / eps)
 
 
+def _sure(squares: float, n: float, divergence: float, sigma: float) -> float:
+    """SURE of the mean squared error from its sums: ‖f(y) − y‖², N and div f over N voxels."""
+    return (squares - n * sigma ** 2 + 2 * sigma ** 2 * divergence) / n
+
+
+def _best_weight(dd: float, dr: float, div_change: float, sigma: float) -> float:
+    """The minimiser in [0, 1] of SURE(w) ∝ ‖r + w·d‖² + 2σ² w·div_change (a parabola in w):
+    ``dd`` = ‖d‖², ``dr`` = ⟨d, r⟩; 0 when ``d`` is 0 (the two outputs are the same)."""
+    if dd <= 0.0:
+        return 0.0
+    return float(np.clip(-(dr + sigma ** 2 * div_change) / dd, 0.0, 1.0))
+
+
 def sure_mse(volume: np.ndarray, out: np.ndarray, divergence: float, *, sigma: float,
              mask: np.ndarray | None = None) -> float:
     """SURE of the mean squared error of ``out`` over ``mask`` (``divergence`` over the same
@@ -57,8 +70,7 @@ def sure_mse(volume: np.ndarray, out: np.ndarray, divergence: float, *, sigma: f
     diff = np.asarray(out, dtype=np.float64) - volume
     if mask is not None:
         diff = diff[mask]
-    n = diff.size
-    return float(((diff ** 2).sum() - n * sigma ** 2 + 2 * sigma ** 2 * divergence) / n)
+    return float(_sure(float((diff ** 2).sum()), diff.size, divergence, sigma))
 
 
 def sure_blend_weight(volume: np.ndarray, out_a: np.ndarray, out_b: np.ndarray,
@@ -73,11 +85,7 @@ def sure_blend_weight(volume: np.ndarray, out_a: np.ndarray, out_b: np.ndarray,
     r = np.asarray(out_b, dtype=np.float64) - volume
     if mask is not None:
         d, r = d[mask], r[mask]
-    dd = float((d * d).sum())
-    if dd <= 0.0:
-        return 0.0
-    w = -(float((d * r).sum()) + sigma ** 2 * (div_a - div_b)) / dd
-    return float(np.clip(w, 0.0, 1.0))
+    return _best_weight(float((d * d).sum()), float((d * r).sum()), div_a - div_b, sigma)
 
 
 @dataclass(frozen=True)
@@ -126,16 +134,13 @@ def sure_blend(first: Callable[[np.ndarray], np.ndarray],
         rb += float(((r + d) ** 2).sum())
     if n == 0:
         raise ValueError("sure_blend needs at least one voxel")
-    w = 0.0 if dd <= 0.0 else float(np.clip(-(dr + sigma ** 2 * (div_b - div_a)) / dd, 0.0, 1.0))
-
-    def rmse(squares: float, div: float) -> float:
-        return _rmse((squares - n * sigma ** 2 + 2 * sigma ** 2 * div) / n)
-
+    w = _best_weight(dd, dr, div_b - div_a, sigma)
     return SureBlend(
         weight=w,
-        rmse_first=rmse(ra, div_a),
-        rmse_second=rmse(rb, div_b),
-        rmse_blend=rmse(ra + 2 * w * dr + w * w * dd, (1.0 - w) * div_a + w * div_b),
+        rmse_first=_rmse(_sure(ra, n, div_a, sigma)),
+        rmse_second=_rmse(_sure(rb, n, div_b, sigma)),
+        rmse_blend=_rmse(_sure(ra + 2 * w * dr + w * w * dd, n,
+                               (1.0 - w) * div_a + w * div_b, sigma)),
         voxels=int(n),
         region=region,
     )

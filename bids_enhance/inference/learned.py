@@ -28,10 +28,8 @@ from bids_enhance.steps import LEARNED_AGGREGATES
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["AGGREGATES", "SURE_CUBE", "SURE_MARGIN", "learned_denoise"]
+__all__ = ["SURE_CUBE", "SURE_MARGIN", "learned_denoise"]
 
-#: Classical methods the network's output can be averaged with (``aggregate``).
-AGGREGATES: tuple[str, ...] = LEARNED_AGGREGATES
 #: SURE weighs the two outputs on 8 cubes of this edge, at the centres of the octants of the
 #: head (both run twice on each, with a margin of SURE_MARGIN voxels that does not count: the
 #: network's output near a crop's faces is not what it is inside the head, and with a margin of 4
@@ -69,8 +67,8 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     if sha256 is not None and sha256 != resolved.sha256:
         raise ValueError(f"checkpoint {resolved.path} has sha256 {resolved.sha256}, not the "
                          f"{sha256} this run was started with; was it replaced?")
-    if aggregate is not None and aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {list(AGGREGATES)} or None, got "
+    if aggregate is not None and aggregate not in LEARNED_AGGREGATES:
+        raise ValueError(f"aggregate must be one of {list(LEARNED_AGGREGATES)} or None, got "
                          f"{aggregate!r}")
     as_tensor = torch.is_tensor(volume)
     data = volume.detach().cpu().numpy() if as_tensor else np.asarray(volume)
@@ -134,7 +132,7 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
 
 def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
     """PRI-NLM's weight against the network (:func:`~bids_enhance.classical.sure.sure_blend`),
-    SURE summed over :data:`SURE_CUBES` cubes of :data:`SURE_CUBE`³ voxels spread over the head
+    SURE summed over eight cubes of :data:`SURE_CUBE`³ voxels spread over the head
     (at the centres of the octants of its bounding box: cortex, white matter and ventricles
     alike), each run with a margin of :data:`SURE_MARGIN` voxels that does not count, and over
     the head's voxels only (Rician noise is near Gaussian in them)."""
@@ -149,18 +147,16 @@ def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
         mask = np.ones(data.shape, dtype=bool)
     idx = np.argwhere(mask)
     lo, hi = idx.min(0), idx.max(0)
-    boxes = {}
+    boxes = {}  # crop → the cube in it that counts (8 of them, fewer on a small volume)
     for corner in np.ndindex(2, 2, 2):
         centre = lo + (hi - lo) * (0.25 + 0.5 * np.array(corner))
-        crop, inner = [], []
-        for c, n in zip(centre, data.shape, strict=True):
-            edge = min(SURE_CUBE + 2 * SURE_MARGIN, n)
-            start = int(np.clip(round(c) - edge // 2, 0, n - edge))
-            core = min(SURE_CUBE, n)
-            first = int(np.clip(round(c) - core // 2, start, start + edge - core))
-            crop.append(slice(start, start + edge))
-            inner.append(slice(first - start, first - start + core))
-        boxes[tuple((s.start, s.stop) for s in crop)] = (tuple(crop), tuple(inner))
+        core = [int(np.clip(round(c) - SURE_CUBE // 2, 0, max(n - SURE_CUBE, 0)))
+                for c, n in zip(centre, data.shape, strict=True)]
+        crop = tuple(slice(max(c - SURE_MARGIN, 0), min(c + SURE_CUBE + SURE_MARGIN, n))
+                     for c, n in zip(core, data.shape, strict=True))
+        inner = tuple(slice(c - b.start, c - b.start + SURE_CUBE)
+                      for c, b in zip(core, crop, strict=True))
+        boxes[tuple((b.start, b.stop) for b in crop)] = (crop, inner)
 
     def pieces():
         for crop, inner in boxes.values():
