@@ -38,8 +38,10 @@ costs 1.4× on a 128³ input and 1.25× on a 176×240×256 head (``halo=0`` skip
 An x2 :class:`~bids_enhance.models.RRDBGenerator` runs memory-lean (:meth:`~bids_enhance.models.RRDBGenerator.forward_lean`:
 the x2 head in slabs), about half the memory of its plain forward, same result.
 
-Precision: ``"auto"`` is bf16 autocast on CUDA (bf16-capable GPUs) and fp32 on CPU. On CUDA the
-network and its inputs use the ``channels_last_3d`` layout. cuDNN runs deterministically and
+Precision: ``"auto"`` is bf16 autocast on CUDA (bf16-capable GPUs) and fp32 on CPU. The network
+and its inputs use the ``channels_last_3d`` layout on every device (the caller's model gets its
+own layout back afterwards): on the CPU, oneDNN's 3D convolutions run 1.0–1.6× faster in it
+(docs/benchmarks/infer_speed.md). cuDNN runs deterministically and
 ``torch.use_deterministic_algorithms`` is on (warn-only) for the call; the patch order and every
 sum are fixed, so results are reproducible run to run on one machine.
 """
@@ -118,11 +120,19 @@ def _check_channels(volume: Any) -> np.ndarray:
     return _check_volume(array)[None]
 
 
-def _prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+def _prepare_model(model: nn.Module, device: torch.device,
+                   channels_last: bool) -> tuple[nn.Module, bool]:
+    """The model on ``device`` in eval mode (``channels_last_3d`` if asked), and whether its
+    weights were converted to that layout here (to be converted back: the caller's model, e.g.
+    one in training, keeps its own layout)."""
     model = model.to(device).eval()
+    converted = False
     if channels_last:
+        weights = [p for p in model.parameters() if p.dim() == 5]
+        converted = not all(p.is_contiguous(memory_format=torch.channels_last_3d)
+                            for p in weights)
         model = model.to(memory_format=torch.channels_last_3d)
-    return model
+    return model, converted
 
 
 def lean_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
@@ -162,7 +172,8 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     Args:
         model: maps ``(B, C, X, Y, Z)`` float32 to ``(B, 1, sX, sY, sZ)``; it is moved to
             ``device`` and runs in eval mode (its training mode is restored afterwards); on CUDA
-            its parameters are converted to the ``channels_last_3d`` layout (values unchanged).
+            its parameters are in the ``channels_last_3d`` layout during the call (values
+            unchanged; the layout it came with is restored).
         volume: ``(X, Y, Z)`` real array (normalised intensities, as in training), or
             ``(C, X, Y, Z)`` for a network of ``C`` input channels (e.g. a classical filter's
             output stacked with its input, :class:`~bids_enhance.degrade.Prefilter`); patches
@@ -180,7 +191,7 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
             ``"fp16"``.
         halo: mirror-padded context in input voxels around the volume and each patch; ``"auto"``
             is :func:`default_halo`.
-        channels_last: use ``channels_last_3d``; None = on CUDA only.
+        channels_last: use ``channels_last_3d``; None = yes (on the CPU too).
         report: a dict to fill with the plan (:meth:`InferencePlan.to_dict`) and ``seconds``.
 
     Returns:
@@ -207,12 +218,14 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
                           channels_last=channels_last, align=align)
     t0 = time.perf_counter()
     was_training = model.training
-    net = _prepare_model(model, dev, plan.channels_last)
+    net, converted = _prepare_model(model, dev, plan.channels_last)
     try:
         with deterministic(dev), torch.inference_mode():
             out = _run_plan(net, data, plan, dev)
     finally:
         model.train(was_training)
+        if converted:
+            model.to(memory_format=torch.contiguous_format)
     if out.shape != tuple(scale * n for n in original_shape):
         out = np.ascontiguousarray(out[tuple(slice(0, scale * n) for n in original_shape)])
     if dev.type == "cuda":

@@ -76,6 +76,8 @@ class DiffusionTrainer(Trainer):
 
     loss_names = ("loss", "grad_norm", "lr")
 
+    SPATIAL_DIMS = 2
+
     def __init__(self, config: TrainConfig, *, context: DistributedContext | None = None) -> None:
         super().__init__(config, context=context)
         cfg = self.config

@@ -11,7 +11,12 @@ import torch
 from classical_helpers import noisy_phantom_levels, rmse
 
 from bids_enhance.classical import denoise
-from bids_enhance.classical.blockmatch import _dct_matrix, blockmatch, blockmatch_tensor
+from bids_enhance.classical.blockmatch import (
+    _block_sums,
+    _dct_matrix,
+    blockmatch,
+    blockmatch_tensor,
+)
 from bids_enhance.classical.odct import odct3d_wiener
 from bids_enhance.degrade import add_gaussian_noise, add_rician_noise
 
@@ -167,3 +172,11 @@ def test_cpu_and_cuda_agree(brain_phantom):
     gpu = blockmatch(torch.as_tensor(noisy, device="cuda"), sigma=0.05, device="cuda")
     assert gpu.device.type == "cuda"
     np.testing.assert_allclose(gpu.cpu().numpy(), cpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 4), (13, 10, 7), (22, 19, 16)])
+def test_block_sums_are_the_block_means_times_64(shape):
+    """The block distances, one axis at a time, are avg_pool3d's (4³ blocks, stride 3) × 64."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    expected = 64 * torch.nn.functional.avg_pool3d(x[None, None], 4, stride=3)[0, 0]
+    torch.testing.assert_close(_block_sums(x), expected, rtol=1e-6, atol=1e-6)

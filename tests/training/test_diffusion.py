@@ -60,3 +60,8 @@ def test_bad_geometry_is_refused():
         DiffusionTrainer(tiny_config("motion-ddpm", patch_size=15))
     with pytest.raises(ValueError, match="condition_channels"):
         DiffusionTrainer(tiny_config("motion-ddpm", unet={"condition_channels": 1}))
+
+
+def test_slice_unet_keeps_the_contiguous_layout_on_the_cpu():
+    """channels_last on the CPU is for the 3D GANs only (unmeasured for the 2D U-Net)."""
+    assert not DiffusionTrainer(tiny_config("motion-ddpm")).channels_last
