@@ -94,7 +94,7 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
                    precision: str = "auto", halo: int | str = "auto",
                    steps: int | None = None, eta: float = 0.0, seed: int = 0,
                    prefilter: bool = True, sigma: float | None = None,
-                   phase_encoding_axis: int | None = None
+                   phase_encoding_axis: int | None = None, log_level: int = logging.INFO
                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Run the model stored at ``path`` on ``volume`` (with voxel→world ``affine``).
 
@@ -124,6 +124,8 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
             :data:`~bids_enhance.degrade.motion.SEGMENT_AXIS`, the one it was trained on, and
             the output moved back. None: the volume as it is (the training axis assumed).
             Ignored by other models.
+        log_level: the level of the inference's progress lines (``logging.DEBUG`` when the run
+            is a step inside another; warnings stay warnings).
 
     Returns:
         ``(out, out_affine, info)``: float32 output (x2 grid for super-resolution, else the
@@ -180,11 +182,12 @@ def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.
         y, out_affine = superresolve(model, x, affine, method=method, patch_size=patch_size,
                                      overlap=overlap, blend=blend, device=dev,
                                      mem_budget_gb=mem_budget_gb, batch_size=batch_size or 1,
-                                     precision=precision, halo=halo, report=report)
+                                     precision=precision, halo=halo, report=report,
+                                     log_level=log_level)
     elif name == "rrdb_generator":
         y = infer_volume(model, x, scale=1, patch_size=patch_size, overlap=overlap, blend=blend,
                          device=dev, mem_budget_gb=mem_budget_gb, batch_size=batch_size or 1,
-                         precision=precision, halo=halo, report=report)
+                         precision=precision, halo=halo, report=report, log_level=log_level)
     elif name == "diffusion_unet":
         missing = [k for k in ("diffusion", "prediction", "neighbours", "slice_axis")
                    if k not in extra]

@@ -166,7 +166,8 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
                  mem_budget_gb: float | None = None, batch_size: int = 1,
                  precision: str = "auto", halo: int | str = "auto",
                  channels_last: bool | None = None,
-                 report: dict[str, Any] | None = None) -> np.ndarray:
+                 report: dict[str, Any] | None = None,
+                 log_level: int = logging.INFO) -> np.ndarray:
     """Apply ``model`` to a 3D ``volume`` and return its ``scale``-times larger output.
 
     Args:
@@ -193,6 +194,9 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
             is :func:`default_halo`.
         channels_last: use ``channels_last_3d``; None = yes (on the CPU too).
         report: a dict to fill with the plan (:meth:`InferencePlan.to_dict`) and ``seconds``.
+        log_level: the level of the progress lines (the plan and time, every few patches);
+            ``logging.DEBUG`` for runs that are a step inside another (the learned denoiser's
+            SURE crops), so they do not flood the log.
 
     Returns:
         float32 array of shape ``(sX, sY, sZ)``.
@@ -221,7 +225,7 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     net, converted = _prepare_model(model, dev, plan.channels_last)
     try:
         with deterministic(dev), torch.inference_mode():
-            out = _run_plan(net, data, plan, dev)
+            out = _run_plan(net, data, plan, dev, log_level)
     finally:
         model.train(was_training)
         if converted:
@@ -231,7 +235,7 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
-    logger.info("inference on %s (%s, %s): %s in %.2f s", "x".join(map(str, data.shape[1:])),
+    logger.log(log_level, "inference on %s (%s, %s): %s in %.2f s", "x".join(map(str, data.shape[1:])),
                 plan.mode, plan.precision, plan.device, seconds)
     if report is not None:
         report.update(plan.to_dict())
@@ -240,7 +244,7 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
 
 
 def _run_plan(net: nn.Module, data: np.ndarray, plan: InferencePlan,
-              dev: torch.device) -> np.ndarray:
+              dev: torch.device, log_level: int = logging.INFO) -> np.ndarray:
     s, h = plan.scale, plan.halo
     padded = np.pad(data, [(0, 0)] + [(h, h)] * 3, mode="symmetric") if h else data
     x = torch.from_numpy(np.ascontiguousarray(padded)).to(dev)[None]
@@ -275,7 +279,7 @@ def _run_plan(net: nn.Module, data: np.ndarray, plan: InferencePlan,
             acc[s * i:s * (i + core[0]), s * j:s * (j + core[1]), s * k:s * (k + core[2])] += \
                 piece * w3
         if (b0 // plan.batch_size) % report_every == 0 or b0 + len(chunk) == len(origins):
-            logger.info("patch %d/%d", b0 + len(chunk), len(origins))
+            logger.log(log_level, "patch %d/%d", b0 + len(chunk), len(origins))
     # the summed weights are separable: divide by each axis' 1D sum (no weight volume)
     for axis, norm in enumerate(norms):
         view = [1, 1, 1]

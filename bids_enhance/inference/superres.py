@@ -19,6 +19,7 @@ Baselines (:func:`upsample_baseline`) evaluate the LR image at exactly those coo
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -119,7 +120,8 @@ def superresolve(model: nn.Module, data: np.ndarray, affine: np.ndarray, *,
                  blend: str = "gaussian", device: torch.device | str = "cpu",
                  mem_budget_gb: float | None = None, batch_size: int = 1,
                  precision: str = "auto", halo: int | str = "auto",
-                 report: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 report: dict[str, Any] | None = None,
+                 log_level: int = logging.INFO) -> tuple[np.ndarray, np.ndarray]:
     """x2 super-resolution of ``data`` by ``model`` (an x2 generator) on the exact finer grid.
 
     ``method`` is the low-resolution model the network was trained for (``box``, ``kspace`` or
@@ -140,7 +142,7 @@ def superresolve(model: nn.Module, data: np.ndarray, affine: np.ndarray, *,
     affine = _check_affine(affine)
     out = infer_volume(model, data, scale=2, patch_size=patch_size, overlap=overlap, blend=blend,
                        device=device, mem_budget_gb=mem_budget_gb, batch_size=batch_size,
-                       precision=precision, halo=halo, report=report)
+                       precision=precision, halo=halo, report=report, log_level=log_level)
     if report is not None:
         report["method"] = method.value
     return out, upsampled_affine(affine, method=method)
