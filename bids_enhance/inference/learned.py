@@ -11,7 +11,7 @@ step (intensity normalisation recorded in the checkpoint, memory-planned patches
 blending).
 
 By default (``aggregate="prinlm"``) the network's output is then averaged with PRI-NLM's, with
-the weight that minimises Stein's unbiased risk estimate of the error on 8 cubes of
+the weight that minimises Stein's unbiased risk estimate of the error on 4 cubes of
 :data:`SURE_CUBE`³ voxels spread over the head (:mod:`bids_enhance.classical.sure`): on contrasts the
 network never saw (proton density) PRI-NLM takes most of the weight, on T1w little.
 """
@@ -28,15 +28,24 @@ from bids_enhance.steps import LEARNED_AGGREGATES
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["SURE_CUBE", "SURE_MARGIN", "learned_denoise"]
+__all__ = ["SURE_CUBE", "SURE_HALO", "SURE_MARGIN", "SURE_OCTANTS", "learned_denoise"]
 
-#: SURE weighs the two outputs on 8 cubes of this edge, at the centres of the octants of the
-#: head (both run twice on each, with a margin of SURE_MARGIN voxels that does not count: the
+#: SURE weighs the two outputs on cubes of this edge at the centres of SURE_OCTANTS of the head
+#: (both run twice on each, with a margin of SURE_MARGIN voxels that does not count: the
 #: network's output near a crop's faces is not what it is inside the head, and with a margin of 4
 #: SURE gave PRI-NLM too little weight on the MNI PD stand-in). A whole head costs one PRI-NLM
-#: more and four runs on 8 × 56³ voxels.
-SURE_CUBE = 32
+#: more and both denoisers twice on 4 crops of 64³ voxels (4 cubes of 40³ instead of 8 of 32³:
+#: about the same voxels counted, half the crops; docs/benchmarks/denoise.md, "Speed of the
+#: learned denoiser").
+SURE_CUBE = 40
 SURE_MARGIN = 12
+#: the octants (corners of the 2×2×2 split of the head's bounding box) that hold a cube: one of
+#: each pair of opposite octants, so every half of the head (left/right, front/back,
+#: top/bottom) holds two
+SURE_OCTANTS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0))
+#: mirror-padded context of the network's runs on the crops: none, the margin is real context
+#: (the inference default, 8 voxels, changed no weight and cost 6 s a head)
+SURE_HALO: int | str = 0
 
 
 def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "rician",
@@ -78,14 +87,17 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     prefilter = prefilter_of(resolved.degradation)
     # a refinement of a classical filter: run_checkpoint filters first (with this σ), as in
     # training, and hands the network the filtered volume (or it stacked with the input and σ)
-    def network(vol: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, dict]:
+    def network(vol: np.ndarray, scale: float | None = None,
+                halo: int | str = "auto") -> tuple[np.ndarray, dict]:
         # scale: the whole image's normalisation, for a crop of it (its own percentiles would
         # scale it, and so change what the network does, differently)
+        # (a crop's run is a step of SURE's: its progress lines go to DEBUG)
         own = scale is None
         result, _, record = run_checkpoint(
             resolved.path, vol if own else vol / np.float32(scale), np.eye(4),
             expected_sha256=resolved.sha256, device=device, consistency=None, normalise=own,
-            prefilter=True, sigma=sigma if own or sigma is None else sigma / scale)
+            prefilter=True, sigma=sigma if own or sigma is None else sigma / scale, halo=halo,
+            log_level=logging.INFO if own else logging.DEBUG)
         if not own:
             result *= np.float32(scale)
         if noise_model == "rician":
@@ -105,7 +117,8 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
             return prinlm(vol, sigma=sigma, noise_model=noise_model, device=device)
 
         scale = float(info.get("normalisation_scale") or 1.0)
-        blend = _sure_weight(data, lambda vol: network(vol, scale)[0], classical, sigma=sigma)
+        blend = _sure_weight(data, lambda vol: network(vol, scale, SURE_HALO)[0], classical,
+                             sigma=sigma)
         if blend.weight > 0.0:
             out = (1.0 - blend.weight) * out + blend.weight * classical(data)
     model = {
@@ -132,14 +145,14 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
 
 def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
     """PRI-NLM's weight against the network (:func:`~bids_enhance.classical.sure.sure_blend`),
-    SURE summed over eight cubes of :data:`SURE_CUBE`³ voxels spread over the head
-    (at the centres of the octants of its bounding box: cortex, white matter and ventricles
-    alike), each run with a margin of :data:`SURE_MARGIN` voxels that does not count, and over
-    the head's voxels only (Rician noise is near Gaussian in them)."""
+    SURE summed over cubes of :data:`SURE_CUBE`³ voxels spread over the head (at the centres
+    of :data:`SURE_OCTANTS` of its bounding box: cortex, white matter and ventricles alike),
+    each run with a margin of :data:`SURE_MARGIN` voxels that does not count, and over the
+    head's voxels only (Rician noise is near Gaussian in them)."""
     from bids_enhance.classical.sure import sure_blend
     from bids_enhance.image.mask import head_mask
 
-    step = 2 if min(data.shape) >= 4 * SURE_CUBE else 1  # the mask on a coarser grid: fast
+    step = 2 if min(data.shape) >= 128 else 1  # the mask on a coarser grid: fast
     coarse = head_mask(data[::step, ::step, ::step])
     mask = np.repeat(np.repeat(np.repeat(coarse, step, 0), step, 1), step, 2)
     mask = mask[:data.shape[0], :data.shape[1], :data.shape[2]]
@@ -148,7 +161,7 @@ def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
     idx = np.argwhere(mask)
     lo, hi = idx.min(0), idx.max(0)
     boxes = {}  # crop → the cube in it that counts (8 of them, fewer on a small volume)
-    for corner in np.ndindex(2, 2, 2):
+    for corner in SURE_OCTANTS:
         centre = lo + (hi - lo) * (0.25 + 0.5 * np.array(corner))
         core = [int(np.clip(round(c) - SURE_CUBE // 2, 0, max(n - SURE_CUBE, 0)))
                 for c, n in zip(centre, data.shape, strict=True)]
@@ -164,15 +177,9 @@ def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
             counted[inner] = True
             yield data[crop], counted & mask[crop]
 
-    region = (f"{len(boxes)} cube(s) of {SURE_CUBE}³ voxels at the centres of the octants of "
-              "the head")
-    quiet = logging.getLogger("bids_enhance.inference")  # not one line per cube and probe
-    level = quiet.level
-    quiet.setLevel(max(level, logging.WARNING))
-    try:
-        blend = sure_blend(network, classical, pieces(), sigma=sigma, region=region)
-    finally:
-        quiet.setLevel(level)
+    region = (f"{len(boxes)} cube(s) of {SURE_CUBE}³ voxels at the centres of "
+              f"{len(SURE_OCTANTS)} of the 8 octants of the head")
+    blend = sure_blend(network, classical, pieces(), sigma=sigma, region=region)
     LOGGER.info("learned denoiser: PRI-NLM weight %.3f by SURE on %s (estimated RMSE: network "
                 "%.4g, PRI-NLM %.4g, average %.4g)", blend.weight, region, blend.rmse_first,
                 blend.rmse_second, blend.rmse_blend)

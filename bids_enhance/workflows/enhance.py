@@ -66,14 +66,15 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
             sigma_use = f"For {first.abbreviation} and the report, the noise standard deviation"
         if params.get("aggregate"):  # learned_denoise(aggregate=...): a SURE-weighted average
             from bids_enhance.classical.sure import REFERENCE_KEYS
-            from bids_enhance.inference.learned import SURE_CUBE
+            from bids_enhance.inference.learned import SURE_CUBE, SURE_OCTANTS
 
             other = registry.DENOISE_METHODS[params["aggregate"]]
             cite = "; ".join(f"@{key}" for key in (*other.reference_keys, *REFERENCE_KEYS))
             refine += (f" The network's output was then averaged with that of {other.abbreviation}"
                        f" (same noise level) [{cite}], with the weight that minimised Stein's "
-                       f"unbiased risk estimate of the error, computed by Monte Carlo on eight "
-                       f"cubes of {SURE_CUBE}³ voxels spread over the head (the weight is "
+                       f"unbiased risk estimate of the error, computed by Monte Carlo on "
+                       f"{len(SURE_OCTANTS)} cubes of {SURE_CUBE}³ voxels spread over the "
+                       "head (the weight is "
                        "recorded in the sidecar).")
         workflow.__desc__ = (
             "The image " + spec.methods_text + named + ", in PyTorch within *bids_enhance*."

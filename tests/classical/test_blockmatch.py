@@ -180,3 +180,7 @@ def test_block_sums_are_the_block_means_times_64(shape):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     expected = 64 * torch.nn.functional.avg_pool3d(x[None, None], 4, stride=3)[0, 0]
     torch.testing.assert_close(_block_sums(x), expected, rtol=1e-6, atol=1e-6)
+    out = torch.full((2, *expected.shape), -1.0)  # into a slice of a larger tensor, no copy
+    assert _block_sums(x, out=out[1]).data_ptr() == out[1].data_ptr()
+    torch.testing.assert_close(out[1], expected, rtol=1e-6, atol=1e-6)
+    assert (out[0] == -1).all()

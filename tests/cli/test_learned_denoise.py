@@ -10,6 +10,7 @@ import pytest
 
 from bids_enhance.classical import denoise
 from bids_enhance.cli.run import main
+from bids_enhance.inference.learned import SURE_CUBE
 from bids_enhance.inference.weights import ModelSelectionError, resolve_model
 from tests.conftest import phantom, write_bids
 from tests.generative_helpers import save_tiny_generator, write_model_card
@@ -38,7 +39,7 @@ def test_learned_method_records_its_model_and_sigma(denoiser):
     assert info["model"]["name"] == "tiny_denoise" and info["model"]["card"]
     agg = info["model"]["aggregate"]
     assert agg["method"] == "prinlm" and 0.0 <= agg["weight"] <= 1.0
-    assert agg["voxels"] > 0 and "cube(s) of 32³ voxels" in agg["region"]
+    assert agg["voxels"] > 0 and f"cube(s) of {SURE_CUBE}³ voxels" in agg["region"]
     assert agg["sure_rmse"]["average"] <= min(agg["sure_rmse"]["network"],
                                               agg["sure_rmse"]["prinlm"]) + 1e-9
     json.dumps(info)
@@ -58,6 +59,46 @@ def test_the_network_is_averaged_with_prinlm_by_the_sure_weight(denoiser):
     np.testing.assert_allclose(blended, np.maximum((1 - w) * alone + w * nlm, 0), atol=1e-5)
     with pytest.raises(ValueError, match="aggregate must be one of"):
         denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt, aggregate="bm4d")
+
+
+def test_sure_crop_runs_log_at_debug_and_leave_the_logger_alone(denoiser, caplog):
+    """The whole volume's inference logs its progress at INFO; the runs on SURE's crops (a step
+    inside it) at DEBUG, by a keyword, not by switching a process-wide logger's level."""
+    import logging
+
+    folder, _ = denoiser
+    noisy = phantom((24, 24, 24), noise=4.0) / 100.0
+    sliding = logging.getLogger("bids_enhance.inference.sliding")
+    before = logging.getLogger("bids_enhance.inference").level, sliding.level
+    with caplog.at_level(logging.DEBUG, logger="bids_enhance"):
+        denoise(noisy, method="learned", sigma=0.04, checkpoint=str(folder / "checkpoint.pt"))
+    runs = [r for r in caplog.records
+            if r.name == "bids_enhance.inference.sliding" and r.getMessage().startswith("inference on")]
+    assert [r.levelno for r in runs if r.levelno == logging.INFO] == [logging.INFO]
+    assert sum(r.levelno == logging.DEBUG for r in runs) >= 2  # network on each crop, twice
+    assert (logging.getLogger("bids_enhance.inference").level, sliding.level) == before
+
+
+def test_sure_region_is_four_cubes_one_of_each_pair_of_opposite_octants():
+    """SURE runs both denoisers twice on four crops of a head: each a 40³ cube plus its 12-voxel
+    margin, centred in octants no two of which are opposite, so each half of the head along
+    every axis holds two of them."""
+    from bids_enhance.inference.learned import SURE_MARGIN, SURE_OCTANTS, _sure_weight
+
+    data = phantom((120, 130, 110), noise=4.0) / 100.0
+    shapes = []
+
+    def network(vol):
+        shapes.append(vol.shape)
+        return vol * 0.9
+
+    blend = _sure_weight(data, network, lambda vol: vol * 0.8, sigma=0.04)
+    edge = SURE_CUBE + 2 * SURE_MARGIN
+    assert shapes == [(edge,) * 3] * 8  # 4 crops, each run on itself and on a probe
+    assert "4 cube(s) of 40³ voxels" in blend.region and blend.voxels <= 4 * SURE_CUBE**3
+    corners = np.array(SURE_OCTANTS)
+    assert len({tuple(c) for c in corners} | {tuple(1 - c) for c in corners}) == 8
+    assert (corners.sum(axis=0) == 2).all()
 
 
 def test_a_replaced_checkpoint_is_refused(denoiser):
