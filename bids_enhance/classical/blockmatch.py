@@ -141,9 +141,9 @@ def blockmatch_tensor(x: torch.Tensor, *, sigma: float, noise_model: str, search
 
 def _block_sums(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sums of ``x`` (3D) over the blocks of the reference grid (``BLOCK`` voxels per axis at
-    stride ``STRIDE``): ``BLOCK**3 · avg_pool3d(x, BLOCK, STRIDE)``, one axis at a time (2–4×
-    faster than ``avg_pool3d`` on the CPU, where the block distances took most of the time),
-    written into ``out`` if given (no copy)."""
+    stride ``STRIDE``): ``BLOCK**3 · avg_pool3d(x, BLOCK, STRIDE)``, one axis at a time (several
+    times faster than ``avg_pool3d`` on the CPU; the matching runs it once per offset), written
+    into ``out`` if given (no copy)."""
     for axis in range(3):
         count = (x.shape[axis] - BLOCK) // STRIDE + 1
         span = STRIDE * (count - 1) + 1

@@ -56,7 +56,7 @@ class Trainer(ABC):
         self.precision = resolve_precision(self.config.precision, self.device)
         cuda = self.device.type == "cuda"
         # channels_last: on CUDA, and on the CPU for 3D networks (oneDNN's 3D convolutions: the
-        # compact x2 generator's L1 step 1.5× faster, docs/benchmarks/train_throughput.md)
+        # compact generators' L1 steps 1.4–1.5× faster, docs/benchmarks/infer_speed.md)
         self.channels_last = ((cuda or self.SPATIAL_DIMS == 3) if self.config.channels_last is None
                               else self.config.channels_last)
         self.fused = cuda if self.config.fused is None else self.config.fused
