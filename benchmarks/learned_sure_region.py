@@ -15,8 +15,9 @@ metrics of ``benchmarks/denoise.py``). A variant sets the module's ``SURE_CUBE``
 
 ``--volumes`` entries are ``NAME_OR_PATH@POSITION`` (the volume's position in the
 ``benchmarks/denoise.py`` run whose noise is repeated, its ``--index-offset``). A variant is
-``CUBE,MARGIN,OCTANTS,HALO``: OCTANTS 8 (all of them) or 4 (one of each pair of opposite
-octants: every half of the head, left/right, front/back, top/bottom, holds two). Run by hand;
+``CUBE,MARGIN,OCTANTS,HALO``: OCTANTS 8 (all of them), 4 (one of each pair of opposite
+octants: every half of the head, left/right, front/back, top/bottom, holds two) or 2 (two
+opposite octants: every half holds one). Run by hand;
 results in ``<out>.csv`` and ``<out>.md``.
 """
 
@@ -41,6 +42,7 @@ import denoise as bench  # noqa: E402  (benchmarks/denoise.py: data, noise, metr
 OCTANT_SETS = {
     8: tuple(np.ndindex(2, 2, 2)),
     4: ((0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)),
+    2: ((0, 0, 0), (1, 1, 1)),
 }
 
 
