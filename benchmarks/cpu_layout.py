@@ -22,20 +22,14 @@ Prints a Markdown table (docs/benchmarks/infer_speed.md, "The channels_last layo
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from infer_speed import machine  # noqa: E402  (benchmarks/infer_speed.py: the host's description)
 
 
 def _inference(step: str, channels_last: bool) -> tuple[float, str]:
@@ -96,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"{_cpu_model()}, torch {torch.__version__}, {args.threads} thread(s)\n")
+    host = machine("cpu")
+    print(f"{host.get('cpu_model', host['platform'])}, torch {host['torch']}, "
+          f"{args.threads} thread(s)\n")
     print("| what | contiguous (s) | channels_last_3d (s) | speed-up |")
     print("|---|---|---|---|")
     if not args.skip_inference:

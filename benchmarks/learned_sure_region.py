@@ -15,17 +15,19 @@ metrics of ``benchmarks/denoise.py``). A variant sets the module's ``SURE_CUBE``
 
 ``--volumes`` entries are ``NAME_OR_PATH@POSITION`` (the volume's position in the
 ``benchmarks/denoise.py`` run whose noise is repeated, its ``--index-offset``). A variant is
-``CUBE,MARGIN,OCTANTS,HALO``: OCTANTS 8 (all of them), 4 (one of each pair of opposite
-octants: every half of the head, left/right, front/back, top/bottom, holds two) or 2 (two
-opposite octants: every half holds one). Run by hand;
-results in ``<out>.csv`` and ``<out>.md``.
+``CUBE,MARGIN,OCTANTS,HALO``: OCTANTS 8 (all of them), 4 (one of each pair of opposite octants:
+every half of the head, left/right, front/back, top/bottom, holds two) or 2 (two opposite
+octants: every half holds one). ``--profile N`` also prints the N most expensive calls of each
+run (cumulative time, :mod:`cProfile`). Run by hand; results in ``<out>.csv`` and ``<out>.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
 import platform
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=112)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sure_region"))
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N most expensive calls of each run (cProfile)")
     args = parser.parse_args(argv)
 
     import nibabel as nib
@@ -100,9 +104,15 @@ def main(argv: list[str] | None = None) -> int:
             for variant in args.variants:
                 learned.SURE_CUBE, learned.SURE_MARGIN = variant["cube"], variant["margin"]
                 learned.SURE_OCTANTS, learned.SURE_HALO = variant["octants"], variant["halo"]
+                profiler = cProfile.Profile() if args.profile else None
                 t0 = time.perf_counter()
+                if profiler is not None:
+                    profiler.enable()
                 out, model = learned.learned_denoise(noisy, sigma=sigma)
                 seconds = time.perf_counter() - t0
+                if profiler is not None:
+                    profiler.disable()
+                    pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
                 row = {"volume": name, "level_pct": level, "variant": variant["name"],
                        "seconds": seconds, "weight": model["aggregate"]["weight"],
                        "threads": args.threads,

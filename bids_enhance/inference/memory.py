@@ -20,9 +20,10 @@ input voxel at ``s = 2`` (24³–64³ inputs) against 6.1 kB predicted (``24F`` 
 ``s = 1`` and 3.5 kB for the memory-lean x2 forward against 3.1 kB (``6F + 12G``).
 With ``space_to_depth`` (the scale-1 motion and denoising generators: the body on the half grid,
 an x2 head back to the input grid) the body's channels count an eighth per input voxel: for the
-shipped 32/16/8 networks the estimate is 2.4 GB for a whole 176×238×168 head with two input
-channels, measured 1.8 GiB peak RSS (``channels_last_3d``) — 8× less than the plain formula,
-which sent such heads to patches.
+shipped 32/16/8 networks the plan for a whole 176×238×168 head with two input channels stays
+under 3 GB (tests/inference/test_sliding.py), and the whole process peaked at 1.9–2.0 GiB RSS
+(``benchmarks/default_weights_speed.py --steps denoise-network``) — 8× less than the plain
+formula, which sent such heads to patches.
 :data:`SAFETY` covers allocator slack, :data:`FIXED_OVERHEAD_GB` the libraries' one-off buffers.
 
 The x2 head dominates (``24F`` against ``6F + 12G``), but its receptive field is only two input
@@ -164,7 +165,8 @@ def activation_bytes_per_voxel(model: nn.Module, *, scale: int, precision: str =
 
     RRDB generator: ``max(6F + 12G, 17F if s = 2, 3F·s³)`` elements (module docstring); with
     ``space_to_depth`` (body on the half grid, x2 head of ``H`` features back to the input grid)
-    ``max((6F + 12G)/8, F/8 + 2H, 3H)``. Other models: three times the widest convolution's ``in + out`` channels, times ``s³``.
+    ``max((6F + 12G)/8, F/8 + 2H, 3H)``. Other models: three times the widest convolution's
+    ``in + out`` channels, times ``s³``.
     """
     model = _unwrap(model)
     if isinstance(model, RRDBGenerator) and getattr(model, "space_to_depth", False):

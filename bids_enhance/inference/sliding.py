@@ -172,9 +172,9 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
 
     Args:
         model: maps ``(B, C, X, Y, Z)`` float32 to ``(B, 1, sX, sY, sZ)``; it is moved to
-            ``device`` and runs in eval mode (its training mode is restored afterwards); on CUDA
-            its parameters are in the ``channels_last_3d`` layout during the call (values
-            unchanged; the layout it came with is restored).
+            ``device`` and runs in eval mode (its training mode is restored afterwards); with
+            ``channels_last`` its parameters are in the ``channels_last_3d`` layout during the
+            call (values unchanged; the layout it came with is restored).
         volume: ``(X, Y, Z)`` real array (normalised intensities, as in training), or
             ``(C, X, Y, Z)`` for a network of ``C`` input channels (e.g. a classical filter's
             output stacked with its input, :class:`~bids_enhance.degrade.Prefilter`); patches
@@ -235,8 +235,8 @@ def infer_volume(model: nn.Module, volume: np.ndarray, *, scale: int,
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
-    logger.log(log_level, "inference on %s (%s, %s): %s in %.2f s", "x".join(map(str, data.shape[1:])),
-                plan.mode, plan.precision, plan.device, seconds)
+    logger.log(log_level, "inference on %s (%s, %s): %s in %.2f s",
+               "x".join(map(str, data.shape[1:])), plan.mode, plan.precision, plan.device, seconds)
     if report is not None:
         report.update(plan.to_dict())
         report["seconds"] = seconds

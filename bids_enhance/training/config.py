@@ -135,9 +135,10 @@ class TrainConfig:
     Loop
         ``checkpoint_every``, ``validate_every`` (``None``: only at the end), ``log_every`` (CSV
         flush and log line), ``precision`` (``auto``: bf16 autocast on CUDA, fp32 on CPU),
-        ``channels_last`` (``None``: on CUDA, and on the CPU for the 3D GANs), ``compile`` (``torch.compile`` the networks),
-        ``fused`` (fused Adam; ``None``: on CUDA), ``device`` (``auto``, ``cpu``, ``cuda``,
-        ``cuda:1`` …; under ``torchrun`` each rank takes ``cuda:LOCAL_RANK``),
+        ``channels_last`` (``None``: on CUDA, and on the CPU for the 3D GANs), ``compile``
+        (``torch.compile`` the networks), ``fused`` (fused Adam; ``None``: on CUDA), ``device``
+        (``auto``, ``cpu``, ``cuda``, ``cuda:1`` …; under ``torchrun`` each rank takes
+        ``cuda:LOCAL_RANK``),
         ``validation_crop`` (edge of the central crop of held-out images the default evaluator
         uses; ``None``: whole images), ``validation_slices`` (slices per held-out image for the
         diffusion evaluator).

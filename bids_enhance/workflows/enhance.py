@@ -74,8 +74,7 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
                        f" (same noise level) [{cite}], with the weight that minimised Stein's "
                        f"unbiased risk estimate of the error, computed by Monte Carlo on "
                        f"{len(SURE_OCTANTS)} cubes of {SURE_CUBE}³ voxels spread over the "
-                       "head (the weight is "
-                       "recorded in the sidecar).")
+                       "head (the weight is recorded in the sidecar).")
         workflow.__desc__ = (
             "The image " + spec.methods_text + named + ", in PyTorch within *bids_enhance*."
             + refine + f" {sigma_use} of its input was estimated with the object-based wavelet "
