@@ -132,13 +132,13 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd",
-          "denoise_stack_pd_prinlm", "motion_gan_deep")
+          "denoise_stack_pd_prinlm", "motion_gan_deep", "gan3p_l1_x2_gamma")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
          "gan3p_l1_x2_wide": "gan3p", "gan3p_l1_x2_aug": "gan3p",
-         "gan3p_l1_x2_aug2": "gan3p",
+         "gan3p_l1_x2_aug2": "gan3p", "gan3p_l1_x2_gamma": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "motion_gan_ctx": "motion-gan",
          "motion_gan_deep": "motion-gan",
@@ -195,6 +195,9 @@ SPLITS = {
     "gan3p_l1_x2_aug": (TRAINING_1MM, HELD_OUT),
     # … and a second warm restart of it, the same recipe (does the augmentation keep paying?)
     "gan3p_l1_x2_aug2": (TRAINING_1MM, HELD_OUT),
+    # … and a third, each pair also given a random gamma (its source recomputed as the box
+    # average): does a change of contrast stand in for more heads, as other contrasts did?
+    "gan3p_l1_x2_gamma": (TRAINING_1MM, HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped motion model, trained further on six 1 mm heads
@@ -215,7 +218,7 @@ SPLITS = {
 ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "motion_gan_deep", "gan3p_l1_x2_wide",
-              "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2",
+              "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma",
               "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
@@ -242,10 +245,13 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_pd": "denoise-rician-wide-blockmatch-stack",
                  "denoise_stack_pd_prinlm": "denoise-rician-wide-blockmatch-stack-prinlm"}
 #: models whose training patches are turned by random symmetries of the cube
-AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "denoise_stack_aug", "denoise_stack_ixi",
+AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma", "denoise_stack_aug",
+             "denoise_stack_ixi",
              "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm", "denoise_stack_pd", "denoise_stack_pd_prinlm")
+#: models whose training pairs also get a random gamma (their source recomputed as the box average)
+INTENSITY_AUGMENTED = ("gan3p_l1_x2_gamma",)
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -267,6 +273,10 @@ DESCRIPTIONS = {
                         "(L1) stage only: the shipped superres generator (itself trained with "
                         "cube-symmetry augmentation) trained further on its six 1 mm heads, "
                         "each patch pair turned by a random symmetry of the cube",
+    "gan3p_l1_x2_gamma": "x2 super-resolution, RRDB generator of the three-player GAN, "
+                         "pixel-loss (L1) stage only: the shipped superres generator trained "
+                         "further on its six 1 mm heads, each patch pair turned by a random "
+                         "symmetry of the cube and given a random gamma (log γ in ±0.3)",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
@@ -507,7 +517,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
         checkpoint_every=args.checkpoint_every or max(iterations // 4, 1),
         validate_every=max(iterations // args.validations, 1), log_every=args.log_every,
         validation_crop=args.validation_crop,
-        augment=getattr(args, "augment", False) or name in AUGMENTED)
+        augment=getattr(args, "augment", False) or name in AUGMENTED,
+        intensity_augment=name in INTENSITY_AUGMENTED)
     if args.lr is not None:
         fields["lr"] = args.lr
     from bids_enhance.models.registry import size_preset
@@ -543,7 +554,8 @@ def _stream(volumes, cfg):
     return cls(volumes, degradation=cfg.degradation, geometry=geometry_for(cfg), seed=cfg.seed,
                realisations=cfg.realisations, samples_per_volume=cfg.samples_per_volume,
                queue_length=cfg.queue_length, background_weight=cfg.background_weight,
-               augment=cfg.augment)
+               augment=cfg.augment,
+               intensity_augment=cfg.intensity_augment)
 
 
 def probe_throughput(volumes, cfg, *, phase: str, steps: int = 8, warm: int = 3) -> float:

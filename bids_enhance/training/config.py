@@ -109,6 +109,9 @@ class TrainConfig:
         symmetry of the cube (flips along the axes and, for cubic patches, a permutation of
         them: 48 symmetries), the same for source and target — more variety from few training
         heads; assumes (near-)isotropic voxels; not for the slice-wise ``motion-ddpm``.
+        ``intensity_augment``: each x2 pair's contrast changed by a random gamma (log γ in ±0.3,
+        TorchIO's ``RandomGamma`` range) with its source recomputed as the box average of the
+        new target; x2 tasks on the pure box-average degradation (``sr-box-x2``) only.
 
     Optimisation
         ``lr`` (default 1e-4), ``betas``, ``weight_decay`` (Adam for the GANs, AdamW for
@@ -154,6 +157,7 @@ class TrainConfig:
     queue_length: int = 128
     background_weight: float = 0.0
     augment: bool = False
+    intensity_augment: bool = False
     seed: int = 0
     # optimisation
     lr: float | None = None
@@ -214,6 +218,12 @@ class TrainConfig:
             raise ValueError(f"augment must be true or false, got {self.augment!r}")
         if self.augment and self.task == "motion-ddpm":
             raise ValueError("augment works on 3D patches; motion-ddpm trains on 2D/2.5D slices")
+        if not isinstance(self.intensity_augment, bool):
+            raise ValueError(f"intensity_augment must be true or false, "
+                             f"got {self.intensity_augment!r}")
+        if self.intensity_augment and self.task not in ("gan3p", "disgan"):
+            raise ValueError(f"intensity_augment works on x2 box-average pairs; task "
+                             f"{self.task!r} is not an x2 task")
         self.seed = check_seed(self.seed)
         self.lr = _float("lr", self.lr, optional=True, open_min=True)
         try:

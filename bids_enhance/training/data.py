@@ -180,6 +180,33 @@ def cube_symmetry(source: Tensor, target: Tensor,
     return source.contiguous(), target.contiguous()
 
 
+#: range of log(γ) of :func:`random_gamma` (TorchIO's ``RandomGamma`` default, ±0.3: γ in
+#: [0.74, 1.35])
+LOG_GAMMA = 0.3
+
+
+def box_average_x2(target: Tensor) -> Tensor:
+    """``(X, Y, Z)`` → its 2×2×2 box average repeated 2×2×2 on the same grid, ``(1, X, Y, Z)``:
+    the source of an ``sr-box-x2`` pair as :class:`PairedPatchStream` stores it."""
+    lr = torch.nn.functional.avg_pool3d(target[None, None], 2)[0]
+    return lr.repeat_interleave(2, 1).repeat_interleave(2, 2).repeat_interleave(2, 3)
+
+
+def random_gamma(source: Tensor, target: Tensor,
+                 rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """An x2 box-average pair with the target's contrast changed by a random gamma,
+    ``t ↦ sign(t)·|t|^γ`` with ``log γ ~ U(−LOG_GAMMA, LOG_GAMMA)``, and the source recomputed as
+    the box average of the new target — so the pair still obeys the degradation exactly (a
+    gamma of the box average is not the box average of a gamma). ``source`` is only checked for
+    its shape: it is replaced."""
+    gamma = float(np.exp(rng.uniform(-LOG_GAMMA, LOG_GAMMA)))
+    if source.shape[0] != 1 or tuple(source.shape[1:]) != tuple(target.shape):
+        raise ValueError(f"intensity augmentation needs a one-channel x2 pair on the HR grid, "
+                         f"got source {tuple(source.shape)} and target {tuple(target.shape)}")
+    target = target.sign() * target.abs().pow(gamma)
+    return box_average_x2(target).contiguous(), target.contiguous()
+
+
 class PairedPatchStream:
     """Deterministic, resumable stream of aligned (degraded, clean) patches from a TorchIO queue.
 
@@ -195,6 +222,9 @@ class PairedPatchStream:
         augment: turn each 3D patch pair by a symmetry of the cube (:func:`cube_symmetry`)
             drawn from ``("augment", position)`` — a pure function of the seed and the patch's
             position, so resuming and DDP slicing stay exact.
+        intensity_augment: change each patch pair's contrast by a random gamma
+            (:func:`random_gamma`, drawn from ``("intensity", position)``) and recompute its source;
+            only for a pure 2×2×2 box-average degradation (``sr-box-x2``), checked on the data.
 
     ``next_batch(B, rank=r, world_size=W)`` returns rank ``r``'s ``(source, target)`` tensors of
     the next global batch of ``B·W`` patches: 3D ``(B, C, x, y, z)`` with ``x = X/scale`` … (``C``
@@ -205,7 +235,8 @@ class PairedPatchStream:
     def __init__(self, volumes: Sequence[TrainingVolume], *, degradation: Any,
                  geometry: PatchGeometry, seed: int, realisations: int = 1,
                  samples_per_volume: int = 16, queue_length: int = 128,
-                 background_weight: float = 0.0, augment: bool = False) -> None:
+                 background_weight: float = 0.0, augment: bool = False,
+                 intensity_augment: bool = False) -> None:
         from bids_enhance.degrade import degrade
 
         if not volumes:
@@ -221,6 +252,9 @@ class PairedPatchStream:
         if augment and geometry.slice_axis is not None:
             raise ValueError("augment works on 3D patches, not on 2D/2.5D slices")
         self.augment = bool(augment)
+        self.intensity_augment = bool(intensity_augment)
+        if self.intensity_augment and geometry.scale != 2:
+            raise ValueError("intensity_augment works on x2 box-average pairs (sr-box-x2) only")
         self.seed = check_seed(seed)
         self.samples_per_volume = int(samples_per_volume)
         self.queue_length = int(queue_length)
@@ -250,6 +284,15 @@ class PairedPatchStream:
                         f"of shape {expected}")
                 if degraded.ndim == 3:
                     degraded = degraded[None]  # (C, X, Y, Z): a stacking prefilter gives C > 1
+                if self.intensity_augment:
+                    box = box_average_x2(torch.from_numpy(np.ascontiguousarray(
+                        clean, np.float32)))[:, ::2, ::2, ::2].numpy()
+                    if degraded.shape != box.shape or not np.allclose(
+                            degraded, box, rtol=1e-4, atol=1e-5 * float(np.abs(box).max())):
+                        raise ValueError(
+                            f"intensity_augment recomputes each source as the 2×2×2 box "
+                            f"average of its target, but degradation {degradation!r} is not "
+                            f"that on subject {vol.subject!r} (use sr-box-x2)")
                 if s == 2:
                     degraded = np.repeat(np.repeat(np.repeat(degraded, 2, 1), 2, 2), 2, 3)
                 key = f"{vol.subject}#{k}"
@@ -339,6 +382,9 @@ class PairedPatchStream:
         if self.augment:
             rng = numpy_generator(self.seed, "augment", self.position)
             source, target = cube_symmetry(source, target, rng)
+        if self.intensity_augment:
+            rng = numpy_generator(self.seed, "intensity", self.position)
+            source, target = random_gamma(source, target, rng)
         self.position += 1
         return self._arrange(source, target)
 

@@ -476,7 +476,8 @@ def train(volumes: Sequence[Any], *, config: TrainConfig, out_dir: str | os.Path
                                    samples_per_volume=cfg.samples_per_volume,
                                    queue_length=cfg.queue_length,
                                    background_weight=cfg.background_weight,
-                                   augment=cfg.augment)
+                                   augment=cfg.augment,
+                                   intensity_augment=cfg.intensity_augment)
         if evaluate is None and val_volumes and context.is_main:
             from bids_enhance.training.validation import make_default_evaluator
 

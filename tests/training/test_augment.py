@@ -82,3 +82,55 @@ def test_augment_is_refused_for_slices():
     with pytest.raises(ValueError, match="augment"):
         NumpyPatchStream(volumes(1), degradation="motion", geometry=geometry, seed=0,
                          samples_per_volume=1, queue_length=1, augment=True)
+
+
+# --- intensity augmentation (``TrainConfig.intensity_augment``) -------------------------------
+
+@pytest.mark.parametrize("cls", [PairedPatchStream, NumpyPatchStream])
+def test_gamma_pairs_still_obey_the_box_average(cls):
+    """Same patch positions as without it; the target is a monotone (sign·|t|^γ) map of the
+    plain target, and the source is exactly the new target's 2×2×2 box average."""
+    geometry = PatchGeometry(scale=2, patch_size=(12, 12, 12))
+    kw = dict(degradation="sr-box-x2", geometry=geometry, seed=5, samples_per_volume=3,
+              queue_length=3)
+    plain = cls(volumes(1), **kw).take(6)
+    bright = cls(volumes(1), intensity_augment=True, **kw).take(6)
+    gammas = []
+    for (ps, pt), (gs, gt) in zip(plain, bright, strict=True):
+        assert gs.shape == ps.shape and gt.shape == pt.shape
+        t, g = pt.numpy().astype(np.float64), gt.numpy().astype(np.float64)
+        inside = np.abs(t) > 0.05
+        gamma = np.median(np.log(np.abs(g[inside])) / np.log(np.abs(t[inside])))
+        assert np.allclose(np.sign(t) * np.abs(t) ** gamma, g, atol=1e-4)
+        gammas.append(gamma)
+        box = g.reshape(1, 6, 2, 6, 2, 6, 2).mean(axis=(2, 4, 6))
+        assert np.allclose(gs.numpy(), box, atol=1e-5)
+    assert all(np.exp(-0.3) - 1e-3 <= x <= np.exp(0.3) + 1e-3 for x in gammas)
+    assert np.ptp(gammas) > 0.05  # a different γ per patch
+
+
+def test_gamma_augmentation_resumes_exactly():
+    geometry = PatchGeometry(scale=2, patch_size=(12, 12, 12))
+    kw = dict(degradation="sr-box-x2", geometry=geometry, seed=9, samples_per_volume=2,
+              queue_length=2, augment=True, intensity_augment=True)
+    run = NumpyPatchStream(volumes(2), **kw)
+    first = run.take(7)
+    resumed = NumpyPatchStream(volumes(2), **kw)
+    resumed.load_state_dict({"position": 4, "seed": 9, "round_size": run.round_size})
+    for (a, b), (c, d) in zip(first[4:], resumed.take(3), strict=True):
+        assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_gamma_augmentation_is_refused_where_the_source_is_not_the_box_average():
+    geometry = PatchGeometry(scale=2, patch_size=(12, 12, 12))
+    with pytest.raises(ValueError, match="box average"):
+        NumpyPatchStream(volumes(1), degradation="sr-box-x2-rician-wide", geometry=geometry,
+                         seed=0, samples_per_volume=1, queue_length=1, intensity_augment=True)
+    with pytest.raises(ValueError, match="intensity_augment"):
+        NumpyPatchStream(volumes(1), degradation="denoise-rician-wide",
+                         geometry=PatchGeometry(scale=1, patch_size=(12, 12, 12)), seed=0,
+                         samples_per_volume=1, queue_length=1, intensity_augment=True)
+    with pytest.raises(ValueError, match="intensity_augment"):
+        tiny_config("denoise", intensity_augment=True)
+    with pytest.raises(ValueError, match="intensity_augment"):
+        TrainConfig(task="gan3p", intensity_augment=1)
