@@ -49,6 +49,7 @@ from bids_enhance.classical._common import (
     check_positive_int,
     check_sigma,
     cube_offsets,
+    half_offsets,
     prepare_volume,
     restore_volume,
 )
@@ -173,6 +174,8 @@ class _Grid:
         self.refs = tuple((n - BLOCK) // STRIDE + 1 for n in self.shape)
         self.radius = search_radius
         self.offsets = cube_offsets(search_radius, include_zero=True)
+        self.index = {o: j for j, o in enumerate(self.offsets)}
+        self.half = half_offsets(search_radius)  # (0, 0, 0) is not computed: its distance is set
         self.budget = budget_gb * 2**30
 
     def active(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,21 +212,33 @@ class _Grid:
         for z0, z1 in self._slabs():
             lo = z0 * STRIDE  # first voxel of the slab's blocks
             hi = (z1 - 1) * STRIDE + BLOCK
-            ref = padded[lo + r: hi + r, r: r + h, r: r + w]
-            diff = torch.empty_like(ref)
+            # the squared difference with the voxel at offset −δ is the one at +δ, moved by −δ:
+            # one subtraction serves both offsets of a pair (same values, bit for bit)
+            start = (lo + r, r, r)
+            size = (hi - lo, h, w)
+            diff = torch.empty(math.prod(n + r for n in size), device=dev)
             dist = torch.empty(len(self.offsets), z1 - z0, ny, nx, device=dev)
-            for j, (dz, dy, dx) in enumerate(self.offsets):
-                torch.sub(ref, padded[lo + r + dz: hi + r + dz, r + dy: r + dy + h,
-                                      r + dx: r + dx + w], out=diff)
-                diff.square_()
-                _block_sums(diff, out=dist[j])
+            for delta in self.half:
+                # the box that holds the slab and the slab moved by −δ
+                box = [(a - max(o, 0), n + abs(o)) for a, n, o in zip(start, size, delta,
+                                                                       strict=True)]
+                moved = diff[: math.prod(n for _, n in box)].view(*(n for _, n in box))
+                torch.sub(padded[tuple(slice(a, a + n) for a, n in box)],
+                          padded[tuple(slice(a + o, a + o + n)
+                                       for (a, n), o in zip(box, delta, strict=True))],
+                          out=moved)
+                moved.square_()
+                for sign in (1, -1):
+                    view = moved[tuple(slice(max(sign * o, 0), max(sign * o, 0) + n)
+                                       for o, n in zip(delta, size, strict=True))]
+                    _block_sums(view, out=dist[self.index[tuple(sign * o for o in delta)]])
             rz = torch.arange(z0, z1, device=dev) * STRIDE
             oz = rz[None, :] + offs[:, 0, None]
             bad = ((oz < 0) | (oz > d - BLOCK))[:, :, None, None] | bad_yx[:, None]
             dist.masked_fill_(bad, float("inf"))
             dist[centre] = -1.0  # the reference block itself comes first
             best = dist.topk(k, dim=0, largest=False, sorted=True).indices  # (k, z, ny, nx)
-            del dist, diff
+            del dist, diff, moved, view
             o = offs[best]
             pz = rz[None, :, None, None] + o[..., 0]
             py = ry[None, None, :, None] + o[..., 1]
@@ -253,20 +268,22 @@ class _Grid:
         chunk = max(1, int(self.budget // (k * BLOCK**3 * 4 * 8)))
         for c0 in range(0, origins.shape[0], chunk):
             idx = origins[c0: c0 + chunk, :, None] + within  # (n, k, 64)
-            coef = tk @ (flat_noisy[idx] @ t64.T)
+            flat_idx = idx.reshape(-1)
+            # index_select on the flat index: the same values as flat_noisy[idx], about 2× faster
+            coef = tk @ (flat_noisy.index_select(0, flat_idx).view(idx.shape) @ t64.T)
             if flat_pilot is None:
                 kept = coef.abs() >= HARD_THRESHOLD * sigma
                 kept[:, 0, 0] = True  # the group's mean
                 coef.mul_(kept)
                 weight = 1.0 / kept.sum(dim=(1, 2)).to(coef.dtype)
             else:
-                gain = (tk @ (flat_pilot[idx] @ t64.T)).square_()
+                gain = (tk @ (flat_pilot.index_select(0, flat_idx).view(idx.shape)
+                              @ t64.T)).square_()
                 gain.div_(gain + sigma * sigma)
                 coef.mul_(gain)
                 weight = 1.0 / gain.square_().sum(dim=(1, 2)).clamp_min(1e-12)
             est = (tk.T @ coef) @ t64
             est.mul_(weight[:, None, None])
-            flat_idx = idx.reshape(-1)
             num.index_add_(0, flat_idx, est.reshape(-1))
             den.index_add_(0, flat_idx, weight[:, None, None].expand_as(est).reshape(-1))
         covered = den > 0

@@ -184,3 +184,39 @@ def test_block_sums_are_the_block_means_times_64(shape):
     assert _block_sums(x, out=out[1]).data_ptr() == out[1].data_ptr()
     torch.testing.assert_close(out[1], expected, rtol=1e-6, atol=1e-6)
     assert (out[0] == -1).all()
+
+
+@pytest.mark.parametrize("radius,budget", [(2, 0.25), (3, 1e-7)])
+def test_matching_each_offset_pair_once_gives_the_direct_distances(radius, budget):
+    """``_Grid.match`` subtracts once per {δ, −δ} pair and reads the −δ differences from the δ
+    ones, moved: the groups are those of the direct computation (each offset's squared
+    difference summed over the blocks), bit for bit, in one slab and in many."""
+    from bids_enhance.classical._common import cube_offsets
+    from bids_enhance.classical.blockmatch import _Grid
+
+    x = torch.rand(16, 13, 19, generator=torch.Generator().manual_seed(4))
+    grid = _Grid(x.shape, radius, budget)
+    origins, refs = grid.match(x, 6)
+    d, h, w = x.shape
+    r = radius
+    padded = torch.nn.functional.pad(x, (r,) * 6)
+    offsets = cube_offsets(r, include_zero=True)
+    dist = torch.stack([_block_sums((x - padded[r + a: r + a + d, r + b: r + b + h,
+                                                   r + c: r + c + w]).square())
+                        for a, b, c in offsets])
+    nz, ny, nx = grid.refs
+    for j, (a, b, c) in enumerate(offsets):
+        for axis, (o, n) in enumerate(zip((a, b, c), (d, h, w), strict=True)):
+            start = torch.arange(dist.shape[axis + 1]) * 3 + o
+            bad = (start < 0) | (start > n - 4)
+            dist[j].masked_fill_(bad.reshape([-1 if k == axis else 1 for k in range(3)]),
+                                 float("inf"))
+    dist[offsets.index((0, 0, 0))] = -1.0
+    best = dist.topk(6, dim=0, largest=False, sorted=True).indices.reshape(6, -1).T
+    o = torch.tensor(offsets)[best]  # (refs, 6, 3)
+    rz, ry, rx = torch.meshgrid(*(torch.arange(n) * 3 for n in (nz, ny, nx)), indexing="ij")
+    pz = rz.reshape(-1, 1) + o[..., 0]
+    py = ry.reshape(-1, 1) + o[..., 1]
+    px = rx.reshape(-1, 1) + o[..., 2]
+    assert torch.equal(refs, torch.arange(nz * ny * nx))
+    assert torch.equal(origins, (pz * h + py) * w + px)
