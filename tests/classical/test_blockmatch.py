@@ -14,6 +14,7 @@ from bids_enhance.classical import denoise
 from bids_enhance.classical.blockmatch import (
     _block_sums,
     _dct_matrix,
+    _spread_blocks,
     blockmatch,
     blockmatch_tensor,
 )
@@ -220,3 +221,22 @@ def test_matching_each_offset_pair_once_gives_the_direct_distances(radius, budge
     px = rx.reshape(-1, 1) + o[..., 2]
     assert torch.equal(refs, torch.arange(nz * ny * nx))
     assert torch.equal(origins, (pz * h + py) * w + px)
+
+
+def test_block_weights_spread_over_the_voxels_the_blocks_cover():
+    """The aggregation's denominator: a weight at a block's first voxel counts on all 4³ voxels
+    of the block, as the direct sum over the blocks' voxels."""
+    gen = torch.Generator().manual_seed(2)
+    shape = (9, 7, 11)
+    origins = [tuple(int(torch.randint(0, n - 3, (1,), generator=gen)) for n in shape)
+               for _ in range(25)]
+    weights = torch.rand(len(origins), generator=gen, dtype=torch.float64)
+    at_origin = torch.zeros(shape, dtype=torch.float64)
+    expected = torch.zeros(shape, dtype=torch.float64)
+    for (z, y, x), wgt in zip(origins, weights, strict=True):
+        at_origin[z, y, x] += wgt
+        expected[z:z + 4, y:y + 4, x:x + 4] += wgt
+    torch.testing.assert_close(_spread_blocks(at_origin), expected)
+    tiny = torch.zeros(2, 1, 3, dtype=torch.float64)
+    tiny[0, 0, 0] = 1.0
+    assert _spread_blocks(tiny).sum() == 2 * 1 * 3  # a block clipped by a short axis
