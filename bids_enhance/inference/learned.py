@@ -11,7 +11,7 @@ step (intensity normalisation recorded in the checkpoint, memory-planned patches
 blending).
 
 By default (``aggregate="prinlm"``) the network's output is then averaged with PRI-NLM's, with
-the weight that minimises Stein's unbiased risk estimate of the error on 4 cubes of
+the weight that minimises Stein's unbiased risk estimate of the error on 2 cubes of
 :data:`SURE_CUBE`³ voxels spread over the head (:mod:`bids_enhance.classical.sure`): on contrasts the
 network never saw (proton density) PRI-NLM takes most of the weight, on T1w little.
 """
@@ -34,15 +34,14 @@ __all__ = ["SURE_CUBE", "SURE_HALO", "SURE_MARGIN", "SURE_OCTANTS", "learned_den
 #: (both run twice on each, with a margin of SURE_MARGIN voxels that does not count: the
 #: network's output near a crop's faces is not what it is inside the head, and with a margin of 4
 #: SURE gave PRI-NLM too little weight on the MNI PD stand-in). A whole head costs one PRI-NLM
-#: more and both denoisers twice on 4 crops of 64³ voxels (4 cubes of 40³ instead of 8 of 32³:
-#: about the same voxels counted, half the crops; docs/benchmarks/denoise.md, "Speed of the
-#: learned denoiser").
+#: more and both denoisers twice on 2 crops of 64³ voxels (2 cubes of 40³ since 2026-12-07,
+#: evening; 4 cubes before, 8 of 32³ before those: −0.008 dB on average over 21 cases for about
+#: −8 s; docs/benchmarks/denoise.md, "Speed of the learned denoiser").
 SURE_CUBE = 40
 SURE_MARGIN = 12
-#: the octants (corners of the 2×2×2 split of the head's bounding box) that hold a cube: one of
-#: each pair of opposite octants, so every half of the head (left/right, front/back,
-#: top/bottom) holds two
-SURE_OCTANTS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0))
+#: the octants (corners of the 2×2×2 split of the head's bounding box) that hold a cube: two
+#: opposite ones, so every half of the head (left/right, front/back, top/bottom) holds one
+SURE_OCTANTS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (1, 1, 1))
 #: mirror-padded context of the network's runs on the crops: none, the margin is real context
 #: (the inference default, 8 voxels, gave the same weight on the otsu head and 2.1× the voxels
 #: per crop run)
