@@ -185,10 +185,13 @@ def cube_symmetry(source: Tensor, target: Tensor,
 LOG_GAMMA = 0.3
 
 
-def box_average_x2(target: Tensor) -> Tensor:
-    """``(X, Y, Z)`` → its 2×2×2 box average repeated 2×2×2 on the same grid, ``(1, X, Y, Z)``:
-    the source of an ``sr-box-x2`` pair as :class:`PairedPatchStream` stores it."""
+def box_average_x2(target: Tensor, *, on_hr_grid: bool = True) -> Tensor:
+    """``(X, Y, Z)`` → its 2×2×2 box average, ``(1, X/2, Y/2, Z/2)``; ``on_hr_grid``: repeated
+    2×2×2 back onto the target's grid, ``(1, X, Y, Z)``, the source of an ``sr-box-x2`` pair as
+    :class:`PairedPatchStream` stores it."""
     lr = torch.nn.functional.avg_pool3d(target[None, None], 2)[0]
+    if not on_hr_grid:
+        return lr
     return lr.repeat_interleave(2, 1).repeat_interleave(2, 2).repeat_interleave(2, 3)
 
 
@@ -286,7 +289,7 @@ class PairedPatchStream:
                     degraded = degraded[None]  # (C, X, Y, Z): a stacking prefilter gives C > 1
                 if self.intensity_augment:
                     box = box_average_x2(torch.from_numpy(np.ascontiguousarray(
-                        clean, np.float32)))[:, ::2, ::2, ::2].numpy()
+                        clean, np.float32)), on_hr_grid=False).numpy()
                     if degraded.shape != box.shape or not np.allclose(
                             degraded, box, rtol=1e-4, atol=1e-5 * float(np.abs(box).max())):
                         raise ValueError(
