@@ -17,6 +17,8 @@ memory is the child's maximum resident set size.
     python benchmarks/default_weights_speed.py --threads 2 --steps denoise denoise-network
     python benchmarks/default_weights_speed.py --threads 2 --steps denoise \
         --checkpoint denoise=PATH     # a model that does not ship (yet)
+    python benchmarks/default_weights_speed.py --threads 2 --steps denoise \
+        --head arcM2265_T2w_1mm --name denoise_speed_t2w   # another volume of --npz-dir
 
 Writes ``benchmarks/results/<--name>.{json,md}`` (default ``default_weights_speed``).
 """
@@ -40,7 +42,8 @@ HEAD = "niivue_otsu_T1w_1mm"
 DENOISE_STEPS = ("denoise", "denoise-network")
 
 
-def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None) -> dict:
+def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None,
+           head: str = HEAD) -> dict:
     import numpy as np
     import torch
 
@@ -49,7 +52,7 @@ def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None
     from bids_enhance.inference import run_checkpoint
     from bids_enhance.inference.weights import resolve_model
 
-    with np.load(npz_dir / f"{HEAD}.npz") as npz:
+    with np.load(npz_dir / f"{head}.npz") as npz:
         data = npz["data"].astype(np.float32)
         affine = npz["affine"].astype(np.float64)
     data = data[tuple(slice(0, n - n % 2) for n in data.shape)]
@@ -73,7 +76,8 @@ def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None
                                       expected_sha256=model.sha256,
                                       consistency=None if step == "motion" else "measure")
     seconds = time.perf_counter() - t0
-    return {"step": step, "model": Path(model.path).parent.name, "input_shape": list(volume.shape),
+    return {"step": step, "head": head, "model": Path(model.path).parent.name,
+            "input_shape": list(volume.shape),
             "output_shape": list(out.shape), "seconds": seconds,
             "mode": info.get("mode"), "threads": threads,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
@@ -91,26 +95,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="file name of the tables in --out (.json, .md)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="STEP=PATH",
                         help="run this checkpoint for STEP instead of the shipped weights")
+    parser.add_argument("--head", default=HEAD,
+                        help=f"the volume (an .npz of --npz-dir; default {HEAD})")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     if args.worker:
         print(json.dumps(worker(args.worker, args.npz_dir, args.threads,
-                                checkpoints.get(args.worker))))
+                                checkpoints.get(args.worker), args.head)))
         return 0
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     for step in args.steps:
         extra = [f"--checkpoint={step}={checkpoints[step]}"] if step in checkpoints else []
         proc = subprocess.run([sys.executable, __file__, "--worker", step, "--threads",
-                               str(args.threads), "--npz-dir", str(args.npz_dir), *extra],
+                               str(args.threads), "--npz-dir", str(args.npz_dir),
+                               "--head", args.head, *extra],
                               capture_output=True, text=True, env=env, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     lines = [f"`python benchmarks/default_weights_speed.py --threads {args.threads}` on "
              f"{machine}, {os.cpu_count()} cores, torch CPU, {args.threads} thread(s); "
-             f"head: {HEAD}.", "",
+             f"head: {args.head}.", "",
              "| step | model | input | output | mode | seconds | peak memory (GiB) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

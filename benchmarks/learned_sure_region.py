@@ -15,9 +15,11 @@ metrics of ``benchmarks/denoise.py``). A variant sets the module's ``SURE_CUBE``
 
 ``--volumes`` entries are ``NAME_OR_PATH@POSITION`` (the volume's position in the
 ``benchmarks/denoise.py`` run whose noise is repeated, its ``--index-offset``). A variant is
-``CUBE,MARGIN,OCTANTS,HALO``: OCTANTS 8 (all of them), 4 (one of each pair of opposite octants:
-every half of the head, left/right, front/back, top/bottom, holds two) or 2 (two opposite
-octants: every half holds one). ``--profile N`` also prints the N most expensive calls of each
+``CUBE,MARGIN,OCTANTS,HALO[,HEAD]``: OCTANTS 8 (all of them), 4 (one of each pair of opposite
+octants: every half of the head, left/right, front/back, top/bottom, holds two) or 2 (two
+opposite octants: every half holds one); HEAD (optional) the margin in voxels of the head's box
+that the denoiser runs on (``HEAD_MARGIN``), or ``whole`` to run on the whole image
+(``CROP_BELOW = 0``). ``--profile N`` also prints the N most expensive calls of each
 run (cumulative time, :mod:`cProfile`). Run by hand; results in ``<out>.csv`` and ``<out>.md``.
 """
 
@@ -49,11 +51,15 @@ OCTANT_SETS = {
 
 
 def parse_variant(text: str) -> dict:
-    cube, margin, octants, halo = text.split(",")
+    cube, margin, octants, halo, *rest = text.split(",")
     if int(octants) not in OCTANT_SETS:
         raise argparse.ArgumentTypeError(f"OCTANTS must be one of {sorted(OCTANT_SETS)}")
+    if len(rest) > 1 or (rest and rest[0] != "whole" and not rest[0].isdigit()):
+        raise argparse.ArgumentTypeError("the fifth field, HEAD, is a margin in voxels or "
+                                         "'whole'")
     return {"name": text, "cube": int(cube), "margin": int(margin),
-            "octants": OCTANT_SETS[int(octants)], "halo": halo if halo == "auto" else int(halo)}
+            "octants": OCTANT_SETS[int(octants)], "halo": halo if halo == "auto" else int(halo),
+            "head": rest[0] if rest else None}
 
 
 def parse_volume(text: str) -> tuple[Path, int]:
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from bids_enhance.degrade.noise import sigma_from_fraction
     from bids_enhance.image.mask import head_mask
 
+    defaults = {"HEAD_MARGIN": learned.HEAD_MARGIN, "CROP_BELOW": learned.CROP_BELOW}
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for path, position in args.volumes:
@@ -104,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             for variant in args.variants:
                 learned.SURE_CUBE, learned.SURE_MARGIN = variant["cube"], variant["margin"]
                 learned.SURE_OCTANTS, learned.SURE_HALO = variant["octants"], variant["halo"]
+                learned.HEAD_MARGIN = (defaults["HEAD_MARGIN"] if variant["head"] in (None, "whole")
+                                       else int(variant["head"]))
+                learned.CROP_BELOW = 0.0 if variant["head"] == "whole" else defaults["CROP_BELOW"]
                 profiler = cProfile.Profile() if args.profile else None
                 t0 = time.perf_counter()
                 if profiler is not None:
@@ -115,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                     pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
                 row = {"volume": name, "level_pct": level, "variant": variant["name"],
                        "seconds": seconds, "weight": model["aggregate"]["weight"],
+                       "box_fraction": (float(np.prod([b - a for a, b in model["region"]["box"]]))
+                                        / noisy.size if "region" in model else 1.0),
                        "threads": args.threads,
                        **bench.evaluate(clean, out, masks, crop, False)}
                 rows.append(row)
@@ -126,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"`python benchmarks/learned_sure_region.py` on {platform.machine()}, "
-             f"{args.threads} thread(s); variant = cube, margin, octants, halo.", "",
-             "| volume | level % | variant | seconds | w | PSNR head | PSNR crop |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['volume']} | {r['level_pct']:g} | {r['variant']} | {r['seconds']:.1f} | "
-              f"{r['weight']:.3f} | {r['psnr_head']:.2f} | {r['psnr_crop']:.2f} |" for r in rows]
+             f"{args.threads} thread(s); variant = cube, margin, octants, halo[, head margin]; "
+             "box = the fraction of the voxels the denoiser ran on.", "",
+             "| volume | level % | variant | box | seconds | w | PSNR head | PSNR crop |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['volume']} | {r['level_pct']:g} | {r['variant']} | {r['box_fraction']:.2f} | "
+              f"{r['seconds']:.1f} | {r['weight']:.3f} | {r['psnr_head']:.2f} | "
+              f"{r['psnr_crop']:.2f} |" for r in rows]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out.with_suffix('.md')}")
     return 0

@@ -215,6 +215,12 @@ def step_entry(info: dict, scale: float) -> dict:
                 "SureRMSE": {k: float(v) * scale for k, v in (agg.get("sure_rmse") or {}).items()},
                 "Voxels": agg.get("voxels"), "Region": agg.get("region"),
             }
+        region = model.get("region")
+        if isinstance(region, dict):  # run on the head's box; the air outside took a local mean
+            entry["NetworkRegion"] = {
+                "Box": region.get("box"), "Shape": region.get("shape"),
+                "Margin": region.get("margin"), "Outside": region.get("outside"),
+            }
     if info.get("sigma") is not None:  # the one record of σ: the noise of this step's input
         entry["NoiseSigma"] = float(info["sigma"]) * scale
         entry["NoiseSigmaEstimator"] = info.get("sigma_estimator")

@@ -14,6 +14,11 @@ By default (``aggregate="prinlm"``) the network's output is then averaged with P
 the weight that minimises Stein's unbiased risk estimate of the error on 2 cubes of
 :data:`SURE_CUBE`³ voxels spread over the head (:mod:`bids_enhance.classical.sure`): on contrasts the
 network never saw (proton density) PRI-NLM takes most of the weight, on T1w little.
+
+Where the head fills less of the field of view (:func:`head_box`), all of this runs on the
+head's bounding box plus :data:`HEAD_MARGIN` voxels, with the whole image's σ and intensity
+normalisation, and the air outside the box takes :func:`outside_fill` (a local mean): the time
+follows the head's size, not the field of view's.
 """
 
 from __future__ import annotations
@@ -28,7 +33,20 @@ from bids_enhance.steps import LEARNED_AGGREGATES
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["SURE_CUBE", "SURE_HALO", "SURE_MARGIN", "SURE_OCTANTS", "learned_denoise"]
+__all__ = ["CROP_BELOW", "HEAD_MARGIN", "OUTSIDE_WINDOW", "SURE_CUBE", "SURE_HALO", "SURE_MARGIN",
+           "SURE_OCTANTS", "head_box", "learned_denoise", "outside_fill"]
+
+#: The network, its prefilter and PRI-NLM run on the head's bounding box grown by this many
+#: voxels (BM-DCT reaches 10 voxels, PRI-NLM 5: the head's voxels get what the whole image
+#: would give them, up to the network's patch tiling) …
+HEAD_MARGIN = 16
+#: … when that box holds less than this fraction of the image's voxels (else the whole image:
+#: most 1 mm heads fill their field of view; a 256³ T2w holds its head in 48 %)
+CROP_BELOW = 0.85
+#: The air outside the box: a local estimate over this many voxels along each axis
+OUTSIDE_WINDOW = 5
+OUTSIDE_DESCRIPTION = (f"the local mean over {OUTSIDE_WINDOW}³ voxels (Rician: the square root "
+                       "of the local mean of the squares less 2σ², clipped at 0)")
 
 #: SURE weighs the two outputs on cubes of this edge at the centres of SURE_OCTANTS of the head
 #: (both run twice on each, with a margin of SURE_MARGIN voxels that does not count: the
@@ -87,28 +105,41 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     prefilter = prefilter_of(resolved.degradation)
     # a refinement of a classical filter: run_checkpoint filters first (with this σ), as in
     # training, and hands the network the filtered volume (or it stacked with the input and σ)
-    def network(vol: np.ndarray, scale: float | None = None,
-                halo: int | str = "auto") -> tuple[np.ndarray, dict]:
+    def network(vol: np.ndarray, scale: float | None = None, halo: int | str = "auto",
+                log_level: int = logging.DEBUG) -> tuple[np.ndarray, dict]:
         # scale: the whole image's normalisation, for a crop of it (its own percentiles would
-        # scale it, and so change what the network does, differently)
-        # (a crop's run is a step of SURE's: its progress lines go to DEBUG)
+        # scale it, and so change what the network does, differently); a crop's run inside
+        # SURE logs its progress at DEBUG
         own = scale is None
         result, _, record = run_checkpoint(
             resolved.path, vol if own else vol / np.float32(scale), np.eye(4),
             expected_sha256=resolved.sha256, device=device, consistency=None, normalise=own,
             prefilter=True, sigma=sigma if own or sigma is None else sigma / scale, halo=halo,
-            log_level=logging.INFO if own else logging.DEBUG)
+            log_level=logging.INFO if own else log_level)
         if not own:
             result *= np.float32(scale)
         if noise_model == "rician":
             np.maximum(result, 0.0, out=result)  # magnitudes (PRI-NLM's are too, and so
         return result, record                    # their average)
 
-    if aggregate is not None and sigma is None:
+    mask = _head_mask(data)
+    box = head_box(mask)
+    if sigma is None and (aggregate is not None or box is not None):
         from bids_enhance.classical import estimate_noise_sigma
 
-        sigma = estimate_noise_sigma(data, noise_model=noise_model)
-    out, info = network(data)
+        sigma = estimate_noise_sigma(data, noise_model=noise_model)  # the whole image's σ
+    if box is None:
+        work, given_scale = data, None
+    else:  # the head's box: the whole image's σ and normalisation, so the head is as before
+        from bids_enhance.inference.run import normalisation_scale
+
+        work = np.ascontiguousarray(data[box])
+        given_scale = normalisation_scale(resolved.path, data, expected_sha256=resolved.sha256)
+        LOGGER.info("learned denoiser: the head's bounding box plus %d voxels (%s of %s voxels) "
+                    "runs; the air outside it takes %s", HEAD_MARGIN,
+                    "×".join(str(b.stop - b.start) for b in box), "×".join(map(str, data.shape)),
+                    OUTSIDE_DESCRIPTION)
+    out, info = network(work, given_scale, log_level=logging.INFO)
     blend = None
     if aggregate is not None:
         from bids_enhance.classical import prinlm
@@ -116,11 +147,16 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
         def classical(vol: np.ndarray) -> np.ndarray:
             return prinlm(vol, sigma=sigma, noise_model=noise_model, device=device)
 
-        scale = float(info.get("normalisation_scale") or 1.0)
-        blend = _sure_weight(data, lambda vol: network(vol, scale, SURE_HALO)[0], classical,
-                             sigma=sigma)
+        scale = given_scale if box is not None else float(info.get("normalisation_scale") or 1.0)
+        blend = _sure_weight(work, lambda vol: network(vol, scale, SURE_HALO)[0], classical,
+                             sigma=sigma, mask=mask,
+                             origin=(0, 0, 0) if box is None else tuple(b.start for b in box))
         if blend.weight > 0.0:
-            out = (1.0 - blend.weight) * out + blend.weight * classical(data)
+            out = (1.0 - blend.weight) * out + blend.weight * classical(work)
+    if box is not None:
+        full = outside_fill(data, sigma=sigma, noise_model=noise_model)
+        full[box] = out
+        out = full
     model = {
         "name": resolved.summary.get("name"), "sha256": resolved.sha256,
         "origin": resolved.origin, "task": resolved.task, "architecture": resolved.architecture,
@@ -137,39 +173,94 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
                           "average": blend.rmse_blend},
             "voxels": blend.voxels, "region": blend.region,
         }
+    if box is not None:
+        model["region"] = {"box": [[b.start, b.stop] for b in box], "shape": list(data.shape),
+                           "margin": HEAD_MARGIN, "outside": OUTSIDE_DESCRIPTION}
     out = out.astype(np.float32, copy=False)
     if as_tensor:
         return torch.from_numpy(out).to(volume.device), model
     return out, model
 
 
-def _sure_weight(data: np.ndarray, network, classical, *, sigma: float):
-    """PRI-NLM's weight against the network (:func:`~bids_enhance.classical.sure.sure_blend`),
-    SURE summed over cubes of :data:`SURE_CUBE`³ voxels spread over the head (at the centres
-    of :data:`SURE_OCTANTS` of its bounding box: cortex, white matter and ventricles alike),
-    each run with a margin of :data:`SURE_MARGIN` voxels that does not count, and over the
-    head's voxels only (Rician noise is near Gaussian in them)."""
-    from bids_enhance.classical.sure import sure_blend
+def _head_mask(data: np.ndarray) -> np.ndarray:
+    """:func:`~bids_enhance.image.mask.head_mask` of ``data`` (on a grid twice as coarse for a
+    volume of 128 voxels or more along every axis: fast); all of it when no head is found."""
     from bids_enhance.image.mask import head_mask
 
-    step = 2 if min(data.shape) >= 128 else 1  # the mask on a coarser grid: fast
+    step = 2 if min(data.shape) >= 128 else 1
     coarse = head_mask(data[::step, ::step, ::step])
     mask = np.repeat(np.repeat(np.repeat(coarse, step, 0), step, 1), step, 2)
     mask = mask[:data.shape[0], :data.shape[1], :data.shape[2]]
     if not mask.any():
         mask = np.ones(data.shape, dtype=bool)
-    idx = np.argwhere(mask)
-    lo, hi = idx.min(0), idx.max(0)
+    return mask
+
+
+def _extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last index of ``mask``'s voxels along each axis (``mask`` not empty)."""
+    lo, hi = [], []
+    for axis in range(3):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo.append(int(hits[0]))
+        hi.append(int(hits[-1]))
+    return np.array(lo), np.array(hi)
+
+
+def head_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Where the network runs: the bounding box of the head ``mask`` grown by
+    :data:`HEAD_MARGIN` voxels, its start on BM-DCT's reference grid (a multiple of
+    :data:`~bids_enhance.classical.blockmatch.STRIDE`, so the blocks inside are the whole
+    image's); None (the whole volume) when that box holds :data:`CROP_BELOW` of the voxels or
+    more."""
+    from bids_enhance.classical.blockmatch import STRIDE
+
+    lo, hi = _extent(mask)
+    box = tuple(slice(max(int(a) - HEAD_MARGIN, 0) // STRIDE * STRIDE,
+                      min(int(b) + 1 + HEAD_MARGIN, n))
+                for a, b, n in zip(lo, hi, mask.shape, strict=True))
+    if np.prod([b.stop - b.start for b in box]) >= CROP_BELOW * mask.size:
+        return None
+    return box
+
+
+def outside_fill(data: np.ndarray, *, sigma: float, noise_model: str) -> np.ndarray:
+    """The denoised air outside :func:`head_box`: the local mean over
+    :data:`OUTSIDE_WINDOW`³ voxels, for Rician magnitudes of the squares, less the noise's
+    2σ², clipped at 0 (the second-moment estimator of the underlying signal)."""
+    from scipy.ndimage import uniform_filter
+
+    if noise_model == "rician":
+        moment = uniform_filter(np.square(data), OUTSIDE_WINDOW, mode="mirror")
+        moment -= np.float32(2.0 * sigma * sigma)
+        np.maximum(moment, 0.0, out=moment)
+        return np.sqrt(moment, out=moment)
+    return uniform_filter(data, OUTSIDE_WINDOW, mode="mirror")
+
+
+def _sure_weight(data: np.ndarray, network, classical, *, sigma: float, mask: np.ndarray,
+                 origin: tuple[int, int, int] = (0, 0, 0)):
+    """PRI-NLM's weight against the network (:func:`~bids_enhance.classical.sure.sure_blend`),
+    SURE summed over cubes of :data:`SURE_CUBE`³ voxels spread over the head (at the centres
+    of :data:`SURE_OCTANTS` of its bounding box: cortex, white matter and ventricles alike),
+    each run with a margin of :data:`SURE_MARGIN` voxels that does not count, and over the
+    head's voxels only (Rician noise is near Gaussian in them). ``mask``: the head of the whole
+    image, of which ``data`` is the box that starts at ``origin`` (the cubes are placed on the
+    whole image, so a crop to :func:`head_box` leaves them where they were)."""
+    from bids_enhance.classical.sure import sure_blend
+
+    lo, hi = _extent(mask)
     boxes = {}  # crop → the cube in it that counts (one per SURE_OCTANTS, fewer on a small volume)
     for corner in SURE_OCTANTS:
         centre = lo + (hi - lo) * (0.25 + 0.5 * np.array(corner))
         core = [int(np.clip(round(c) - SURE_CUBE // 2, 0, max(n - SURE_CUBE, 0)))
-                for c, n in zip(centre, data.shape, strict=True)]
-        crop = tuple(slice(max(c - SURE_MARGIN, 0), min(c + SURE_CUBE + SURE_MARGIN, n))
-                     for c, n in zip(core, data.shape, strict=True))
-        inner = tuple(slice(c - b.start, c - b.start + SURE_CUBE)
+                for c, n in zip(centre, mask.shape, strict=True)]
+        crop = tuple(slice(max(c - SURE_MARGIN, o), min(c + SURE_CUBE + SURE_MARGIN, o + n))
+                     for c, o, n in zip(core, origin, data.shape, strict=True))
+        inner = tuple(slice(max(c - b.start, 0), c - b.start + SURE_CUBE)
                       for c, b in zip(core, crop, strict=True))
+        crop = tuple(slice(b.start - o, b.stop - o) for b, o in zip(crop, origin, strict=True))
         boxes[tuple((b.start, b.stop) for b in crop)] = (crop, inner)
+    mask = mask[tuple(slice(o, o + n) for o, n in zip(origin, data.shape, strict=True))]
 
     def pieces():
         for crop, inner in boxes.values():

@@ -50,7 +50,8 @@ from bids_enhance.inference.superres import _check_affine, superresolve
 from bids_enhance.models import CheckpointError, NoiseSchedule, load_checkpoint
 from bids_enhance.models.registry import describe_arch
 
-__all__ = ["CONSISTENCY_MODES", "lowres_method_of", "run_checkpoint", "run_checkpoint_image"]
+__all__ = ["CONSISTENCY_MODES", "lowres_method_of", "normalisation_scale", "run_checkpoint",
+           "run_checkpoint_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,17 @@ def _normalisation_scale(volume: np.ndarray, record: Any) -> float:
                               "version; expected 'robust-max-scale'")
     _, rec = normalise_intensity(volume, percentile=float(record.get("percentile", ROBUST_PERCENTILE)))
     return float(rec.scale)
+
+
+def normalisation_scale(path: str | os.PathLike[str], volume: np.ndarray, *,
+                        expected_sha256: str | None = None) -> float:
+    """The intensity scale :func:`run_checkpoint` divides ``volume`` by (``normalise=True``),
+    without running the network: for a caller that runs it on crops of ``volume``, which must be
+    scaled as the whole image is (a crop's own percentiles differ)."""
+    from bids_enhance.models.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(path, expected_sha256=expected_sha256)
+    return _normalisation_scale(_check_volume(volume), meta.get("normalisation"))
 
 
 def run_checkpoint(path: str | os.PathLike[str], volume: np.ndarray, affine: np.ndarray, *,

@@ -494,6 +494,17 @@ def _steps_html(steps: list) -> str:
                     f"{_e(str(k))} {format_number(v, digits=3)}" for k, v in rmse.items()
                     if _finite(v) is not None) + ")"
             rows.append(("Averaged with", text))
+        region = step.get("NetworkRegion")
+        if isinstance(region, Mapping) and isinstance(region.get("Box"), list):
+            try:
+                edges = "×".join(str(int(b) - int(a)) for a, b in region["Box"])
+                shape = "×".join(str(int(n)) for n in region.get("Shape") or [])
+            except (TypeError, ValueError):
+                edges = shape = ""
+            if edges:
+                rows.append(("Region", f"the head's bounding box plus {_e(str(region.get('Margin')))} "
+                                       f"voxels ({edges} of {shape} voxels); outside it "
+                                       f"{_e(str(region.get('Outside') or 'n/a'))}"))
         table = _step_table(index, name, step, rows, params_label="Parameters")
         tables.append(table + (_model_card_details(model) if model else ""))
     return "".join(tables)

@@ -75,6 +75,12 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
                        f"unbiased risk estimate of the error, computed by Monte Carlo on "
                        f"{len(SURE_OCTANTS)} cubes of {SURE_CUBE}³ voxels spread over the "
                        "head (the weight is recorded in the sidecar).")
+        from bids_enhance.inference.learned import CROP_BELOW, HEAD_MARGIN
+
+        refine += (f" Where the head filled less than {CROP_BELOW:.0%} of the field of view, "
+                   f"the denoising ran on the head's bounding box grown by {HEAD_MARGIN} voxels, "
+                   "and the background outside it was set to a local mean (recorded in the "
+                   "sidecar).")
         workflow.__desc__ = (
             "The image " + spec.methods_text + named + ", in PyTorch within *bids_enhance*."
             + refine + f" {sigma_use} of its input was estimated with the object-based wavelet "

@@ -83,7 +83,7 @@ def test_sure_region_is_two_cubes_in_opposite_octants():
     """SURE runs both denoisers twice on two crops of a head: each a 40³ cube plus its 12-voxel
     margin, centred in two opposite octants, so each half of the head along every axis holds
     one of them."""
-    from bids_enhance.inference.learned import SURE_MARGIN, SURE_OCTANTS, _sure_weight
+    from bids_enhance.inference.learned import SURE_MARGIN, SURE_OCTANTS, _head_mask, _sure_weight
 
     data = phantom((120, 130, 110), noise=4.0) / 100.0
     shapes = []
@@ -92,7 +92,7 @@ def test_sure_region_is_two_cubes_in_opposite_octants():
         shapes.append(vol.shape)
         return vol * 0.9
 
-    blend = _sure_weight(data, network, lambda vol: vol * 0.8, sigma=0.04)
+    blend = _sure_weight(data, network, lambda vol: vol * 0.8, sigma=0.04, mask=_head_mask(data))
     edge = SURE_CUBE + 2 * SURE_MARGIN
     assert shapes == [(edge,) * 3] * 4  # 2 crops, each run on itself and on a probe
     assert "2 cube(s) of 40³ voxels" in blend.region and blend.voxels <= 2 * SURE_CUBE**3
