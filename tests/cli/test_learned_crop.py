@@ -12,7 +12,6 @@ from bids_enhance.inference import learned
 from bids_enhance.inference.learned import (
     HEAD_MARGIN,
     _head_mask,
-    _sure_weight,
     head_box,
     learned_denoise,
     outside_fill,
@@ -72,8 +71,8 @@ def test_outside_fill_is_near_zero_in_noise_and_keeps_a_plateau():
 
 
 def test_cropped_run_gives_the_head_what_the_whole_image_gives(stack_denoiser, monkeypatch):
-    """BM-DCT, the network and the whole image's normalisation: inside the head the cropped run
-    equals the whole-image run; outside the box it is the local-mean fill."""
+    """BM-DCT's grid, the network and the whole image's normalisation: inside the head the
+    cropped run gives what the whole-image run gives; outside the box, the local-mean fill."""
     noisy = small_head_in_air()
     cropped, model = learned_denoise(noisy, checkpoint=stack_denoiser, aggregate=None, sigma=3.0)
     monkeypatch.setattr(learned, "CROP_BELOW", 0.0)  # never crop: the whole image runs
@@ -86,37 +85,35 @@ def test_cropped_run_gives_the_head_what_the_whole_image_gives(stack_denoiser, m
     assert cropped.shape == noisy.shape and cropped.dtype == np.float32
     head = _head_mask(noisy)
     assert head[box].sum() == head.sum()  # the whole head lies in the box
-    # float rounding only (a change of the normalisation or of BM-DCT's grid moves it ~1 %)
-    np.testing.assert_allclose(cropped[head], whole[head], rtol=0, atol=1e-3 * float(whole.max()))
+    # the same up to BM-DCT's near-tie groups near the box's faces: a mean difference of 2e-5
+    # of the range here; scaling the box by its own percentiles (2e-3) or moving BM-DCT's grid
+    # off the image's (5e-3) is a hundred times that
+    diff = np.abs(cropped - whole)[head] / float(whole.max())
+    assert diff.mean() < 1e-4 and diff.max() < 5e-3
     outside = np.ones(noisy.shape, bool)
     outside[box] = False
     fill = outside_fill(noisy, sigma=3.0, noise_model="rician")
     np.testing.assert_array_equal(cropped[outside], fill[outside])
 
 
-def test_sure_cubes_stay_where_they_were_when_the_image_is_cropped():
-    """SURE's cubes are placed on the whole image's head, so the crop leaves its pieces (and
-    so its weight) as they were."""
-    data = small_head_in_air(shape=(190, 180, 170), head=(110, 120, 100), at=(40, 30, 35))
-    mask = _head_mask(data)
-    box = head_box(mask)
-    assert box is not None
-    seen = {}
+def test_a_dim_head_the_mask_misses_still_lies_in_the_box():
+    """At high noise a head mask can miss dim tissue; the box also holds wherever the local
+    signal exceeds SIGNAL_ABOVE·σ, so that tissue is denoised, not filled with a local mean."""
+    from bids_enhance.inference.learned import _signal_mask
 
-    def record(key):
-        def network(vol):
-            seen.setdefault(key, []).append(vol.copy())
-            return vol * 0.9
-        return network
-
-    whole = _sure_weight(data, record("whole"), lambda v: v * 0.8, sigma=3.0, mask=mask)
-    work = np.ascontiguousarray(data[box])
-    cropped = _sure_weight(work, record("crop"), lambda v: v * 0.8, sigma=3.0, mask=mask,
-                           origin=tuple(b.start for b in box))
-    assert len(seen["whole"]) == len(seen["crop"]) == 4
-    for a, b in zip(seen["whole"], seen["crop"], strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert cropped.weight == whole.weight and cropped.voxels == whole.voxels
+    rng = np.random.default_rng(2)
+    shape, sigma = (96, 90, 84), 3.0
+    clean = np.zeros(shape, np.float32)
+    clean[30:60, 30:62, 28:56] = phantom((30, 32, 28))       # the bright head
+    clean[8:30, 30:62, 28:56] = 6.0                           # a dim slab (2σ) beside it
+    noisy = np.hypot(clean + rng.normal(0, sigma, shape), rng.normal(0, sigma, shape))
+    noisy = noisy.astype(np.float32)
+    mask = _head_mask(noisy)
+    assert not mask[8:22].any()  # the mask misses most of the slab …
+    box = head_box(mask | _signal_mask(noisy, sigma=sigma, noise_model="rician"))
+    assert box is not None and box[0].start <= 8  # … the box holds it all
+    # … and pure noise never counts as signal
+    assert not _signal_mask(noisy[:, :, 70:], sigma=sigma, noise_model="rician")[:, :20].any()
 
 
 def test_participant_run_records_the_region_in_sidecar_report_and_methods(tmp_path,
