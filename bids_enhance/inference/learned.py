@@ -41,7 +41,7 @@ __all__ = ["CROP_BELOW", "HEAD_MARGIN", "OUTSIDE_WINDOW", "SIGNAL_ABOVE", "SURE_
 #: many voxels … (the head: the head mask, and wherever a local estimate of the signal exceeds
 #: SIGNAL_ABOVE · σ; with the head mask alone, the noisy 256³ T2w's mask shrank at 6–12 % noise
 #: and a box grown by 8 voxels left 23–26 thousand head voxels outside, −0.08 dB; with both,
-#: none on the benchmark volumes, and the head's PSNR within ±0.0004 dB of the whole image's:
+#: none on the benchmark volumes, and the head's PSNR within ±0.0008 dB of the whole image's:
 #: docs/benchmarks/denoise.md, "The head's box")
 HEAD_MARGIN = 8
 #: … when that box holds less than this fraction of the image's voxels (else the whole image:
