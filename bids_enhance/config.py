@@ -7,6 +7,7 @@ usable from Python and from the training workflow.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import tomllib
@@ -115,6 +116,10 @@ class Settings:
             self.nprocs = max(1, len(os.sched_getaffinity(0)))
         if self.omp_nthreads is None:
             self.omp_nthreads = self.nprocs
+        elif self.omp_nthreads > self.nprocs:  # as fMRIPrep: say so, do not exceed the total
+            logging.getLogger("bids_enhance").warning(
+                "--omp-nthreads %d exceeds --nprocs %d: each process uses %d thread(s)",
+                self.omp_nthreads, self.nprocs, self.nprocs)
         self.omp_nthreads = max(1, min(self.omp_nthreads, self.nprocs))
         if self.work_dir is None:
             self.work_dir = Path.cwd() / "work"

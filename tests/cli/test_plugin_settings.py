@@ -46,3 +46,20 @@ def test_learned_denoising_never_forks_a_process_that_ran_torch(settings):
 
 def test_one_process_runs_linear(settings):
     assert _plugin_settings(dataclasses.replace(settings, nprocs=1))["plugin"] == "Linear"
+
+
+def test_more_threads_per_process_than_processes_is_capped_with_a_warning(settings, caplog):
+    """As fMRIPrep: ``--omp-nthreads`` above ``--nprocs`` is capped at it, and the log says so
+    (a user who asked for 2 threads with one process would otherwise wonder why it is slow)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="bids_enhance"):
+        capped = parse_args([str(settings.bids_dir), str(settings.output_dir), "participant",
+                             "--nprocs", "1", "--omp-nthreads", "2"])
+    assert capped.omp_nthreads == 1
+    assert "--omp-nthreads 2 exceeds --nprocs 1: each process uses 1 thread(s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bids_enhance"):
+        fine = parse_args([str(settings.bids_dir), str(settings.output_dir), "participant",
+                           "--nprocs", "2", "--omp-nthreads", "2"])
+    assert fine.omp_nthreads == 2 and "exceeds" not in caplog.text
