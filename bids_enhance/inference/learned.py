@@ -222,13 +222,14 @@ def _signal_mask(data: np.ndarray, *, sigma: float, noise_model: str) -> np.ndar
 
 
 def _extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and last index of ``mask``'s voxels along each axis (``mask`` not empty)."""
-    lo, hi = [], []
-    for axis in range(3):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        lo.append(int(hits[0]))
-        hi.append(int(hits[-1]))
-    return np.array(lo), np.array(hi)
+    """First and last index of ``mask``'s voxels along each axis (``mask`` not empty), from
+    :func:`~bids_enhance.classical._common.bounding_box`."""
+    import torch
+
+    from bids_enhance.classical._common import bounding_box
+
+    box = bounding_box(torch.from_numpy(np.ascontiguousarray(mask)))
+    return np.array([b.start for b in box]), np.array([b.stop - 1 for b in box])
 
 
 def head_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:

@@ -502,7 +502,7 @@ def _steps_html(steps: list) -> str:
             except (TypeError, ValueError):
                 edges = shape = ""
             if edges:
-                rows.append(("Region", f"the head's bounding box plus {_e(str(region.get('Margin')))} "
+                rows.append(("Network region", f"the head's bounding box plus {_e(str(region.get('Margin')))} "
                                        f"voxels ({edges} of {shape} voxels); outside it "
                                        f"{_e(str(region.get('Outside') or 'n/a'))}"))
         table = _step_table(index, name, step, rows, params_label="Parameters")
