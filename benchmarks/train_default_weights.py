@@ -132,7 +132,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_stack_aug", "denoise_stack_ixi",
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd",
-          "denoise_stack_pd_prinlm", "motion_gan_deep", "gan3p_l1_x2_gamma",
+          "denoise_stack_pd_prinlm", "motion_gan_deep", "gan3p_l1_x2_gamma", "gan3p_l1_x2_p64",
           "gan3p_l1_x2_aug3")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
@@ -140,6 +140,7 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
          "gan3p_l1_x2_wide": "gan3p", "gan3p_l1_x2_aug": "gan3p",
          "gan3p_l1_x2_aug2": "gan3p", "gan3p_l1_x2_gamma": "gan3p", "gan3p_l1_x2_aug3": "gan3p",
+         "gan3p_l1_x2_p64": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "motion_gan_ctx": "motion-gan",
          "motion_gan_deep": "motion-gan",
@@ -201,6 +202,9 @@ SPLITS = {
     "gan3p_l1_x2_gamma": (TRAINING_1MM, HELD_OUT),
     # … its control: the same restart from the same weights (gan3p_l1_x2_aug2) without the gamma
     "gan3p_l1_x2_aug3": (TRAINING_1MM, HELD_OUT),
+    # the shipped generator trained further on 64³ patches instead of 32³ (its training view
+    # as wide as it sees at inference, fewer borders in each patch), otherwise its recipe
+    "gan3p_l1_x2_p64": (TRAINING_1MM, HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped motion model, trained further on six 1 mm heads
@@ -222,7 +226,7 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "motion_gan_deep", "gan3p_l1_x2_wide",
               "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma",
-              "gan3p_l1_x2_aug3", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+              "gan3p_l1_x2_aug3", "gan3p_l1_x2_p64", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
@@ -249,13 +253,14 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_pd_prinlm": "denoise-rician-wide-blockmatch-stack-prinlm"}
 #: models whose training patches are turned by random symmetries of the cube
 AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma", "gan3p_l1_x2_aug3",
+             "gan3p_l1_x2_p64",
              "denoise_stack_aug",
              "denoise_stack_ixi",
              "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm", "denoise_stack_pd", "denoise_stack_pd_prinlm")
 #: models whose training pairs also get a random gamma (their source recomputed as the box average)
-INTENSITY_AUGMENTED = ("gan3p_l1_x2_gamma",)
+INTENSITY_AUGMENTED = ("gan3p_l1_x2_gamma", "gan3p_l1_x2_p64")
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -285,6 +290,10 @@ DESCRIPTIONS = {
                         "pixel-loss (L1) stage only: gan3p_l1_x2_aug2 trained further on its six "
                         "1 mm heads, each patch pair turned by a random symmetry of the cube "
                         "(the control of gan3p_l1_x2_gamma: the same restart without the gamma)",
+    "gan3p_l1_x2_p64": "x2 super-resolution, RRDB generator of the three-player GAN, "
+                       "pixel-loss (L1) stage only: the shipped superres generator trained "
+                       "further on 64³ patches of its six 1 mm heads (cube symmetries and a "
+                       "random gamma, as before)",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
