@@ -43,7 +43,7 @@ DENOISE_STEPS = ("denoise", "denoise-network")
 
 
 def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None,
-           head: str = HEAD) -> dict:
+           head: str = HEAD, profile: Path | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -63,6 +63,11 @@ def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None
     else:
         volume, vol_affine, _ = degrade(data, affine, steps="sr-box-x2", rng=0)
     model = resolve_model("denoise" if step in DENOISE_STEPS else step, checkpoint)
+    if profile is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t0 = time.perf_counter()
     if step in DENOISE_STEPS:  # what the denoise node runs: σ estimated, then the learned method
         from bids_enhance.classical import denoise
@@ -76,6 +81,14 @@ def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None
                                       expected_sha256=model.sha256,
                                       consistency=None if step == "motion" else "measure")
     seconds = time.perf_counter() - t0
+    if profile is not None:
+        import io
+        import pstats
+
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+        profile.write_text(text.getvalue())
     return {"step": step, "head": head, "model": Path(model.path).parent.name,
             "input_shape": list(volume.shape),
             "output_shape": list(out.shape), "seconds": seconds,
@@ -97,17 +110,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="run this checkpoint for STEP instead of the shipped weights")
     parser.add_argument("--head", default=HEAD,
                         help=f"the volume (an .npz of --npz-dir; default {HEAD})")
+    parser.add_argument("--profile", action="store_true",
+                        help="also write each step's cProfile (40 costliest calls, cumulative) "
+                             "to <out>/<name>_<step>.prof.txt (the profiler adds a little time)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-to", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     if args.worker:
         print(json.dumps(worker(args.worker, args.npz_dir, args.threads,
-                                checkpoints.get(args.worker), args.head)))
+                                checkpoints.get(args.worker), args.head, args.profile_to)))
         return 0
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     for step in args.steps:
         extra = [f"--checkpoint={step}={checkpoints[step]}"] if step in checkpoints else []
+        if args.profile:
+            args.out.mkdir(parents=True, exist_ok=True)
+            extra.append(f"--profile-to={args.out / f'{args.name}_{step}.prof.txt'}")
         proc = subprocess.run([sys.executable, __file__, "--worker", step, "--threads",
                                str(args.threads), "--npz-dir", str(args.npz_dir),
                                "--head", args.head, *extra],
