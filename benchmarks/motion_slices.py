@@ -176,15 +176,13 @@ def main(argv: list[str] | None = None) -> int:
             i = int(rng.choice(planes[n]))
             i = min(max(i, 1), clean.shape[0] - 2)
             j = int(rng.integers(0, max(clean.shape[1] - args.width, 0) + 1))
-            sources.append(pad_to(corrupted[i - 1:i + 2, j:j + args.width]))
-            targets.append(pad_to(clean[i:i + 1, j:j + args.width]))
-        shape = (max(a.shape[1] for a in sources), max(a.shape[2] for a in sources))
-
-        def stack(arrays, shape=shape):
-            return torch.from_numpy(np.stack([np.pad(a, ((0, 0), (0, shape[0] - a.shape[1]),
-                                                          (0, shape[1] - a.shape[2])))
-                                              for a in arrays]))
-
+            sources.append(corrupted[i - 1:i + 2, j:j + args.width])
+            targets.append(clean[i:i + 1, j:j + args.width])
+        # zero-padded to the batch's largest plane, rounded up to a multiple of 16
+        shape = [-(-max(a.shape[k] for a in sources) // 16) * 16 for k in (1, 2)]
+        source, target = (torch.from_numpy(np.stack([
+            np.pad(a, ((0, 0), (0, shape[0] - a.shape[1]), (0, shape[1] - a.shape[2])))
+            for a in arrays])) for arrays in (sources, targets))
         if args.refresh and step % args.refresh == 0:
             n = int(rng.integers(len(pairs)))
             clean, _, mask, subject, affine = pairs[n]
@@ -192,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                                       rng=numpy_generator(7, "m25", subject, fresh))
             fresh += 1
             pairs[n] = (clean, corrupted.astype(np.float32), mask, subject, affine)
-        loss = F.l1_loss(net(stack(sources)), stack(targets))
+        loss = F.l1_loss(net(source), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
