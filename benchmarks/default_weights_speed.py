@@ -76,6 +76,10 @@ def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None
         out, info = denoise(volume, method="learned", checkpoint=str(model.path),
                             sha256=model.sha256, **extra)
         info["mode"] = info["model"].get("mode")
+        aggregate = info["model"].get("aggregate") or {}  # the average with PRI-NLM, if any
+        info["aggregate"] = {k: aggregate.get(k) for k in
+                             ("weight", "sure_weight", "estimated_gain_db", "applied")
+                             if k in aggregate} or None
     else:
         out, _, info = run_checkpoint(model.path, volume, vol_affine,
                                       expected_sha256=model.sha256,
@@ -92,7 +96,7 @@ def worker(step: str, npz_dir: Path, threads: int, checkpoint: str | None = None
     return {"step": step, "head": head, "model": Path(model.path).parent.name,
             "input_shape": list(volume.shape),
             "output_shape": list(out.shape), "seconds": seconds,
-            "mode": info.get("mode"), "threads": threads,
+            "mode": info.get("mode"), "threads": threads, "aggregate": info.get("aggregate"),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 

@@ -83,7 +83,9 @@ def _prepare(method: str, sigma: float, threads: int, params: dict):
             extra = {"sigma_used": info["sigma"], "parameters": info["parameters"]}
             aggregate = (info.get("model") or {}).get("aggregate")
             if aggregate:  # the learned method's SURE-weighted average with PRI-NLM
-                extra["sure_weight"] = aggregate["weight"]
+                extra["sure_weight"] = aggregate["weight"]  # the weight applied
+                extra["sure_best_weight"] = aggregate.get("sure_weight")
+                extra["sure_gain_db"] = aggregate.get("estimated_gain_db")
             return out, extra
 
         return run
@@ -290,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                            "extra_rss_mb": rec["peak_rss_mb"] - rec["rss_before_mb"],
                            "sigma_used": rec.get("sigma_used"),
                            "sure_weight": rec.get("sure_weight"),
+                           "sure_best_weight": rec.get("sure_best_weight"),
+                           "sure_gain_db": rec.get("sure_gain_db"),
                            **evaluate(clean, out, masks, crop, crop_only)}
                     rows.append(row)
                     print(f"  {level:g}% {method:11s} {row['elapsed_s']:7.1f}s "

@@ -172,7 +172,8 @@ _METHODS = (
         cited="RRDB generator of Wang 2023",
         reference_keys=("wang2023threeplayer",),
         function="bids_enhance.inference.learned:learned_denoise",
-        parameters={"checkpoint": None, "sha256": None, "aggregate": "prinlm"},
+        parameters={"checkpoint": None, "sha256": None, "aggregate": "prinlm",
+                    "min_gain_db": 0.03},
         methods_text=(
             "was denoised with a learned denoiser: the residual-in-residual dense block "
             "generator of the three-player GAN [@wang2023threeplayer] at scale 1, trained with "

@@ -212,6 +212,10 @@ def step_entry(info: dict, scale: float) -> dict:
             entry["Aggregate"] = {
                 "Method": agg.get("method"), "Weight": agg.get("weight"),
                 "NetworkWeight": 1.0 - float(agg.get("weight") or 0.0), "ChosenBy": "SURE",
+                **({"SureWeight": agg["sure_weight"],
+                    "EstimatedGainDB": agg.get("estimated_gain_db"),
+                    "MinGainDB": agg.get("min_gain_db"), "Applied": bool(agg.get("applied"))}
+                   if "sure_weight" in agg else {}),
                 "SureRMSE": {k: float(v) * scale for k, v in (agg.get("sure_rmse") or {}).items()},
                 "Voxels": agg.get("voxels"), "Region": agg.get("region"),
             }

@@ -13,7 +13,11 @@ blending).
 By default (``aggregate="prinlm"``) the network's output is then averaged with PRI-NLM's, with
 the weight that minimises Stein's unbiased risk estimate of the error on 2 cubes of
 :data:`SURE_CUBE`³ voxels spread over the head (:mod:`bids_enhance.classical.sure`): on contrasts the
-network never saw (proton density) PRI-NLM takes most of the weight, on T1w little.
+network never saw (proton density) PRI-NLM takes most of the weight, on T1w little. Where
+SURE estimates that the average would gain less than :data:`BLEND_MIN_GAIN_DB` over the network
+alone, PRI-NLM is not run on the whole head and the network's output is returned (its weight
+is recorded as 0, SURE's weight beside it): on most T1w, T2w and FLAIR heads that saves a
+whole-head PRI-NLM (about a fifth of the time) for a few hundredths of a dB.
 
 Where the head fills less of the field of view (:func:`head_box`), all of this runs on the
 head's bounding box plus :data:`HEAD_MARGIN` voxels, with the whole image's σ and intensity
@@ -29,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from bids_enhance.steps import LEARNED_AGGREGATES
+from bids_enhance.steps import DENOISE_METHODS, LEARNED_AGGREGATES, LEARNED_METHODS
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["CROP_BELOW", "HEAD_MARGIN", "OUTSIDE_WINDOW", "SIGNAL_ABOVE", "SURE_CUBE",
-           "SURE_HALO", "SURE_MARGIN", "SURE_OCTANTS", "head_box", "learned_denoise",
-           "outside_fill"]
+__all__ = ["BLEND_MIN_GAIN_DB", "CROP_BELOW", "HEAD_MARGIN", "OUTSIDE_WINDOW", "SIGNAL_ABOVE",
+           "SURE_CUBE", "SURE_HALO", "SURE_MARGIN", "SURE_OCTANTS", "blend_gain_db", "head_box",
+           "learned_denoise", "outside_fill"]
 
 #: The network, its prefilter and PRI-NLM run on the bounding box of the head, grown by this
 #: many voxels … (the head: the head mask, and wherever a local estimate of the signal exceeds
@@ -66,6 +70,12 @@ SURE_MARGIN = 12
 #: the octants (corners of the 2×2×2 split of the head's bounding box) that hold a cube: two
 #: opposite ones, so every half of the head (left/right, front/back, top/bottom) holds one
 SURE_OCTANTS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (1, 1, 1))
+#: the average with PRI-NLM is applied only where SURE estimates it gains at least this much
+#: (dB of RMSE, 20·log10(network / average)) over the network alone; else PRI-NLM does not run
+#: on the whole head (``min_gain_db``'s default; docs/benchmarks/denoise.md, "Skipping PRI-NLM
+#: where it cannot pay": SURE's estimate on its two cubes runs below the gain measured on the
+#: whole head, so skipped averages cost 0.01–0.05 dB of head PSNR, one low-noise case 0.14)
+BLEND_MIN_GAIN_DB: float = DENOISE_METHODS[LEARNED_METHODS[0]].parameters["min_gain_db"]
 #: mirror-padded context of the network's runs on the crops: none, the margin is real context
 #: (the inference default, 8 voxels, gave the same weight on the otsu head and 2.1× the voxels
 #: per crop run)
@@ -74,8 +84,8 @@ SURE_HALO: int | str = 0
 
 def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "rician",
                     device: Any = "cpu", checkpoint: str | os.PathLike[str] | None = None,
-                    sha256: str | None = None, aggregate: str | None = LEARNED_AGGREGATES[0]
-                   ) -> tuple[Any, dict[str, Any]]:
+                    sha256: str | None = None, aggregate: str | None = LEARNED_AGGREGATES[0],
+                    min_gain_db: float = BLEND_MIN_GAIN_DB) -> tuple[Any, dict[str, Any]]:
     """Denoise a 3D volume with a trained denoiser.
 
     ``checkpoint``: a ``train --model denoise`` checkpoint (or the folder holding it with its
@@ -85,7 +95,10 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     channel of an ``"input+sigma"`` stack); ``noise_model`` is accepted for the interface of the
     classical methods (Rician output is clipped at 0). ``aggregate``: ``"prinlm"`` averages the
     network's output with PRI-NLM's (same σ) with the SURE-optimal weight; ``None``: the network
-    alone. Returns ``(out, model)``: the denoised volume (same container and shape, float32;
+    alone. ``min_gain_db``: the average is applied only where SURE estimates that it gains at
+    least this much over the network alone (else PRI-NLM does not run on the whole image);
+    0: whenever PRI-NLM's weight is above 0.
+    Returns ``(out, model)``: the denoised volume (same container and shape, float32;
     Rician magnitudes stay ≥ 0) and a JSON-ready record of the model that ran (with
     ``aggregate``: the method, its weight and SURE's RMSE of each output, in volume units).
     """
@@ -103,6 +116,9 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     if aggregate is not None and aggregate not in LEARNED_AGGREGATES:
         raise ValueError(f"aggregate must be one of {list(LEARNED_AGGREGATES)} or None, got "
                          f"{aggregate!r}")
+    if isinstance(min_gain_db, bool) or not (isinstance(min_gain_db, (int, float))
+                                             and np.isfinite(min_gain_db) and min_gain_db >= 0):
+        raise ValueError(f"min_gain_db must be a finite number >= 0 (dB), got {min_gain_db!r}")
     as_tensor = torch.is_tensor(volume)
     data = volume.detach().cpu().numpy() if as_tensor else np.asarray(volume)
     if data.ndim != 3:
@@ -156,8 +172,14 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
         scale = given_scale if box is not None else float(info.get("normalisation_scale") or 1.0)
         blend = _sure_weight(data, lambda vol: network(vol, scale, SURE_HALO)[0], classical,
                              sigma=sigma, mask=mask)  # its own crops of the whole image
-        if blend.weight > 0.0:
+        gain_db = blend_gain_db(blend)
+        applied = blend.weight > 0.0 and gain_db >= min_gain_db
+        if applied:
             out = (1.0 - blend.weight) * out + blend.weight * classical(work)
+        elif blend.weight > 0.0:
+            LOGGER.info("learned denoiser: the average would gain an estimated %.3f dB < %.2f dB "
+                        "over the network alone; PRI-NLM is not run on the whole image and the "
+                        "network's output is kept", gain_db, min_gain_db)
     if box is not None:
         full = outside_fill(data, sigma=sigma, noise_model=noise_model)
         full[box] = out
@@ -173,7 +195,9 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     }
     if blend is not None:
         model["aggregate"] = {
-            "method": aggregate, "weight": blend.weight,
+            "method": aggregate, "weight": blend.weight if applied else 0.0,
+            "sure_weight": blend.weight, "estimated_gain_db": gain_db,
+            "min_gain_db": float(min_gain_db), "applied": applied,
             "sure_rmse": {"network": blend.rmse_first, aggregate: blend.rmse_second,
                           "average": blend.rmse_blend},
             "voxels": blend.voxels, "region": blend.region,
@@ -185,6 +209,15 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     if as_tensor:
         return torch.from_numpy(out).to(volume.device), model
     return out, model
+
+
+def blend_gain_db(blend) -> float:
+    """SURE's estimate of what the average gains over the network alone, in dB of RMSE
+    (``20·log10(rmse_network / rmse_average)``; ≥ 0, as the weight minimises SURE; 0 when the
+    estimate of either is 0)."""
+    if blend.rmse_blend <= 0.0 or blend.rmse_first <= 0.0:
+        return 0.0
+    return float(max(20.0 * np.log10(blend.rmse_first / blend.rmse_blend), 0.0))
 
 
 def _coarse_step(shape: tuple[int, ...]) -> int:

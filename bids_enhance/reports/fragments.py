@@ -489,6 +489,12 @@ def _steps_html(steps: list) -> str:
             text = (f"<code>{_e(agg['Method'])}</code>, weight "
                     f"{format_number(weight, digits=2) if weight is not None else 'n/a'} "
                     "(the network: the rest), chosen by Stein's unbiased risk estimate")
+            best, gain = _finite(agg.get("SureWeight")), _finite(agg.get("EstimatedGainDB"))
+            least = _finite(agg.get("MinGainDB"))
+            if agg.get("Applied") is False and best and gain is not None and least is not None:
+                text += (f"; its best weight, {best:.2f}, would have gained an estimated "
+                         f"{gain:.3f} dB over the network alone, less than {least:.2f} dB, so "
+                         f"<code>{_e(agg['Method'])}</code> was not run on the whole image")
             if rmse:
                 text += " (estimated RMSE: " + ", ".join(
                     f"{_e(str(k))} {format_number(v, digits=3)}" for k, v in rmse.items()

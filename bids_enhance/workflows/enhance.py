@@ -70,11 +70,14 @@ def init_denoise_wf(*, method: str = registry.DEFAULT_DENOISE_METHOD,
 
             other = registry.DENOISE_METHODS[params["aggregate"]]
             cite = "; ".join(f"@{key}" for key in (*other.reference_keys, *REFERENCE_KEYS))
+            least = float(params.get("min_gain_db") or 0.0)
+            skip = (f"; where that estimate put the average's gain over the network alone "
+                    f"below {least:g} dB, the network's output was used" if least > 0 else "")
             refine += (f" The network's output was then averaged with that of {other.abbreviation}"
                        f" (same noise level) [{cite}], with the weight that minimised Stein's "
                        f"unbiased risk estimate of the error, computed by Monte Carlo on "
                        f"{len(SURE_OCTANTS)} cubes of {SURE_CUBE}³ voxels spread over the "
-                       "head (the weight is recorded in the sidecar).")
+                       f"head{skip} (the weights are recorded in the sidecar).")
         from bids_enhance.inference.learned import CROP_BELOW, HEAD_MARGIN
 
         refine += (f" Where the head filled less than {CROP_BELOW:.0%} of the field of view, "

@@ -128,3 +128,31 @@ def test_the_report_names_what_a_learned_denoiser_refines():
            "a σ map" in html
     step["Prefilter"]["NetworkInput"] = "filtered+input+prinlm"
     assert "the noisy input and PRI-NLM's output" in _steps_html([step])
+
+
+def test_a_skipped_average_is_recorded_and_reported_as_skipped():
+    """The learned denoiser's average with PRI-NLM, skipped because SURE put its gain below the
+    threshold: the sidecar says weight 0 was applied and keeps SURE's own weight and gain; the
+    report says why PRI-NLM did not run on the whole image. An applied one reads as before."""
+    from bids_enhance.bids.sidecar import step_entry
+    from bids_enhance.reports.fragments import _steps_html
+
+    aggregate = {"method": "prinlm", "weight": 0.0, "sure_weight": 0.12,
+                 "estimated_gain_db": 0.021, "min_gain_db": 0.05, "applied": False,
+                 "sure_rmse": {"network": 0.0337, "prinlm": 0.0377, "average": 0.0336},
+                 "voxels": 1000, "region": "2 cube(s)"}
+    info = {"step": "denoise", "method": "learned", "noise_model": "rician", "parameters": {},
+            "model": {"name": "denoise_stack", "task": "denoise", "sha256": "ab" * 32,
+                      "aggregate": aggregate}}
+    entry = step_entry(info, 100.0)
+    agg = entry["Aggregate"]
+    assert agg["Weight"] == 0.0 and agg["NetworkWeight"] == 1.0 and agg["Applied"] is False
+    assert agg["SureWeight"] == 0.12 and agg["EstimatedGainDB"] == 0.021
+    assert agg["MinGainDB"] == 0.05 and agg["SureRMSE"]["network"] == pytest.approx(3.37)
+    html = _steps_html([entry])
+    assert "its best weight, 0.12, would have gained an estimated 0.021 dB" in html
+    assert "less than 0.05 dB, so <code>prinlm</code> was not run on the whole image" in html
+    applied = step_entry({**info, "model": {**info["model"], "aggregate": {
+        **aggregate, "weight": 0.12, "applied": True, "estimated_gain_db": 0.2}}}, 100.0)
+    assert applied["Aggregate"]["Applied"] is True
+    assert "was not run" not in _steps_html([applied])

@@ -10,7 +10,7 @@ import pytest
 
 from bids_enhance.classical import denoise
 from bids_enhance.cli.run import main
-from bids_enhance.inference.learned import SURE_CUBE
+from bids_enhance.inference.learned import BLEND_MIN_GAIN_DB, SURE_CUBE
 from bids_enhance.inference.weights import ModelSelectionError, resolve_model
 from tests.conftest import phantom, write_bids
 from tests.generative_helpers import save_tiny_generator, write_model_card
@@ -34,7 +34,7 @@ def test_learned_method_records_its_model_and_sigma(denoiser):
     assert info["method"] == "learned" and info["sigma"] > 0
     assert info["sigma_estimator"] == "coupe2010"
     # named by the model record, not by a local path; averaged with PRI-NLM by default
-    assert info["parameters"] == {"aggregate": "prinlm"}
+    assert info["parameters"] == {"aggregate": "prinlm", "min_gain_db": BLEND_MIN_GAIN_DB}
     assert info["model"]["sha256"] == sha and info["model"]["task"] == "denoise"
     assert info["model"]["name"] == "tiny_denoise" and info["model"]["card"]
     agg = info["model"]["aggregate"]
@@ -45,20 +45,80 @@ def test_learned_method_records_its_model_and_sigma(denoiser):
     json.dumps(info)
 
 
-def test_the_network_is_averaged_with_prinlm_by_the_sure_weight(denoiser):
+def test_the_network_is_averaged_with_prinlm_by_the_sure_weight(denoiser, monkeypatch):
     """The learned method's output is ``(1 − w)·network + w·PRI-NLM`` with the weight it
     records; ``aggregate=None`` runs the network alone; anything else is refused."""
     folder, _ = denoiser
     noisy = phantom((24, 24, 24), noise=4.0) / 100.0
     ckpt = str(folder / "checkpoint.pt")
-    blended, info = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt)
+    blended, info = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt,
+                            min_gain_db=0.0)  # whenever PRI-NLM's weight is above 0
     alone, plain = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt, aggregate=None)
     nlm, _ = denoise(noisy, method="prinlm", sigma=0.04)
     w = info["model"]["aggregate"]["weight"]
-    assert "aggregate" not in plain["model"] and plain["parameters"] == {"aggregate": None}
+    assert "aggregate" not in plain["model"] and plain["parameters"]["aggregate"] is None
     np.testing.assert_allclose(blended, np.maximum((1 - w) * alone + w * nlm, 0), atol=1e-5)
     with pytest.raises(ValueError, match="aggregate must be one of"):
         denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt, aggregate="bm4d")
+    for bad in (-0.1, float("nan"), "0.1", True):
+        with pytest.raises(ValueError, match="min_gain_db must be a finite number >= 0"):
+            denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt, min_gain_db=bad)
+
+
+def test_an_average_that_cannot_pay_is_skipped_and_recorded(denoiser, monkeypatch):
+    """Where SURE estimates that the average gains less than BLEND_MIN_GAIN_DB over the network
+    alone, PRI-NLM does not run on the whole image, the output is the network's, and the record
+    says so: weight 0 applied, SURE's own weight and gain beside it. Above the threshold the
+    average is applied with SURE's weight (SURE stubbed: the gate, not the estimate, is pinned
+    here)."""
+    import bids_enhance.classical as classical
+    from bids_enhance.classical.sure import SureBlend
+    from bids_enhance.inference import learned
+
+    folder, _ = denoiser
+    noisy = phantom((24, 24, 24), noise=4.0) / 100.0
+    ckpt = str(folder / "checkpoint.pt")
+    shapes = []
+    original = classical.prinlm
+
+    def counting(vol, **kwargs):
+        shapes.append(np.shape(vol))
+        return original(vol, **kwargs)
+
+    def stub(average):
+        return lambda *args, **kwargs: SureBlend(weight=0.3, rmse_first=1.0, rmse_second=1.2,
+                                                 rmse_blend=average, voxels=8, region="stub")
+
+    monkeypatch.setattr(classical, "prinlm", counting)
+    alone, _ = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt, aggregate=None)
+    monkeypatch.setattr(learned, "_sure_weight", stub(0.999))  # 0.0087 dB
+    skipped, info = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt)
+    record = info["model"]["aggregate"]
+    assert not record["applied"] and record["weight"] == 0.0 and record["sure_weight"] == 0.3
+    assert record["estimated_gain_db"] == pytest.approx(-20 * np.log10(0.999))
+    assert record["min_gain_db"] == learned.BLEND_MIN_GAIN_DB > record["estimated_gain_db"]
+    assert shapes == []  # PRI-NLM never ran
+    np.testing.assert_array_equal(skipped, alone)
+    monkeypatch.setattr(learned, "_sure_weight", stub(0.9))  # 0.92 dB
+    averaged, info = denoise(noisy, method="learned", sigma=0.04, checkpoint=ckpt)
+    record = info["model"]["aggregate"]
+    assert record["applied"] and record["weight"] == record["sure_weight"] == 0.3
+    assert shapes == [noisy.shape]  # once, on the whole image
+    nlm = original(noisy, sigma=0.04, noise_model="rician")
+    np.testing.assert_allclose(averaged, np.maximum(0.7 * alone + 0.3 * nlm, 0), atol=1e-5)
+
+
+def test_blend_gain_is_the_rmse_ratio_in_db():
+    from bids_enhance.classical.sure import SureBlend
+    from bids_enhance.inference.learned import blend_gain_db
+
+    def blend(first, average):
+        return SureBlend(weight=0.2, rmse_first=first, rmse_second=5.0, rmse_blend=average,
+                         voxels=10, region="")
+
+    assert blend_gain_db(blend(2.0, 1.0)) == pytest.approx(20 * np.log10(2.0))
+    assert blend_gain_db(blend(3.0, 3.0)) == 0.0
+    assert blend_gain_db(blend(0.0, 0.0)) == 0.0  # a perfect estimate: nothing to gain
 
 
 def test_sure_crop_runs_log_at_debug_and_leave_the_logger_alone(denoiser, caplog):
@@ -158,6 +218,8 @@ def test_learned_denoiser_runs_with_sidecar_report_and_methods(tmp_path, denoise
     assert agg["Method"] == "prinlm" and agg["ChosenBy"] == "SURE"
     assert agg["Weight"] + agg["NetworkWeight"] == pytest.approx(1.0)
     assert set(agg["SureRMSE"]) == {"network", "prinlm", "average"}
+    assert agg["MinGainDB"] == BLEND_MIN_GAIN_DB and isinstance(agg["Applied"], bool)
+    assert agg["Weight"] == (agg["SureWeight"] if agg["Applied"] else 0.0)
     assert {"stein1981", "ramani2008", "manjon2012"} <= {r["Key"] for r in step["References"]}
     report = (out / "sub-01.html").read_text()
     assert "Learned denoiser: scale-1 RRDB generator" in report
@@ -168,6 +230,7 @@ def test_learned_denoiser_runs_with_sidecar_report_and_methods(tmp_path, denoise
     methods = (out / "logs" / "CITATION.md").read_text()
     assert "was denoised with a learned denoiser" in methods and sha[:12] in methods
     assert "averaged with that of PRI-NLM" in methods and "Stein's unbiased risk" in methods
+    assert f"below {BLEND_MIN_GAIN_DB:g} dB, the network's output was used" in methods
 
 
 def test_a_refinement_model_runs_on_its_prefilter_output(tmp_path):
