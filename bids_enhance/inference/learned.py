@@ -73,8 +73,8 @@ SURE_OCTANTS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (1, 1, 1))
 #: the average with PRI-NLM is applied only where SURE estimates it gains at least this much
 #: (dB of RMSE, 20·log10(network / average)) over the network alone; else PRI-NLM does not run
 #: on the whole head (``min_gain_db``'s default; docs/benchmarks/denoise.md, "Skipping PRI-NLM
-#: where it cannot pay": SURE's estimate on its two cubes runs below the gain measured on the
-#: whole head, so skipped averages cost 0.01–0.05 dB of head PSNR, one low-noise case 0.14)
+#: where it cannot pay": SURE's estimate on its two cubes is rough, so the 8 held-out cases of
+#: 15 it skips cost 0.004–0.036 dB of head PSNR; at 0.05 dB a low-noise T1wGd brain lost 0.14)
 BLEND_MIN_GAIN_DB: float = DENOISE_METHODS[LEARNED_METHODS[0]].parameters["min_gain_db"]
 #: mirror-padded context of the network's runs on the crops: none, the margin is real context
 #: (the inference default, 8 voxels, gave the same weight on the otsu head and 2.1× the voxels
