@@ -14,7 +14,7 @@ start with, one of them replaced by a fresh draw every ``--refresh`` steps (new 
 throughout, not a fixed set). Adam 2e-4, cosine over ``--steps``, L1, batch 8.
 
 Validation: the two held-out heads, whole, corrupted exactly as their model cards corrupt them
-(``numpy_generator(20251127, "held-out", name)``, the ``motion`` preset; corrupted 22.81 and
+(``train_default_weights.held_out_input``, the ``motion`` preset; corrupted 22.81 and
 25.40 dB), PSNR in the head mask, every 1000 steps — the numbers compare directly with the
 cards (the shipped 3D model: +0.23 / +0.49 dB)::
 
@@ -90,19 +90,13 @@ def pad_to(array: np.ndarray, multiple: int = 16) -> np.ndarray:
 
 def held_out_pairs():
     """(name, reference, corrupted, mask) of the held-out heads, as their model cards."""
-    from train_default_weights import HELD_OUT, NPZ_DIR, _read_volume
+    from train_default_weights import HELD_OUT, NPZ_DIR, held_out_input
 
-    from bids_enhance.degrade import degrade
-    from bids_enhance.image.intensity import normalise
     from bids_enhance.image.mask import head_mask
-    from bids_enhance.training.seeding import numpy_generator
 
     out = []
     for name in HELD_OUT:
-        data, affine = _read_volume(NPZ_DIR, name)
-        hr, _ = normalise(data[tuple(slice(0, n - n % 2) for n in data.shape)])
-        corrupted, _, _ = degrade(hr, affine, steps="motion",
-                                  rng=numpy_generator(20251127, "held-out", name))
+        hr, _, corrupted, _, _ = held_out_input(NPZ_DIR, name, "motion")
         out.append((name, hr, corrupted, head_mask(hr)))
     return out
 

@@ -69,6 +69,8 @@ DATA_DIR = SHARED_DATA / "t1_highres"
 NPZ_DIR = ROOT / "benchmarks" / "results" / "t1_highres_npz"
 TRAINING = ("brainchop_T1w_1mm", "niivue_T1wGd_brain_1mm", "hanke_T1w_0.67mm")
 HELD_OUT = ("niivue_otsu_T1w_1mm", "arc2017_T1w_1mm")
+#: the seed of the held-out heads' degradations (``ship --seed``'s default; the model cards)
+HELD_OUT_SEED = 20251127
 #: the learned denoiser's split: every volume of benchmarks/denoise.py's T1w/T2w/FLAIR rows is
 #: held out (three T1w, one T2w with skull, the FLAIR); it trains on the other two T1w heads,
 #: the brain-extracted T2w and twelve IXI heads (2 mm, another scanner; subject variety)
@@ -739,6 +741,23 @@ def run_stage(name: str, args, train_vols, val_vols, *, iterations: int, warmup:
     return result.to_dict()
 
 
+def held_out_input(npz_dir: Path, name: str, preset: str, *, seed: int = HELD_OUT_SEED,
+                   crop: int | None = None):
+    """``(hr, affine, degraded, degraded_affine, records)``: the held-out head ``name`` as the
+    model cards see it — (centrally cropped,) cut to even sizes, normalised, then degraded by
+    ``preset`` with a generator drawn from ``seed`` and the head's name."""
+    from bids_enhance.degrade import degrade
+    from bids_enhance.image.intensity import normalise
+    from bids_enhance.training.seeding import numpy_generator
+
+    data, affine = _read_volume(npz_dir, name)
+    data = _central_crop(data, crop)
+    hr, _ = normalise(data[tuple(slice(0, n - n % 2) for n in data.shape)])
+    degraded, degraded_affine, records = degrade(hr, affine, steps=preset,
+                                                 rng=numpy_generator(seed, "held-out", name))
+    return hr, affine, degraded, degraded_affine, records
+
+
 def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str, seed: int,
                       crop: int | None, cache: Path | None = None) -> list[dict]:
     """The model and its baselines on the whole held-out volumes, in the format of
@@ -750,13 +769,10 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
     ``denoise`` (see :class:`BaselineCache`).
     The degradation of each head is drawn from the seed and the head's name, so every model
     and every rerun sees the same inputs."""
-    from bids_enhance.degrade import degrade
-    from bids_enhance.image.intensity import normalise
     from bids_enhance.image.mask import head_mask
     from bids_enhance.inference import run_checkpoint, upsample_baseline
     from bids_enhance.metrics.comparison import PROTOCOL
     from bids_enhance.metrics.quality import evaluate
-    from bids_enhance.training.seeding import numpy_generator
 
     if task == "denoise":
         return evaluate_denoiser(checkpoint, npz_dir, device=device, seed=seed, crop=crop,
@@ -766,11 +782,8 @@ def evaluate_held_out(checkpoint: Path, task: str, npz_dir: Path, *, device: str
                                           crop=crop)
     comparisons = []
     for name in HELD_OUT:
-        data, affine = _read_volume(npz_dir, name)
-        data = _central_crop(data, crop)
-        hr, _ = normalise(data[tuple(slice(0, n - n % 2) for n in data.shape)])
-        degraded, lr_affine, records = degrade(hr, affine, steps=PRESETS[task],
-                                               rng=numpy_generator(seed, "held-out", name))
+        hr, affine, degraded, lr_affine, records = held_out_input(npz_dir, name, PRESETS[task],
+                                                                  seed=seed, crop=crop)
         mask = head_mask(hr)
         x2 = task not in ("motion-gan", "motion-ddpm")
         out, out_affine, info = run_checkpoint(checkpoint, degraded, lr_affine, device=device,
@@ -1356,7 +1369,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="turn each training patch pair by a random symmetry of the cube (flips, "
                         "axis permutations)")
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--seed", type=int, default=20251127)
+    t.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     t.add_argument("--smoke", action="store_true",
                    help="tiny networks, 64³ crops, CPU: proves the script runs end to end")
     sh = sub.add_parser("ship", help="evaluate the newest checkpoint of runs in --work (also "
@@ -1376,7 +1389,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="pack the (one) run under this model name, e.g. a variant of a default "
                          "model shipped in its folder; the card names the run it came from")
     sh.add_argument("--crop", type=int, default=None)
-    sh.add_argument("--seed", type=int, default=20251127)
+    sh.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     args = parser.parse_args(argv)
     if args.command == "prep":
         prep(args.data_dir, args.out)

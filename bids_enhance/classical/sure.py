@@ -100,6 +100,15 @@ class SureBlend:
     voxels: int
     region: str
 
+    @property
+    def gain_db(self) -> float:
+        """SURE's estimate of what the average gains over the first denoiser alone, in dB of
+        RMSE (``20·log10(rmse_first / rmse_blend)``; ≥ 0, as the weight minimises SURE; 0
+        when the estimate of either is 0)."""
+        if self.rmse_blend <= 0.0 or self.rmse_first <= 0.0:
+            return 0.0
+        return float(max(20.0 * np.log10(self.rmse_first / self.rmse_blend), 0.0))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

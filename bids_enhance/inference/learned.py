@@ -38,7 +38,7 @@ from bids_enhance.steps import DENOISE_METHODS, LEARNED_AGGREGATES, LEARNED_METH
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ["BLEND_MIN_GAIN_DB", "CROP_BELOW", "HEAD_MARGIN", "OUTSIDE_WINDOW", "SIGNAL_ABOVE",
-           "SURE_CUBE", "SURE_HALO", "SURE_MARGIN", "SURE_OCTANTS", "blend_gain_db", "head_box",
+           "SURE_CUBE", "SURE_HALO", "SURE_MARGIN", "SURE_OCTANTS", "head_box",
            "learned_denoise", "outside_fill"]
 
 #: The network, its prefilter and PRI-NLM run on the bounding box of the head, grown by this
@@ -172,7 +172,7 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
         scale = given_scale if box is not None else float(info.get("normalisation_scale") or 1.0)
         blend = _sure_weight(data, lambda vol: network(vol, scale, SURE_HALO)[0], classical,
                              sigma=sigma, mask=mask)  # its own crops of the whole image
-        gain_db = blend_gain_db(blend)
+        gain_db = blend.gain_db  # SURE's estimate of the average's gain over the network
         applied = blend.weight > 0.0 and gain_db >= min_gain_db
         if applied:
             out = (1.0 - blend.weight) * out + blend.weight * classical(work)
@@ -209,15 +209,6 @@ def learned_denoise(volume, *, sigma: float | None = None, noise_model: str = "r
     if as_tensor:
         return torch.from_numpy(out).to(volume.device), model
     return out, model
-
-
-def blend_gain_db(blend) -> float:
-    """SURE's estimate of what the average gains over the network alone, in dB of RMSE
-    (``20·log10(rmse_network / rmse_average)``; ≥ 0, as the weight minimises SURE; 0 when the
-    estimate of either is 0)."""
-    if blend.rmse_blend <= 0.0 or blend.rmse_first <= 0.0:
-        return 0.0
-    return float(max(20.0 * np.log10(blend.rmse_first / blend.rmse_blend), 0.0))
 
 
 def _coarse_step(shape: tuple[int, ...]) -> int:

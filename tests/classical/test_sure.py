@@ -94,3 +94,15 @@ def test_pieces_add_up_to_the_whole():
     assert split.rmse_first == pytest.approx(whole.rmse_first, rel=0.02)
     with pytest.raises(ValueError, match="at least one voxel"):
         sure_blend(weak, strong, [], sigma=sigma)
+
+
+def test_blend_gain_is_the_rmse_ratio_in_db():
+    from bids_enhance.classical.sure import SureBlend
+
+    def blend(first, average):
+        return SureBlend(weight=0.2, rmse_first=first, rmse_second=5.0, rmse_blend=average,
+                         voxels=10, region="")
+
+    assert blend(2.0, 1.0).gain_db == pytest.approx(20 * np.log10(2.0))
+    assert blend(3.0, 3.0).gain_db == 0.0
+    assert blend(0.0, 0.0).gain_db == 0.0  # a perfect estimate: nothing to gain

@@ -108,19 +108,6 @@ def test_an_average_that_cannot_pay_is_skipped_and_recorded(denoiser, monkeypatc
     np.testing.assert_allclose(averaged, np.maximum(0.7 * alone + 0.3 * nlm, 0), atol=1e-5)
 
 
-def test_blend_gain_is_the_rmse_ratio_in_db():
-    from bids_enhance.classical.sure import SureBlend
-    from bids_enhance.inference.learned import blend_gain_db
-
-    def blend(first, average):
-        return SureBlend(weight=0.2, rmse_first=first, rmse_second=5.0, rmse_blend=average,
-                         voxels=10, region="")
-
-    assert blend_gain_db(blend(2.0, 1.0)) == pytest.approx(20 * np.log10(2.0))
-    assert blend_gain_db(blend(3.0, 3.0)) == 0.0
-    assert blend_gain_db(blend(0.0, 0.0)) == 0.0  # a perfect estimate: nothing to gain
-
-
 def test_sure_crop_runs_log_at_debug_and_leave_the_logger_alone(denoiser, caplog):
     """The whole volume's inference logs its progress at INFO; the runs on SURE's crops (a step
     inside it) at DEBUG, by a keyword, not by switching a process-wide logger's level."""
