@@ -135,14 +135,14 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd",
           "denoise_stack_pd_prinlm", "motion_gan_deep", "gan3p_l1_x2_gamma", "gan3p_l1_x2_p64",
-          "gan3p_l1_x2_aug3")
+          "gan3p_l1_x2_aug3", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
          "gan3p_l1_x2_ft": "gan3p", "gan3p_l1_x2_ixi": "gan3p", "gan3p_l1_x2_1mm": "gan3p",
          "gan3p_l1_x2_wide": "gan3p", "gan3p_l1_x2_aug": "gan3p",
          "gan3p_l1_x2_aug2": "gan3p", "gan3p_l1_x2_gamma": "gan3p", "gan3p_l1_x2_aug3": "gan3p",
-         "gan3p_l1_x2_p64": "gan3p",
+         "gan3p_l1_x2_p64": "gan3p", "gan3p_l1_x2_phase": "gan3p", "gan3p_l1_x2_gamma2": "gan3p",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "motion_gan_ctx": "motion-gan",
          "motion_gan_deep": "motion-gan",
@@ -207,6 +207,12 @@ SPLITS = {
     # the shipped generator trained further on 64³ patches instead of 32³ (its training view
     # as wide as it sees at inference, fewer borders in each patch), otherwise its recipe
     "gan3p_l1_x2_p64": (TRAINING_1MM, HELD_OUT),
+    # the shipped generator trained further with patches cut at any voxel, each input recomputed
+    # as the box average of its patch: all 8 phases of the 2×2×2 box grid, where the whole
+    # head's box average offers one (8 LR renditions of each head), otherwise its recipe
+    "gan3p_l1_x2_phase": (TRAINING_1MM, HELD_OUT),
+    # … its control: the same restart from the same weights without the phases
+    "gan3p_l1_x2_gamma2": (TRAINING_1MM, HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped motion model, trained further on six 1 mm heads
@@ -228,7 +234,8 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 #: models trained with the pixel loss alone (no adversarial stage)
 PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "motion_gan_deep", "gan3p_l1_x2_wide",
               "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma",
-              "gan3p_l1_x2_aug3", "gan3p_l1_x2_p64", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+              "gan3p_l1_x2_aug3", "gan3p_l1_x2_p64", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2",
+              "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
@@ -255,14 +262,17 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
                  "denoise_stack_pd_prinlm": "denoise-rician-wide-blockmatch-stack-prinlm"}
 #: models whose training patches are turned by random symmetries of the cube
 AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma", "gan3p_l1_x2_aug3",
-             "gan3p_l1_x2_p64",
+             "gan3p_l1_x2_p64", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2",
              "denoise_stack_aug",
              "denoise_stack_ixi",
              "denoise_stack_ft",
              "denoise_stack_wiener", "denoise_stack_prinlm", "denoise_stack_lowsigma",
              "denoise_stack_bm", "denoise_stack_pd", "denoise_stack_pd_prinlm")
 #: models whose training pairs also get a random gamma (their source recomputed as the box average)
-INTENSITY_AUGMENTED = ("gan3p_l1_x2_gamma", "gan3p_l1_x2_p64")
+INTENSITY_AUGMENTED = ("gan3p_l1_x2_gamma", "gan3p_l1_x2_p64", "gan3p_l1_x2_phase",
+                       "gan3p_l1_x2_gamma2")
+#: models whose x2 patches are cut at any voxel, their source recomputed as the box average
+PHASE_AUGMENTED = ("gan3p_l1_x2_phase",)
 DESCRIPTIONS = {
     "gan3p_l1_x2": "x2 super-resolution, RRDB generator of the three-player GAN after its "
                    "pixel-loss (L1) warm-up only (PSNR-oriented)",
@@ -296,6 +306,16 @@ DESCRIPTIONS = {
                        "pixel-loss (L1) stage only: the shipped superres generator trained "
                        "further on 64³ patches of its six 1 mm heads (cube symmetries and a "
                        "random gamma, as before)",
+    "gan3p_l1_x2_phase": "x2 super-resolution, RRDB generator of the three-player GAN, "
+                         "pixel-loss (L1) stage only: the shipped superres generator trained "
+                         "further on its six 1 mm heads with patches cut at any voxel, each "
+                         "input recomputed as the 2×2×2 box average of its patch (all 8 phases "
+                         "of the box grid), cube symmetries and a random gamma as before",
+    "gan3p_l1_x2_gamma2": "x2 super-resolution, RRDB generator of the three-player GAN, "
+                          "pixel-loss (L1) stage only: the shipped superres generator trained "
+                          "further on its six 1 mm heads, cube symmetries and a random gamma "
+                          "(the control of gan3p_l1_x2_phase: the same restart without the "
+                          "phases)",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
@@ -537,7 +557,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
         validate_every=max(iterations // args.validations, 1), log_every=args.log_every,
         validation_crop=args.validation_crop,
         augment=getattr(args, "augment", False) or name in AUGMENTED,
-        intensity_augment=name in INTENSITY_AUGMENTED)
+        intensity_augment=name in INTENSITY_AUGMENTED,
+        phase_augment=name in PHASE_AUGMENTED)
     if args.lr is not None:
         fields["lr"] = args.lr
     from bids_enhance.models.registry import size_preset
@@ -574,7 +595,7 @@ def _stream(volumes, cfg):
                realisations=cfg.realisations, samples_per_volume=cfg.samples_per_volume,
                queue_length=cfg.queue_length, background_weight=cfg.background_weight,
                augment=cfg.augment,
-               intensity_augment=cfg.intensity_augment)
+               intensity_augment=cfg.intensity_augment, phase_augment=cfg.phase_augment)
 
 
 def probe_throughput(volumes, cfg, *, phase: str, steps: int = 8, warm: int = 3) -> float:

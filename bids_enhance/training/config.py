@@ -112,6 +112,9 @@ class TrainConfig:
         ``intensity_augment``: each x2 pair's contrast changed by a random gamma (log γ in ±0.3,
         TorchIO's ``RandomGamma`` range) with its source recomputed as the box average of the
         new target; x2 tasks on the pure box-average degradation (``sr-box-x2``) only.
+        ``phase_augment``: x2 patches cut at any voxel, not only at even ones, each source
+        recomputed as the box average of its target — all 8 phases of the 2×2×2 box grid;
+        ``sr-box-x2`` only, as ``intensity_augment``.
 
     Optimisation
         ``lr`` (default 1e-4), ``betas``, ``weight_decay`` (Adam for the GANs, AdamW for
@@ -158,6 +161,7 @@ class TrainConfig:
     background_weight: float = 0.0
     augment: bool = False
     intensity_augment: bool = False
+    phase_augment: bool = False
     seed: int = 0
     # optimisation
     lr: float | None = None
@@ -223,6 +227,11 @@ class TrainConfig:
                              f"got {self.intensity_augment!r}")
         if self.intensity_augment and self.task not in ("gan3p", "disgan"):
             raise ValueError(f"intensity_augment works on x2 box-average pairs; task "
+                             f"{self.task!r} is not an x2 task")
+        if not isinstance(self.phase_augment, bool):
+            raise ValueError(f"phase_augment must be true or false, got {self.phase_augment!r}")
+        if self.phase_augment and self.task not in ("gan3p", "disgan"):
+            raise ValueError(f"phase_augment works on x2 box-average pairs; task "
                              f"{self.task!r} is not an x2 task")
         self.seed = check_seed(self.seed)
         self.lr = _float("lr", self.lr, optional=True, open_min=True)

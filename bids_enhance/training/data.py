@@ -145,14 +145,17 @@ def _crop_pad(array: np.ndarray, *, scale: int, minimum: Sequence[int]) -> np.nd
     return np.ascontiguousarray(array)
 
 
-def _sampling_table(weights: np.ndarray, geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of admissible centres and the cdf of their weights (float64)."""
+def _sampling_table(weights: np.ndarray, geometry: PatchGeometry, *,
+                    any_phase: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of admissible centres and the cdf of their weights (float64). x2 patches
+    start on even voxels (their source is the whole volume's box average) unless ``any_phase``
+    (the source is recomputed from each patch's target)."""
     valid = weights > 0
     for axis, (n, p) in enumerate(zip(weights.shape, geometry.patch_size, strict=True)):
         lo, hi = p // 2, n - (p - 1) // 2  # TorchIO: centre in [p//2, n - (p-1)//2)
         centres = np.arange(n)
         ok = (centres >= lo) & (centres < hi)
-        if geometry.scale > 1:
+        if geometry.scale > 1 and not any_phase:
             ok &= (centres - p // 2) % geometry.scale == 0
         shape = [1, 1, 1]
         shape[axis] = n
@@ -210,6 +213,17 @@ def random_gamma(source: Tensor, target: Tensor,
     return box_average_x2(target).contiguous(), target.contiguous()
 
 
+def rebox(source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """An x2 pair whose source is recomputed as the 2×2×2 box average of its target (on the
+    target's grid). For patches cut at any voxel, not only even ones: their box grid is shifted
+    by the patch's origin, one of the 8 phases of the 2×2×2 grid, where the whole volume's box
+    average has only one. ``source`` is only checked for its shape: it is replaced."""
+    if source.shape[0] != 1 or tuple(source.shape[1:]) != tuple(target.shape):
+        raise ValueError(f"phase augmentation needs a one-channel x2 pair on the HR grid, "
+                         f"got source {tuple(source.shape)} and target {tuple(target.shape)}")
+    return box_average_x2(target).contiguous(), target.contiguous()
+
+
 class PairedPatchStream:
     """Deterministic, resumable stream of aligned (degraded, clean) patches from a TorchIO queue.
 
@@ -228,6 +242,10 @@ class PairedPatchStream:
         intensity_augment: change each patch pair's contrast by a random gamma
             (:func:`random_gamma`, drawn from ``("intensity", position)``) and recompute its source;
             only for a pure 2×2×2 box-average degradation (``sr-box-x2``), checked on the data.
+        phase_augment: cut x2 patches at any voxel, not only at even ones, and recompute each
+            source as the box average of its target (:func:`rebox`): all 8 phases of the
+            2×2×2 box grid, where the whole volume's box average offers one; only for
+            ``sr-box-x2``, checked on the data.
 
     ``next_batch(B, rank=r, world_size=W)`` returns rank ``r``'s ``(source, target)`` tensors of
     the next global batch of ``B·W`` patches: 3D ``(B, C, x, y, z)`` with ``x = X/scale`` … (``C``
@@ -239,7 +257,7 @@ class PairedPatchStream:
                  geometry: PatchGeometry, seed: int, realisations: int = 1,
                  samples_per_volume: int = 16, queue_length: int = 128,
                  background_weight: float = 0.0, augment: bool = False,
-                 intensity_augment: bool = False) -> None:
+                 intensity_augment: bool = False, phase_augment: bool = False) -> None:
         from bids_enhance.degrade import degrade
 
         if not volumes:
@@ -258,6 +276,9 @@ class PairedPatchStream:
         self.intensity_augment = bool(intensity_augment)
         if self.intensity_augment and geometry.scale != 2:
             raise ValueError("intensity_augment works on x2 box-average pairs (sr-box-x2) only")
+        self.phase_augment = bool(phase_augment)
+        if self.phase_augment and geometry.scale != 2:
+            raise ValueError("phase_augment works on x2 box-average pairs (sr-box-x2) only")
         self.seed = check_seed(seed)
         self.samples_per_volume = int(samples_per_volume)
         self.queue_length = int(queue_length)
@@ -287,14 +308,15 @@ class PairedPatchStream:
                         f"of shape {expected}")
                 if degraded.ndim == 3:
                     degraded = degraded[None]  # (C, X, Y, Z): a stacking prefilter gives C > 1
-                if self.intensity_augment:
+                if self.intensity_augment or self.phase_augment:
                     box = box_average_x2(torch.from_numpy(np.ascontiguousarray(
                         clean, np.float32)), on_hr_grid=False).numpy()
                     if degraded.shape != box.shape or not np.allclose(
                             degraded, box, rtol=1e-4, atol=1e-5 * float(np.abs(box).max())):
                         raise ValueError(
-                            f"intensity_augment recomputes each source as the 2×2×2 box "
-                            f"average of its target, but degradation {degradation!r} is not "
+                            f"{'phase' if self.phase_augment else 'intensity'}_augment "
+                            f"recomputes each source as the 2×2×2 box average of its target, "
+                            f"but degradation {degradation!r} is not "
                             f"that on subject {vol.subject!r} (use sr-box-x2)")
                 if s == 2:
                     degraded = np.repeat(np.repeat(np.repeat(degraded, 2, 1), 2, 2), 2, 3)
@@ -303,7 +325,7 @@ class PairedPatchStream:
                                     vol.affine))
                 self.records.append({"subject": vol.subject, "realisation": k,
                                      "records": records})
-            indices, cdf = _sampling_table(weights, geometry)
+            indices, cdf = _sampling_table(weights, geometry, any_phase=self.phase_augment)
             if indices.size == 0 or cdf[-1] <= 0:
                 raise ValueError(
                     f"subject {vol.subject!r} (shape {clean.shape}) has no admissible patch "
@@ -382,6 +404,8 @@ class PairedPatchStream:
                 self._pop()
         patch = self._pop()
         source, target = self._to_pair(patch)
+        if self.phase_augment:
+            source, target = rebox(source, target)
         if self.augment:
             rng = numpy_generator(self.seed, "augment", self.position)
             source, target = cube_symmetry(source, target, rng)
@@ -440,7 +464,7 @@ class NumpyPatchStream(PairedPatchStream):
     (inverse transform sampling of the weights, as TorchIO's ``WeightedSampler`` does). Patch
     ``p`` is a pure function of the seed and ``p``, so resuming and DDP slicing work exactly as
     in the parent class; the patches are not the ones TorchIO's queue would serve (the draws
-    differ), but they are distributed the same way and aligned the same way (x2: even origins,
+    differ), but they are distributed the same way and aligned the same way (x2: even origins unless ``phase_augment``,
     LR patch = ``source[::2, ::2, ::2]``).
     """
 

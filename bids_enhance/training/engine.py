@@ -477,7 +477,8 @@ def train(volumes: Sequence[Any], *, config: TrainConfig, out_dir: str | os.Path
                                    queue_length=cfg.queue_length,
                                    background_weight=cfg.background_weight,
                                    augment=cfg.augment,
-                                   intensity_augment=cfg.intensity_augment)
+                                   intensity_augment=cfg.intensity_augment,
+                                   phase_augment=cfg.phase_augment)
         if evaluate is None and val_volumes and context.is_main:
             from bids_enhance.training.validation import make_default_evaluator
 

@@ -126,3 +126,53 @@ def test_gamma_augmentation_is_refused_where_the_source_is_not_the_box_average()
         tiny_config("denoise", intensity_augment=True)
     with pytest.raises(ValueError, match="intensity_augment"):
         TrainConfig(task="gan3p", intensity_augment=1)
+
+
+# --- phase augmentation (``TrainConfig.phase_augment``) ---------------------------------------
+
+def _origin_in(volume: np.ndarray, patch: np.ndarray) -> tuple[int, ...]:
+    """The one origin at which ``patch`` is a crop of ``volume``."""
+    size = patch.shape
+    hits = [o for o in itertools.product(*(range(n - s + 1) for n, s in zip(volume.shape, size)))
+            if np.array_equal(volume[tuple(slice(a, a + s) for a, s in zip(o, size))], patch)]
+    assert len(hits) == 1, f"patch found at {len(hits)} origins"
+    return hits[0]
+
+
+@pytest.mark.parametrize("cls", [PairedPatchStream, NumpyPatchStream])
+def test_phase_pairs_are_cut_at_any_voxel_and_obey_the_box_average(cls):
+    """Without it every x2 patch starts on even voxels; with it the origins take both parities
+    on every axis, and each source is exactly its own target's 2×2×2 box average (not a crop
+    of the whole volume's box average, which is misaligned at odd origins)."""
+    geometry = PatchGeometry(scale=2, patch_size=(8, 8, 8))
+    kw = dict(degradation="sr-box-x2", geometry=geometry, seed=4, samples_per_volume=20,
+              queue_length=20)
+    vols = volumes(1, shape=(20, 20, 20))
+    plain_stream = cls(vols, **kw)
+    clean = plain_stream._pairs[0][1]
+    plain = [_origin_in(clean, t[0].numpy()) for _, t in plain_stream.take(20)]
+    assert all(o % 2 == 0 for origin in plain for o in origin)
+    stream = cls(vols, phase_augment=True, **kw)
+    origins = []
+    for source, target in stream.take(20):
+        assert source.shape == (1, 4, 4, 4) and target.shape == (1, 8, 8, 8)
+        origins.append(_origin_in(clean, target[0].numpy()))
+        box = target.numpy().reshape(1, 4, 2, 4, 2, 4, 2).mean(axis=(2, 4, 6))
+        assert np.allclose(source.numpy(), box, atol=1e-6)
+    for axis in range(3):
+        assert {o[axis] % 2 for o in origins} == {0, 1}
+
+
+def test_phase_augmentation_is_refused_where_the_source_is_not_the_box_average():
+    geometry = PatchGeometry(scale=2, patch_size=(12, 12, 12))
+    with pytest.raises(ValueError, match="phase_augment .*box average"):
+        NumpyPatchStream(volumes(1), degradation="sr-box-x2-rician-wide", geometry=geometry,
+                         seed=0, samples_per_volume=1, queue_length=1, phase_augment=True)
+    with pytest.raises(ValueError, match="phase_augment"):
+        NumpyPatchStream(volumes(1), degradation="denoise-rician-wide",
+                         geometry=PatchGeometry(scale=1, patch_size=(12, 12, 12)), seed=0,
+                         samples_per_volume=1, queue_length=1, phase_augment=True)
+    with pytest.raises(ValueError, match="phase_augment"):
+        tiny_config("motion-gan", phase_augment=True)
+    with pytest.raises(ValueError, match="phase_augment"):
+        TrainConfig(task="gan3p", phase_augment="yes")
