@@ -135,7 +135,8 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_stack_ft", "denoise_stack_wiener", "denoise_stack_prinlm",
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd",
           "denoise_stack_pd_prinlm", "motion_gan_deep", "gan3p_l1_x2_gamma", "gan3p_l1_x2_p64",
-          "gan3p_l1_x2_aug3", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2")
+          "gan3p_l1_x2_aug3", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2",
+          "gan3p_l1_x2_mse", "motion_gan_mse")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -143,6 +144,7 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "gan3p_l1_x2_wide": "gan3p", "gan3p_l1_x2_aug": "gan3p",
          "gan3p_l1_x2_aug2": "gan3p", "gan3p_l1_x2_gamma": "gan3p", "gan3p_l1_x2_aug3": "gan3p",
          "gan3p_l1_x2_p64": "gan3p", "gan3p_l1_x2_phase": "gan3p", "gan3p_l1_x2_gamma2": "gan3p",
+         "gan3p_l1_x2_mse": "gan3p", "motion_gan_mse": "motion-gan",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "motion_gan_ctx": "motion-gan",
          "motion_gan_deep": "motion-gan",
@@ -213,6 +215,12 @@ SPLITS = {
     "gan3p_l1_x2_phase": (TRAINING_1MM, HELD_OUT),
     # … its control: the same restart from the same weights without the phases
     "gan3p_l1_x2_gamma2": (TRAINING_1MM, HELD_OUT),
+    # … and the same restart with the mean squared error as its pixel loss instead of L1
+    # (PSNR rewards the conditional mean; L1 keeps the median where the network cannot tell)
+    "gan3p_l1_x2_mse": (TRAINING_1MM, HELD_OUT),
+    # the shipped motion model trained further with the mean squared error instead of L1 (the
+    # recipe of motion_gan_ctx): L1 leaves a ghost the network is unsure of in place
+    "motion_gan_mse": (TRAINING_1MM, HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped motion model, trained further on six 1 mm heads
@@ -235,7 +243,7 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "motion_gan_deep", "gan3p_l1_x2_wide",
               "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma",
               "gan3p_l1_x2_aug3", "gan3p_l1_x2_p64", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2",
-              "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+              "gan3p_l1_x2_mse", "motion_gan_mse", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
@@ -263,6 +271,7 @@ MODEL_PRESETS = {"disgan_x2_odct": "sr-box-x2-rician-wide-odct",
 #: models whose training patches are turned by random symmetries of the cube
 AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma", "gan3p_l1_x2_aug3",
              "gan3p_l1_x2_p64", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2",
+             "gan3p_l1_x2_mse",
              "denoise_stack_aug",
              "denoise_stack_ixi",
              "denoise_stack_ft",
@@ -270,7 +279,9 @@ AUGMENTED = ("gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma", "gan3p_
              "denoise_stack_bm", "denoise_stack_pd", "denoise_stack_pd_prinlm")
 #: models whose training pairs also get a random gamma (their source recomputed as the box average)
 INTENSITY_AUGMENTED = ("gan3p_l1_x2_gamma", "gan3p_l1_x2_p64", "gan3p_l1_x2_phase",
-                       "gan3p_l1_x2_gamma2")
+                       "gan3p_l1_x2_gamma2", "gan3p_l1_x2_mse")
+#: models trained with the mean squared error as their pixel loss (the others: L1)
+MSE_LOSS = ("gan3p_l1_x2_mse", "motion_gan_mse")
 #: models whose x2 patches are cut at any voxel, their source recomputed as the box average
 PHASE_AUGMENTED = ("gan3p_l1_x2_phase",)
 DESCRIPTIONS = {
@@ -316,6 +327,14 @@ DESCRIPTIONS = {
                           "further on its six 1 mm heads, cube symmetries and a random gamma "
                           "(the control of gan3p_l1_x2_phase: the same restart without the "
                           "phases)",
+    "gan3p_l1_x2_mse": "x2 super-resolution, RRDB generator of the three-player GAN, "
+                       "pixel-loss stage only, with the mean squared error instead of L1: the "
+                       "shipped superres generator trained further on its six 1 mm heads, cube "
+                       "symmetries and a random gamma as before",
+    "motion_gan_mse": "retrospective motion-artefact correction, the scale-1 generator of the "
+                      "three-player GAN: the shipped motion model trained further on the same "
+                      "six 1 mm heads and 64³ patches with the mean squared error as its pixel "
+                      "loss instead of L1",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
@@ -558,7 +577,8 @@ def _config(name: str, args, *, iterations: int, warmup: int, adversarial: int):
         validation_crop=args.validation_crop,
         augment=getattr(args, "augment", False) or name in AUGMENTED,
         intensity_augment=name in INTENSITY_AUGMENTED,
-        phase_augment=name in PHASE_AUGMENTED)
+        phase_augment=name in PHASE_AUGMENTED,
+        pixel_loss="mse" if name in MSE_LOSS else "l1")
     if args.lr is not None:
         fields["lr"] = args.lr
     from bids_enhance.models.registry import size_preset

@@ -23,6 +23,9 @@ TASKS = (*GAN_TASKS, "motion-ddpm")
 PRECISIONS = ("auto", "bf16", "fp32")
 FE_MODES = ("joint", "frozen")
 LR_SCHEDULES = ("constant", "cosine")
+#: pixel losses of the GAN generators: ``l1`` (the thesis' and ESRGAN's) or ``mse`` (the
+#: conditional mean, what PSNR rewards: where the network cannot tell, L1 keeps the median)
+PIXEL_LOSSES = ("l1", "mse")
 
 #: what each task means: degradation preset, generator scale, critic, learning rate
 TASK_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -122,6 +125,8 @@ class TrainConfig:
         disables), ``lr_schedule`` (``constant`` or ``cosine`` decay to 0 over ``iterations``).
 
     GANs
+        ``pixel_loss`` (``l1``, default, or ``mse``: the generator's pixel loss, in the warm-up
+        and the adversarial stage; the ``l1`` column of the loss log stays the L1 either way),
         ``loss_preset`` (``thesis`` or ``released-code``, see
         :data:`bids_enhance.training.losses.LOSS_PRESETS`), ``warmup_iterations`` (pixel-loss only,
         no critic), ``instance_noise_start`` (σ at the first adversarial iteration) annealed
@@ -171,6 +176,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     # GANs
     loss_preset: str = "thesis"
+    pixel_loss: str = "l1"
     warmup_iterations: int = 0
     instance_noise_start: float = 1.0
     instance_noise_iterations: int | None = None
@@ -244,6 +250,7 @@ class TrainConfig:
         self.grad_clip = _float("grad_clip", self.grad_clip, optional=True, open_min=True)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("loss_preset", self.loss_preset, sorted(LOSS_PRESETS))
+        _choice("pixel_loss", self.pixel_loss, PIXEL_LOSSES)
         self.warmup_iterations = _int("warmup_iterations", self.warmup_iterations, minimum=0)
         self.instance_noise_start = _float("instance_noise_start", self.instance_noise_start)
         self.instance_noise_iterations = _int("instance_noise_iterations",

@@ -178,13 +178,14 @@ class GANTrainer(Trainer):
             raise ValueError(f"generator output {tuple(sr.shape)} does not match the target "
                              f"{tuple(hr.shape)} (input {tuple(lr_img.shape)}, scale {cfg.scale})")
         l1 = F.l1_loss(sr.float(), hr)
+        pixel = l1 if cfg.pixel_loss == "l1" else F.mse_loss(sr.float(), hr)
 
         if iteration < cfg.warmup_iterations:  # pixel-loss warm-up: G alone
             self.optimizer_g.zero_grad(set_to_none=True)
-            l1.backward()
+            pixel.backward()
             out["grad_norm_g"] = self.clip(self._g_params)
             self.optimizer_g.step()
-            out.update(loss_g=l1.detach(), l1=l1.detach(),
+            out.update(loss_g=pixel.detach(), l1=l1.detach(),
                        sigma=torch.full((), self.sigma_at(iteration), device=self.device))
             return out
 
@@ -209,7 +210,7 @@ class GANTrainer(Trainer):
                                          [f[batch:] for f in features],
                                          layers=cfg.perceptual_layers)
             w = self.weights
-            loss_g = w.perceptual * perceptual + w.pixel * l1 + w.adversarial * adversarial
+            loss_g = w.perceptual * perceptual + w.pixel * pixel + w.adversarial * adversarial
             self.optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()
             out["grad_norm_g"] = self.clip(self._g_params + self._fe_params)

@@ -133,8 +133,10 @@ def test_gamma_augmentation_is_refused_where_the_source_is_not_the_box_average()
 def _origin_in(volume: np.ndarray, patch: np.ndarray) -> tuple[int, ...]:
     """The one origin at which ``patch`` is a crop of ``volume``."""
     size = patch.shape
-    hits = [o for o in itertools.product(*(range(n - s + 1) for n, s in zip(volume.shape, size)))
-            if np.array_equal(volume[tuple(slice(a, a + s) for a, s in zip(o, size))], patch)]
+    ranges = (range(n - s + 1) for n, s in zip(volume.shape, size, strict=True))
+    hits = [o for o in itertools.product(*ranges)
+            if np.array_equal(volume[tuple(slice(a, a + s)
+                                           for a, s in zip(o, size, strict=True))], patch)]
     assert len(hits) == 1, f"patch found at {len(hits)} origins"
     return hits[0]
 

@@ -135,3 +135,38 @@ def test_cuda_bf16_channels_last_fused_step():
     out = trainer.train_step(*smooth_batch(2, seed=0), 0)
     assert all(torch.isfinite(out[k]) for k in ("loss_g", "loss_d"))
     assert next(trainer.generator.parameters()).is_cuda
+
+
+def test_mse_pixel_loss_is_what_the_generator_descends():
+    """``pixel_loss="mse"``: the warm-up step's loss is the MSE of the generator's output, the
+    logged ``l1`` is still its L1, and the first Adam step (−lr·g/|g| per weight) follows the
+    MSE's gradient — not L1's, whose signs differ on some weights."""
+    import copy
+
+    trainer = GANTrainer(tiny_config(warmup_iterations=1, pixel_loss="mse", seed=2))
+    lr, hr = smooth_batch(2, seed=3)
+    before = copy.deepcopy(trainer.generator)
+    sr = before(lr)
+    mse, l1 = F.mse_loss(sr, hr), F.l1_loss(sr, hr)
+    grads = {}
+    for name, loss in (("mse", mse), ("l1", l1)):
+        before.zero_grad()
+        loss.backward(retain_graph=True)
+        grads[name] = [p.grad.detach().clone() for p in before.parameters()]
+    out = trainer.train_step(lr, hr, 0)
+    assert out["loss_g"].item() == pytest.approx(mse.item(), rel=1e-5)
+    assert out["l1"].item() == pytest.approx(l1.item(), rel=1e-5)
+    agree = disagree_l1 = 0
+    for p0, p1, g_mse, g_l1 in zip(before.parameters(), trainer.generator.parameters(),
+                                   grads["mse"], grads["l1"], strict=True):
+        step = (p1 - p0).detach()
+        big = g_mse.abs() > 1e-6
+        assert torch.equal(torch.sign(step[big]), -torch.sign(g_mse[big]))
+        agree += int(big.sum())
+        disagree_l1 += int((torch.sign(g_l1[big]) != torch.sign(g_mse[big])).sum())
+    assert agree > 100 and disagree_l1 > 0
+
+
+def test_pixel_loss_is_checked():
+    with pytest.raises(ValueError, match="pixel_loss"):
+        tiny_config(pixel_loss="l2")
