@@ -32,7 +32,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "training": (
         "model", "model_name", "iterations", "patch_size", "batch_size", "val_subjects",
-        "loss_preset", "warmup_iterations", "image_skip", "size", "degradation", "checkpoint_every", "validate_every",
+        "loss_preset", "pixel_loss", "warmup_iterations", "image_skip", "size", "degradation", "checkpoint_every", "validate_every",
         "resume", "nproc_per_node",
     ),
     "nipype": (
@@ -96,6 +96,7 @@ class Settings:
     batch_size: int = 4
     val_subjects: list[str] | None = None
     loss_preset: str = "thesis"
+    pixel_loss: str = "l1"
     warmup_iterations: int = 0
     image_skip: bool = False
     size: str = "thesis"

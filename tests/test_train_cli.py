@@ -72,6 +72,7 @@ def test_train_writes_checkpoint_and_model_card(train_bids, tmp_path, model):
     (["--model", "gan3p", "--patch-size", "15"], "patch_size must be even"),
     (["--model", "gan3p", "--degradation", "sr-boxx2"], "did you mean 'sr-box-x2'"),
     (["--model", "motion-ddpm", "--image-skip"], "not to motion-ddpm"),
+    (["--model", "motion-ddpm", "--pixel-loss", "mse"], "not to motion-ddpm"),
 ])
 def test_bad_training_requests_fail_before_training(train_bids, tmp_path, capsys, extra,
                                                     message):
@@ -82,6 +83,15 @@ def test_bad_training_requests_fail_before_training(train_bids, tmp_path, capsys
     assert code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "out" / "models").exists()
+
+
+@pytest.mark.slow
+def test_pixel_loss_reaches_the_training_and_its_card(train_bids, tmp_path):
+    assert _train(train_bids, tmp_path, "--model", "motion-gan", "--val-subjects", "02",
+                  "--pixel-loss", "mse") == 0
+    card = json.loads((tmp_path / "out" / "models" / "motion-gan" / "model_card.json")
+                      .read_text())
+    assert card["training"]["config"]["pixel_loss"] == "mse"
 
 
 @pytest.mark.slow

@@ -268,3 +268,26 @@ def test_pd_like_training_volumes_are_their_sources_remapped(tmp_path):
         assert tdw.SHARED_FILES[name] == tdw.SHARED_FILES[source]
         assert "remapped from" in tdw.SOURCES[name]
     assert set(tdw.DERIVED_PD) <= set(tdw.split_for("denoise_stack_pd")[0])
+
+
+def test_a_copy_of_shipped_weights_names_them_as_the_parent(tmp_path):
+    """A run started from a copy of shipped weights (kept while the package's weights change)
+    finds their card by sha256; a file with no card, run or match is named only."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_default_weights as tdw
+
+    shipped = ROOT / "bids_enhance" / "data" / "models" / "motion_gan"
+    card = json.loads((shipped / "model_card.json").read_text())
+    copy = tmp_path / "init" / "motion_copy.pt"
+    copy.parent.mkdir()
+    shutil.copy2(shipped / "checkpoint.pt", copy)
+    parent = tdw._parent_run(["train", "--init-from", str(copy)])
+    assert parent["model"] == "motion_gan"
+    assert parent["sha256"] == card["checkpoint"]["sha256"]
+    assert parent["cpu_hours"] == (card["training"].get("cpu_hours_total")
+                                   or card["training"]["cpu_hours"])
+    other = tmp_path / "init" / "other.pt"
+    other.write_bytes(b"not shipped")
+    assert tdw._parent_run(["train", "--init-from", str(other)]) == {"checkpoint": str(other)}

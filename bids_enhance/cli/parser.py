@@ -263,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss-preset", dest="loss_preset", choices=LOSS_PRESETS, default="thesis",
                    help="GAN generator loss weights: thesis (L_perc + 0.01 L1 + 0.005 L_adv) or "
                         "released-code (L1 + 0.01 L_perc + 0.005 L_adv)")
+    g.add_argument("--pixel-loss", dest="pixel_loss", choices=("l1", "mse"), default="l1",
+                   help="the GAN generators' pixel loss: l1 (the thesis') or mse (the mean "
+                        "squared error: the conditional mean, what PSNR rewards; the shipped "
+                        "motion weights ended with it)")
     g.add_argument("--warmup-iterations", dest="warmup_iterations", type=int, default=0,
                    metavar="N", help="pixel-loss-only iterations before adversarial training "
                         "(--model denoise: all of them unless given)")
@@ -595,6 +599,7 @@ def parse_args(argv: list[str] | None = None):
         batch_size=opts.batch_size,
         val_subjects=opts.val_subjects,
         loss_preset=opts.loss_preset,
+        pixel_loss=opts.pixel_loss,
         warmup_iterations=opts.warmup_iterations,
         image_skip=opts.image_skip,
         size=opts.size,

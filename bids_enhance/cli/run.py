@@ -754,6 +754,10 @@ def _train_config(settings) -> dict:
         fields["warmup_iterations"] = settings.iterations  # a pixel-loss (PSNR) denoiser
     if settings.model != "motion-ddpm":
         fields["loss_preset"] = settings.loss_preset
+        fields["pixel_loss"] = getattr(settings, "pixel_loss", "l1")
+    elif getattr(settings, "pixel_loss", "l1") != "l1":
+        raise UsageError("--pixel-loss applies to the generators of gan3p, disgan, motion-gan "
+                         "and denoise, not to motion-ddpm (it predicts noise)")
     if settings.degradation:
         fields["degradation"] = settings.degradation
     size = getattr(settings, "size", "thesis")
