@@ -113,19 +113,23 @@ def test_gamma_pairs_still_obey_the_box_average(cls):
     assert np.ptp(gammas) > 0.05  # a different γ per patch
 
 
-def test_gamma_augmentation_is_refused_where_the_source_is_not_the_box_average():
+@pytest.mark.parametrize("option", ["intensity_augment", "phase_augment"])
+def test_recomputed_sources_are_refused_where_the_source_is_not_the_box_average(option):
+    """Both augmentations recompute each source as the box average of its target: refused for
+    any other degradation, for non-x2 patches and tasks, and for non-boolean values."""
     geometry = PatchGeometry(scale=2, patch_size=(12, 12, 12))
-    with pytest.raises(ValueError, match="box average"):
+    with pytest.raises(ValueError, match=f"{option} .*box average"):
         NumpyPatchStream(volumes(1), degradation="sr-box-x2-rician-wide", geometry=geometry,
-                         seed=0, samples_per_volume=1, queue_length=1, intensity_augment=True)
-    with pytest.raises(ValueError, match="intensity_augment"):
+                         seed=0, samples_per_volume=1, queue_length=1, **{option: True})
+    with pytest.raises(ValueError, match=option):
         NumpyPatchStream(volumes(1), degradation="denoise-rician-wide",
                          geometry=PatchGeometry(scale=1, patch_size=(12, 12, 12)), seed=0,
-                         samples_per_volume=1, queue_length=1, intensity_augment=True)
-    with pytest.raises(ValueError, match="intensity_augment"):
-        tiny_config("denoise", intensity_augment=True)
-    with pytest.raises(ValueError, match="intensity_augment"):
-        TrainConfig(task="gan3p", intensity_augment=1)
+                         samples_per_volume=1, queue_length=1, **{option: True})
+    for task in ("denoise", "motion-gan"):
+        with pytest.raises(ValueError, match=option):
+            tiny_config(task, **{option: True})
+    with pytest.raises(ValueError, match=option):
+        TrainConfig(task="gan3p", **{option: 1})
 
 
 # --- phase augmentation (``TrainConfig.phase_augment``) ---------------------------------------
@@ -164,17 +168,3 @@ def test_phase_pairs_are_cut_at_any_voxel_and_obey_the_box_average(cls):
     for axis in range(3):
         assert {o[axis] % 2 for o in origins} == {0, 1}
 
-
-def test_phase_augmentation_is_refused_where_the_source_is_not_the_box_average():
-    geometry = PatchGeometry(scale=2, patch_size=(12, 12, 12))
-    with pytest.raises(ValueError, match="phase_augment .*box average"):
-        NumpyPatchStream(volumes(1), degradation="sr-box-x2-rician-wide", geometry=geometry,
-                         seed=0, samples_per_volume=1, queue_length=1, phase_augment=True)
-    with pytest.raises(ValueError, match="phase_augment"):
-        NumpyPatchStream(volumes(1), degradation="denoise-rician-wide",
-                         geometry=PatchGeometry(scale=1, patch_size=(12, 12, 12)), seed=0,
-                         samples_per_volume=1, queue_length=1, phase_augment=True)
-    with pytest.raises(ValueError, match="phase_augment"):
-        tiny_config("motion-gan", phase_augment=True)
-    with pytest.raises(ValueError, match="phase_augment"):
-        TrainConfig(task="gan3p", phase_augment="yes")
