@@ -206,20 +206,17 @@ def random_gamma(source: Tensor, target: Tensor,
     gamma of the box average is not the box average of a gamma). ``source`` is only checked for
     its shape: it is replaced."""
     gamma = float(np.exp(rng.uniform(-LOG_GAMMA, LOG_GAMMA)))
-    if source.shape[0] != 1 or tuple(source.shape[1:]) != tuple(target.shape):
-        raise ValueError(f"intensity augmentation needs a one-channel x2 pair on the HR grid, "
-                         f"got source {tuple(source.shape)} and target {tuple(target.shape)}")
-    target = target.sign() * target.abs().pow(gamma)
-    return box_average_x2(target).contiguous(), target.contiguous()
+    return rebox(source, target.sign() * target.abs().pow(gamma))
 
 
 def rebox(source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """An x2 pair whose source is recomputed as the 2×2×2 box average of its target (on the
-    target's grid). For patches cut at any voxel, not only even ones: their box grid is shifted
-    by the patch's origin, one of the 8 phases of the 2×2×2 grid, where the whole volume's box
-    average has only one. ``source`` is only checked for its shape: it is replaced."""
+    target's grid): after a change of the target (:func:`random_gamma`), or for patches cut at
+    any voxel, not only even ones, whose box grid is shifted by the patch's origin — one of the
+    8 phases of the 2×2×2 grid, where the whole volume's box average has only one. ``source`` is
+    only checked for its shape: it is replaced."""
     if source.shape[0] != 1 or tuple(source.shape[1:]) != tuple(target.shape):
-        raise ValueError(f"phase augmentation needs a one-channel x2 pair on the HR grid, "
+        raise ValueError(f"recomputing the source needs a one-channel x2 pair on the HR grid, "
                          f"got source {tuple(source.shape)} and target {tuple(target.shape)}")
     return box_average_x2(target).contiguous(), target.contiguous()
 
@@ -464,8 +461,8 @@ class NumpyPatchStream(PairedPatchStream):
     (inverse transform sampling of the weights, as TorchIO's ``WeightedSampler`` does). Patch
     ``p`` is a pure function of the seed and ``p``, so resuming and DDP slicing work exactly as
     in the parent class; the patches are not the ones TorchIO's queue would serve (the draws
-    differ), but they are distributed the same way and aligned the same way (x2: even origins unless ``phase_augment``,
-    LR patch = ``source[::2, ::2, ::2]``).
+    differ), but they are distributed the same way and aligned the same way (x2: even origins
+    unless ``phase_augment``, LR patch = ``source[::2, ::2, ::2]``).
     """
 
     def _open_round(self, index: int) -> None:
