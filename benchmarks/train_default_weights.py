@@ -136,7 +136,7 @@ MODELS = ("gan3p_l1_x2", "gan3p_x2", "disgan_x2", "motion_gan", "denoise_rician"
           "denoise_stack_lowsigma", "denoise_stack_bm", "denoise_stack_pd",
           "denoise_stack_pd_prinlm", "motion_gan_deep", "gan3p_l1_x2_gamma", "gan3p_l1_x2_p64",
           "gan3p_l1_x2_aug3", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2",
-          "gan3p_l1_x2_mse", "motion_gan_mse")
+          "gan3p_l1_x2_mse", "motion_gan_mse", "motion_gan_l1")
 TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "disgan_x2": "disgan",
          "disgan_x2_odct": "disgan", "disgan_x2_odct_adv": "disgan",
@@ -145,6 +145,7 @@ TASKS = {"gan3p_l1_x2": "gan3p", "gan3p_x2": "gan3p", "gan3p_x2_1mm": "gan3p",
          "gan3p_l1_x2_aug2": "gan3p", "gan3p_l1_x2_gamma": "gan3p", "gan3p_l1_x2_aug3": "gan3p",
          "gan3p_l1_x2_p64": "gan3p", "gan3p_l1_x2_phase": "gan3p", "gan3p_l1_x2_gamma2": "gan3p",
          "gan3p_l1_x2_mse": "gan3p", "motion_gan_mse": "motion-gan",
+         "motion_gan_l1": "motion-gan",
          "motion_gan": "motion-gan", "motion_ddpm": "motion-ddpm",
          "motion_gan_1mm": "motion-gan", "motion_gan_ctx": "motion-gan",
          "motion_gan_deep": "motion-gan",
@@ -221,6 +222,8 @@ SPLITS = {
     # the shipped motion model trained further with the mean squared error instead of L1 (the
     # recipe of motion_gan_ctx): L1 leaves a ghost the network is unsure of in place
     "motion_gan_mse": (TRAINING_1MM, HELD_OUT),
+    # … its L1 twin: the same restart from the same weights with L1 (is the gain the loss's?)
+    "motion_gan_l1": (TRAINING_1MM, HELD_OUT),
     # the adversarial stage of the shipped superres model, on its heads
     "gan3p_x2_1mm": (TRAINING_1MM, HELD_OUT),
     # the shipped motion model, trained further on six 1 mm heads
@@ -243,7 +246,7 @@ ADVERSARIAL_FROM_INIT = ("gan3p_x2", "gan3p_x2_1mm", "disgan_x2_odct_adv")
 PIXEL_ONLY = ("motion_gan_1mm", "motion_gan_ctx", "motion_gan_deep", "gan3p_l1_x2_wide",
               "gan3p_l1_x2_aug", "gan3p_l1_x2_aug2", "gan3p_l1_x2_gamma",
               "gan3p_l1_x2_aug3", "gan3p_l1_x2_p64", "gan3p_l1_x2_phase", "gan3p_l1_x2_gamma2",
-              "gan3p_l1_x2_mse", "motion_gan_mse", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
+              "gan3p_l1_x2_mse", "motion_gan_mse", "motion_gan_l1", "gan3p_l1_x2", "gan3p_l1_x2_ft", "gan3p_l1_x2_ixi", "gan3p_l1_x2_1mm",
               "denoise_stack", "denoise_stack_sigma",
               "denoise_stack_aug", "denoise_stack_ixi", "denoise_stack_ft", "denoise_stack_wiener",
               "denoise_stack_prinlm", "denoise_stack_lowsigma", "denoise_stack_bm",
@@ -335,6 +338,10 @@ DESCRIPTIONS = {
                       "three-player GAN: the shipped motion model trained further on the same "
                       "six 1 mm heads and 64³ patches with the mean squared error as its pixel "
                       "loss instead of L1",
+    "motion_gan_l1": "retrospective motion-artefact correction, the scale-1 generator of the "
+                     "three-player GAN: the shipped motion model (before motion_gan_mse) trained "
+                     "further on the same six 1 mm heads and 64³ patches with L1 (the twin of "
+                     "motion_gan_mse)",
     "gan3p_x2": "x2 super-resolution, three-player GAN (Wang et al. 2023): L1 warm-up, then "
                 "adversarial training with a ResNet-10 perceptual loss",
     "gan3p_x2_1mm": "x2 super-resolution, three-player GAN (Wang et al. 2023): the shipped L1 "
