@@ -1109,21 +1109,24 @@ def _source_sha256(name: str) -> str | None:
 def _parent_run(command: list[str]) -> dict | None:
     """What a run started with ``--init-from`` continued: the run folder of that checkpoint
     (its iterations, CPU-hours and command, from its training state), or the card of shipped
-    weights — beside the file, or in ``bids_enhance/data/models/`` with the file's sha256 (a
-    copy kept while the package's weights change) — for the model card."""
+    weights — beside the file, or in the package's models folder
+    (:func:`bids_enhance.inference.weights.models_dir`) with the file's sha256 (a copy kept
+    while the package's weights change) — for the model card."""
     if "--init-from" not in command:
         return None
     path = Path(command[command.index("--init-from") + 1])
     path = path if path.is_absolute() else ROOT / path
     folder = path.parent
     shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    card_file = folder / "model_card.json"
+    from bids_enhance.inference.weights import CARD_NAME, models_dir
+
+    card_file = folder / CARD_NAME
     if not card_file.is_file() and not (folder / "checkpoint_state.pt").is_file() \
             and path.is_file():  # a copy of shipped weights: the card with its sha256
         sha = _sha256(path)
-        card_file = next((c for c in sorted((ROOT / "bids_enhance/data/models").glob(
-            "*/model_card.json")) if (json.loads(c.read_text()).get("checkpoint") or {}).get(
-            "sha256") == sha), card_file)
+        card_file = next((c for c in sorted(models_dir().glob(f"*/{CARD_NAME}"))
+                          if (json.loads(c.read_text()).get("checkpoint") or {}).get("sha256")
+                          == sha), card_file)
     if card_file.is_file():  # shipped weights: what their card says
         card = json.loads(card_file.read_text())
         t = card.get("training") or {}
